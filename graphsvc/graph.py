@@ -1,0 +1,180 @@
+"""Arrow edges → CSR adjacency, and vectorised neighbourhood sampling.
+
+PyG's loaders need pyg-lib, which cannot be installed here, so sampling is our own:
+numpy only, no Python loop per node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+@dataclass(frozen=True)
+class EdgeIndexing:
+    """Edges turned into node positions, and what could not be."""
+
+    source: np.ndarray  # int64 positions
+    target: np.ndarray
+    dangling: int  # edges whose _from or _to is not a node of the collection
+
+
+def edges_to_positions(
+    keys: pa.Array | Sequence[str],
+    edge_batches: Iterable[pa.RecordBatch],
+    collection: str,
+) -> EdgeIndexing:
+    """Map `_from`/`_to` ids (`collection/key`) to positions in `keys`."""
+    key_array = pa.array(keys, pa.string()) if not isinstance(keys, pa.Array) else keys
+    prefix = collection + "/"
+    sources, targets, dangling = [], [], 0
+    for batch in edge_batches:
+        positions = []
+        for name in ("_from", "_to"):
+            ids = batch.column(batch.schema.get_field_index(name))
+            local = pc.starts_with(ids, prefix)
+            stripped = pc.utf8_slice_codeunits(ids, len(prefix))
+            position = pc.index_in(stripped, value_set=key_array)
+            positions.append(pc.if_else(local, position, pa.scalar(None, pa.int32())))
+        valid = pc.and_(pc.is_valid(positions[0]), pc.is_valid(positions[1]))
+        dangling += batch.num_rows - valid.true_count
+        sources.append(pc.filter(positions[0], valid).to_numpy(zero_copy_only=False).astype(np.int64))
+        targets.append(pc.filter(positions[1], valid).to_numpy(zero_copy_only=False).astype(np.int64))
+    if not sources:
+        empty = np.zeros(0, np.int64)
+        return EdgeIndexing(empty, empty, 0)
+    return EdgeIndexing(np.concatenate(sources), np.concatenate(targets), dangling)
+
+
+@dataclass(frozen=True)
+class CSRGraph:
+    """Adjacency in compressed sparse rows: the neighbours of node i are
+    `indices[indptr[i]:indptr[i+1]]`, sorted."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.indptr) - 1
+
+    @property
+    def num_edges(self) -> int:
+        return len(self.indices)
+
+    def degree(self, nodes: np.ndarray | None = None) -> np.ndarray:
+        if nodes is None:
+            return np.diff(self.indptr)
+        return self.indptr[nodes + 1] - self.indptr[nodes]
+
+    def neighbours(self, node: int) -> np.ndarray:
+        return self.indices[self.indptr[node] : self.indptr[node + 1]]
+
+    @classmethod
+    def from_edges(
+        cls,
+        source: np.ndarray,
+        target: np.ndarray,
+        num_nodes: int,
+        undirected: bool = True,
+    ) -> "CSRGraph":
+        """Build from edge lists; self-loops and duplicate edges are dropped. With
+        `undirected`, each edge is usable both ways (co-purchases have no direction)."""
+        source = np.asarray(source, np.int64)
+        target = np.asarray(target, np.int64)
+        if undirected:
+            source, target = np.concatenate([source, target]), np.concatenate([target, source])
+        keep = source != target
+        # one int64 per edge: sorting it orders by row then column and exposes duplicates
+        packed = np.unique(source[keep] * num_nodes + target[keep])
+        rows, columns = np.divmod(packed, num_nodes)
+        indptr = np.zeros(num_nodes + 1, np.int64)
+        np.cumsum(np.bincount(rows, minlength=num_nodes), out=indptr[1:])
+        return cls(indptr, columns.astype(np.int64))
+
+
+@dataclass(frozen=True)
+class SampledSubgraph:
+    """The computation graph of a batch of target nodes.
+
+    `nodes` holds global node ids ordered by hop: the targets first, then the nodes first
+    reached at hop 1, hop 2, … `edge_index[0]` are message sources (neighbours) and
+    `edge_index[1]` their destinations, both as positions in `nodes`. `sizes[i]` is the
+    number of leading nodes whose representation layer i must compute: layer i of L only
+    needs the nodes within L-1-i hops of a target.
+    """
+
+    nodes: np.ndarray
+    edge_index: np.ndarray
+    sizes: np.ndarray
+    num_targets: int
+
+
+class NeighbourSampler:
+    """Samples up to `fanouts[h]` distinct neighbours per node at hop h (-1: all of them).
+
+    Seeded per batch, so the same batch always gets the same computation graph whatever
+    order or concurrency the batches run in.
+    """
+
+    def __init__(self, graph: CSRGraph, fanouts: Sequence[int], seed: int = 0):
+        self.graph = graph
+        self.fanouts = list(fanouts)
+        self.seed = seed
+        self._local = np.full(graph.num_nodes, -1, np.int64)
+
+    def sample(self, targets: np.ndarray, batch_number: int = 0) -> SampledSubgraph:
+        rng = np.random.default_rng([self.seed, batch_number])
+        targets = np.asarray(targets, np.int64)
+        local = self._local
+        if np.unique(targets).size != targets.size:
+            raise ValueError("targets must be distinct")
+        node_chunks, counts = [targets], [targets.size]
+        try:
+            local[targets] = np.arange(targets.size)
+            frontier, total = targets, targets.size
+            edge_sources, edge_targets = [], []
+            for fanout in self.fanouts:
+                owners, picked = sample_neighbours(self.graph, frontier, fanout, rng)
+                new = np.unique(picked[local[picked] < 0])
+                local[new] = total + np.arange(new.size)
+                total += new.size
+                edge_sources.append(local[picked])
+                edge_targets.append(local[frontier[owners]])
+                node_chunks.append(new)
+                counts.append(total)
+                frontier = new
+            nodes = np.concatenate(node_chunks)
+        finally:
+            local[np.concatenate(node_chunks)] = -1
+        edge_index = np.stack(
+            [np.concatenate(edge_sources), np.concatenate(edge_targets)]
+        ) if edge_sources else np.zeros((2, 0), np.int64)
+        hops = len(self.fanouts)
+        # layer i computes nodes within hops-1-i hops: counts[hops-1-i]
+        sizes = np.array([counts[hops - 1 - i] for i in range(hops)], np.int64)
+        return SampledSubgraph(nodes, edge_index, sizes, targets.size)
+
+
+def sample_neighbours(
+    graph: CSRGraph, nodes: np.ndarray, fanout: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each node, up to `fanout` distinct neighbours drawn uniformly (all when
+    fanout < 0 or the degree is smaller). Returns (owner position in `nodes`, neighbour id)."""
+    starts = graph.indptr[nodes]
+    degrees = graph.indptr[nodes + 1] - starts
+    total = int(degrees.sum())
+    owners = np.repeat(np.arange(nodes.size), degrees)
+    offsets = np.cumsum(degrees) - degrees
+    slots = starts[owners] + (np.arange(total) - offsets[owners])
+    if fanout < 0 or total == 0 or degrees.max() <= fanout:
+        return owners, graph.indices[slots]
+    # a random key per candidate; the `fanout` smallest keys of each node win
+    order = np.lexsort((rng.random(total), owners))
+    rank = np.arange(total) - offsets[owners[order]]
+    chosen = order[rank < fanout]
+    return owners[chosen], graph.indices[slots[chosen]]

@@ -1,0 +1,370 @@
+"""A thin, typed wrapper around a FAISS index: build, search, all-pairs top-k, save/load.
+
+Ids are the row numbers of the vectors passed to `VectorIndex.build` (0..N-1); mapping
+them to document keys is the job of `graphsvc.index.artifacts`.
+
+Metrics
+  cosine  vectors (and queries) are L2-normalised copies, searched by inner product;
+          scores are cosine similarities in [-1, 1]; a zero vector scores 0 with everything.
+  ip      raw inner product, higher is better.
+  l2      squared Euclidean distance, *lower* is better.
+
+Missing results (k larger than what the index can return) have id -1 and a score of
+-inf (cosine/ip) or +inf (l2).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+METRICS = ("cosine", "ip", "l2")
+KINDS = ("auto", "flat", "ivf")
+
+#: below this many vectors "auto" builds an exact flat index
+AUTO_FLAT_MAX = 50_000
+#: FAISS k-means wants at least ~39 training points per centroid
+MIN_POINTS_PER_CENTROID = 39
+#: training sample size per centroid (FAISS subsamples to 256/centroid anyway)
+TRAIN_POINTS_PER_CENTROID = 64
+#: GPU flat/IVF search supports at most this k
+GPU_MAX_K = 2048
+
+
+def _check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    return metric
+
+
+def _faiss_metric(metric: str) -> int:
+    return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+
+
+def _as_matrix(x: Any, name: str, dim: int | None = None) -> np.ndarray:
+    """A C-contiguous float32 [n, d] matrix; a 1-D input becomes one row."""
+    arr = np.asarray(x)
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 1-D or 2-D array, got shape {arr.shape}")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"{name} have dimension {arr.shape[1]}, the index has dimension {dim}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.size and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contain NaN or infinite values")
+    return arr
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Row-wise L2-normalised copy (float32); zero rows stay zero (no NaN)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    # divide only where the norm is positive; zero rows are copied unchanged (all zeros)
+    out = np.zeros_like(x)
+    np.divide(x, norms, out=out, where=norms > 0)
+    return out
+
+
+def default_nlist(n: int) -> int:
+    """nlist ≈ 4·sqrt(N), clamped so every centroid gets enough training points."""
+    nlist = int(round(4 * math.sqrt(max(n, 1))))
+    nlist = min(nlist, max(1, n // MIN_POINTS_PER_CENTROID))
+    return max(1, nlist)
+
+
+def default_nprobe(nlist: int) -> int:
+    return max(1, min(nlist, max(8, nlist // 16)))
+
+
+def _gpu_available() -> bool:
+    try:
+        return hasattr(faiss, "index_cpu_to_all_gpus") and faiss.get_num_gpus() > 0
+    except Exception:  # builds without GPU support may lack get_num_gpus
+        return False
+
+
+def _to_gpu(index: faiss.Index):
+    """A GPU replica of a CPU index, or None when no GPU is usable."""
+    if not _gpu_available():
+        return None
+    try:
+        return faiss.index_cpu_to_all_gpus(index)
+    except Exception:
+        return None
+
+
+class VectorIndex:
+    """A FAISS index plus the metadata needed to use it correctly (metric, kind, params)."""
+
+    def __init__(self, index: faiss.Index, metric: str, *, use_gpu: bool | None = None):
+        self._index = index  # always the CPU index; this is what gets saved
+        self._metric = _check_metric(metric)
+        self._ivf = faiss.try_extract_index_ivf(index)
+        if self._ivf is None and not isinstance(index, faiss.IndexFlat):
+            raise ValueError(f"unsupported FAISS index type {type(index).__name__}")
+        if index.metric_type != _faiss_metric(metric):
+            want = "L2" if metric == "l2" else "inner product"
+            raise ValueError(f"metric {metric!r} needs a FAISS {want} index")
+        self._gpu = None
+        if use_gpu is None or use_gpu:
+            self._gpu = _to_gpu(index)
+
+    # ------------------------------------------------------------------ build
+
+    @classmethod
+    def build(
+        cls,
+        vectors: np.ndarray,
+        metric: str = "cosine",
+        kind: str = "auto",
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        seed: int = 0,
+        *,
+        use_gpu: bool | None = None,
+    ) -> "VectorIndex":
+        """Index `vectors` [N, d]; vector i gets id i.
+
+        kind="auto" builds an exact flat index below AUTO_FLAT_MAX vectors and an
+        IVF-Flat index (nlist ≈ 4·sqrt(N), nprobe ≈ nlist/16, at least 8) above.
+        """
+        _check_metric(metric)
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        x = _as_matrix(vectors, "vectors")
+        n, d = x.shape
+        if d == 0:
+            raise ValueError("vectors must have at least one dimension")
+        if metric == "cosine":
+            x = l2_normalise(x)
+        if kind == "auto":
+            kind = "ivf" if n >= AUTO_FLAT_MAX else "flat"
+        fmetric = _faiss_metric(metric)
+
+        if kind == "flat":
+            index = faiss.IndexFlat(d, fmetric)
+            index.add(x)
+            return cls(index, metric, use_gpu=use_gpu)
+
+        if n == 0:
+            raise ValueError("cannot build an IVF index from zero vectors")
+        if nlist is None:
+            nlist = default_nlist(n)
+        if not 1 <= nlist <= n:
+            raise ValueError(f"nlist must be between 1 and the number of vectors ({n}), got {nlist}")
+        if nprobe is None:
+            nprobe = default_nprobe(nlist)
+        if nprobe < 1:
+            raise ValueError(f"nprobe must be positive, got {nprobe}")
+
+        quantizer = faiss.IndexFlat(d, fmetric)
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, fmetric)
+        index.cp.seed = int(seed)
+        n_train = min(n, max(nlist * TRAIN_POINTS_PER_CENTROID, 10_000))
+        if n_train < n:
+            rng = np.random.default_rng(seed)
+            sample = np.sort(rng.choice(n, size=n_train, replace=False))
+            train = x[sample]
+        else:
+            train = x
+        gpu = _to_gpu(index) if use_gpu is None or use_gpu else None
+        if gpu is not None:
+            gpu.train(train)
+            gpu.add(x)
+            index = faiss.index_gpu_to_cpu(gpu)
+        else:
+            index.train(train)
+            index.add(x)
+        faiss.extract_index_ivf(index).nprobe = min(int(nprobe), nlist)
+        return cls(index, metric, use_gpu=use_gpu)
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def faiss_index(self) -> faiss.Index:
+        """The underlying CPU FAISS index."""
+        return self._index
+
+    @property
+    def dim(self) -> int:
+        return int(self._index.d)
+
+    @property
+    def count(self) -> int:
+        return int(self._index.ntotal)
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def metric(self) -> str:
+        return self._metric
+
+    @property
+    def kind(self) -> str:
+        return "flat" if self._ivf is None else "ivf"
+
+    @property
+    def params(self) -> dict[str, int | None]:
+        """{"nlist": ..., "nprobe": ...}; both None for a flat index."""
+        if self._ivf is None:
+            return {"nlist": None, "nprobe": None}
+        return {"nlist": int(self._ivf.nlist), "nprobe": int(self._ivf.nprobe)}
+
+    @property
+    def nprobe(self) -> int | None:
+        return None if self._ivf is None else int(self._ivf.nprobe)
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        if self._ivf is None:
+            raise ValueError("nprobe only applies to an IVF index")
+        if int(value) < 1:
+            raise ValueError(f"nprobe must be positive, got {value}")
+        self._ivf.nprobe = min(int(value), int(self._ivf.nlist))
+        if self._gpu is not None:
+            try:
+                faiss.GpuParameterSpace().set_index_parameter(self._gpu, "nprobe", self._ivf.nprobe)
+            except Exception:
+                self._gpu = None
+
+    @property
+    def on_gpu(self) -> bool:
+        return self._gpu is not None
+
+    def __repr__(self) -> str:
+        return (
+            f"VectorIndex(kind={self.kind!r}, metric={self.metric!r}, dim={self.dim}, "
+            f"count={self.count}, params={self.params})"
+        )
+
+    # ---------------------------------------------------------------- search
+
+    def _missing_score(self) -> float:
+        return np.inf if self._metric == "l2" else -np.inf
+
+    def _raw_search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Search already prepared (normalised for cosine) queries."""
+        if x.shape[0] == 0:
+            return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
+        target = self._gpu if (self._gpu is not None and k <= GPU_MAX_K) else self._index
+        scores, ids = target.search(x, k)
+        scores = np.asarray(scores, dtype=np.float32)
+        ids = np.asarray(ids, dtype=np.int64)
+        missing = ids < 0
+        if missing.any():
+            scores[missing] = self._missing_score()
+        return scores, ids
+
+    def _prepare_queries(self, queries: Any) -> np.ndarray:
+        q = _as_matrix(queries, "queries", self.dim)
+        if self._metric == "cosine":
+            q = l2_normalise(q)
+        return q
+
+    @staticmethod
+    def _check_k(k: int) -> int:
+        if isinstance(k, bool) or int(k) != k or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        return int(k)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k for each query row: (scores [q, k] float32, ids [q, k] int64, -1 = missing).
+
+        A 1-D query is treated as a single row (the result is still 2-D).
+        """
+        k = self._check_k(k)
+        return self._raw_search(self._prepare_queries(queries), k)
+
+    def _ensure_direct_map(self) -> None:
+        if self._ivf is not None:
+            try:
+                no_map = self._ivf.direct_map.no()
+            except Exception:
+                no_map = True
+            if no_map:
+                self._ivf.make_direct_map(True)
+
+    def _reconstruct_range(self, start: int, stop: int) -> np.ndarray:
+        if self._ivf is None:
+            return np.asarray(self._index.reconstruct_n(start, stop - start), dtype=np.float32)
+        return self.reconstruct_batch(np.arange(start, stop, dtype=np.int64))
+
+    def reconstruct_batch(self, ids: Any) -> np.ndarray:
+        """The stored vectors for `ids` (normalised for cosine), as float32 [len(ids), d]."""
+        ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
+        if ids.size == 0:
+            return np.empty((0, self.dim), np.float32)
+        if ids.min() < 0 or ids.max() >= self.count:
+            raise IndexError(f"ids must be in [0, {self.count}), got {ids.min()}..{ids.max()}")
+        self._ensure_direct_map()
+        return np.asarray(self._index.reconstruct_batch(ids), dtype=np.float32).reshape(len(ids), self.dim)
+
+    def neighbours_of_all(
+        self, k: int, batch_size: int = 4096, exclude_self: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k neighbours of every stored vector: (scores [N, k], ids [N, k]).
+
+        With exclude_self, k+1 results are fetched per row and the row's own id is
+        dropped; when it is not among them (ties, IVF misses) the last one is dropped.
+        """
+        k = self._check_k(k)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        n = self.count
+        fetch = k + 1 if exclude_self else k
+        out_scores = np.empty((n, k), np.float32)
+        out_ids = np.empty((n, k), np.int64)
+        for start in range(0, n, batch_size):
+            stop = min(n, start + batch_size)
+            x = self._reconstruct_range(start, stop)
+            scores, ids = self._raw_search(x, fetch)
+            if exclude_self:
+                own = np.arange(start, stop, dtype=np.int64)[:, None]
+                drop = ids == own
+                # rows where self was not returned: drop the last (worst) column instead
+                drop[~drop.any(axis=1), -1] = True
+                # each row now has exactly one column marked; keep the rest in order
+                keep = ~drop
+                scores = scores[keep].reshape(stop - start, k)
+                ids = ids[keep].reshape(stop - start, k)
+            out_scores[start:stop] = scores
+            out_ids[start:stop] = ids
+        return out_scores, out_ids
+
+    # ------------------------------------------------------------ save/load
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the CPU index with faiss.write_index (metric is recorded by the caller)."""
+        faiss.write_index(self._index, os.fspath(path))
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        metric: str | None = None,
+        *,
+        nprobe: int | None = None,
+        use_gpu: bool | None = None,
+    ) -> "VectorIndex":
+        """Read an index written by `save`.
+
+        FAISS only records L2 vs inner product, so pass the metric recorded at build
+        time; without it an inner-product index is assumed to be "cosine".
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no index file at {path}")
+        index = faiss.read_index(os.fspath(path))
+        if metric is None:
+            metric = "l2" if index.metric_type == faiss.METRIC_L2 else "cosine"
+        vi = cls(index, metric, use_gpu=use_gpu)
+        if nprobe is not None:
+            vi.nprobe = nprobe
+        return vi

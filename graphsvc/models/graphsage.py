@@ -1,0 +1,113 @@
+"""GraphSAGE as the workshop trained it: SAGEConv layers with mean aggregation.
+
+Our own layer, in plain torch so it scripts to TorchScript for Triton's libtorch backend,
+with PyG's parameter names (`convs.N.lin_l.weight/bias`, `convs.N.lin_r.weight`) so the
+workshop's checkpoints load unchanged. A test pins it to PyG's SAGEConv.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from graphsvc.errors import ModelRepositoryError
+
+
+class SAGELayer(nn.Module):
+    """out_i = lin_l(mean_{j→i} x_j) + lin_r(x_i), for the first `num_dst` nodes."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.lin_l = nn.Linear(in_channels, out_channels, bias=True)
+        self.lin_r = nn.Linear(in_channels, out_channels, bias=False)
+
+    def forward(self, x: Tensor, edge_index: Tensor, num_dst: int) -> Tensor:
+        keep = edge_index[1] < num_dst
+        source = edge_index[0][keep]
+        target = edge_index[1][keep]
+        summed = torch.zeros((num_dst, x.size(1)), dtype=x.dtype, device=x.device)
+        summed.index_add_(0, target, x.index_select(0, source))
+        count = torch.bincount(target, minlength=num_dst).clamp_(min=1).to(x.dtype)
+        return self.lin_l(summed / count.unsqueeze(1)) + self.lin_r(x[:num_dst])
+
+
+class GraphSAGE(nn.Module):
+    """in → hidden → … → classes. Returns (embedding, logits) for the first `sizes[-1]`
+    nodes; the embedding is the last hidden layer (after ReLU)."""
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 3,
+                 dropout: float = 0.5):
+        super().__init__()
+        dims = [in_channels] + [hidden_channels] * (num_layers - 1) + [out_channels]
+        self.convs = nn.ModuleList([SAGELayer(dims[i], dims[i + 1]) for i in range(num_layers)])
+        self.dropout = dropout
+
+    def forward(self, x: Tensor, edge_index: Tensor, sizes: Tensor) -> Tuple[Tensor, Tensor]:
+        num_layers = len(self.convs)
+        size_list: List[int] = sizes.tolist()
+        embedding = x
+        for i, conv in enumerate(self.convs):
+            x = conv(x, edge_index, size_list[i])
+            if i < num_layers - 1:
+                x = torch.relu(x)
+                embedding = x
+                x = nn.functional.dropout(x, p=self.dropout, training=self.training)
+        targets = size_list[num_layers - 1]
+        return embedding[:targets], x
+
+
+@dataclass(frozen=True)
+class GraphSAGEShape:
+    in_channels: int
+    hidden_channels: int
+    out_channels: int
+    num_layers: int
+
+
+def shape_of_state_dict(state_dict: dict) -> GraphSAGEShape:
+    layers = sorted({int(k.split(".")[1]) for k in state_dict if k.startswith("convs.")})
+    if not layers or layers != list(range(len(layers))):
+        raise ModelRepositoryError("checkpoint has no convs.N.lin_l/lin_r layers (not a SAGE checkpoint)")
+    first = state_dict["convs.0.lin_l.weight"]
+    last = state_dict[f"convs.{layers[-1]}.lin_l.weight"]
+    return GraphSAGEShape(
+        in_channels=first.shape[1],
+        hidden_channels=first.shape[0],
+        out_channels=last.shape[0],
+        num_layers=len(layers),
+    )
+
+
+def load_checkpoint(path: str | Path) -> tuple[GraphSAGE, dict]:
+    """The model and the checkpoint's metadata (`epoch`, `best_acc`) from a workshop-format
+    checkpoint `{"epoch", "best_acc", "state_dict"}`."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelRepositoryError(f"checkpoint {path} does not exist — train one with 'jobs train-graphsage'")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise ModelRepositoryError(f"cannot read checkpoint {path}: {exc}") from None
+    state_dict = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if state_dict is None:
+        raise ModelRepositoryError(f"{path}: no 'state_dict' (expected the workshop's checkpoint format)")
+    shape = shape_of_state_dict(state_dict)
+    model = GraphSAGE(shape.in_channels, shape.hidden_channels, shape.out_channels, shape.num_layers)
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if missing:
+        raise ModelRepositoryError(f"{path}: missing weights {', '.join(missing)}")
+    model.eval()
+    meta = {k: v for k, v in checkpoint.items() if k != "state_dict"}
+    return model, meta
+
+
+def save_checkpoint(path: str | Path, model: GraphSAGE, epoch: int, best_acc: float, **extra) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"epoch": epoch, "best_acc": best_acc, "state_dict": model.state_dict(), **extra}, tmp)
+    tmp.replace(path)

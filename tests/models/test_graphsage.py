@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.nn import SAGEConv
+
+from graphsvc.graph import CSRGraph, NeighbourSampler
+from graphsvc.errors import ModelRepositoryError
+from graphsvc.models.graphsage import GraphSAGE, SAGELayer, load_checkpoint, save_checkpoint
+
+WORKSHOP_CHECKPOINT = (
+    Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "checkpoints"
+    / "obgn-products_cpu_weights_checkpoint.pth.tar"
+)
+
+
+def test_sage_layer_equals_pyg_sageconv_mean():
+    torch.manual_seed(0)
+    x = torch.randn(30, 8)
+    edge_index = torch.randint(0, 30, (2, 120))
+    pyg = SAGEConv(8, 5, aggr="mean")
+    ours = SAGELayer(8, 5)
+    ours.load_state_dict(pyg.state_dict())
+    expected = pyg(x, edge_index)
+    assert torch.allclose(ours(x, edge_index, 30), expected, atol=1e-5)
+    # computing only the first 10 nodes gives the same rows
+    assert torch.allclose(ours(x, edge_index, 10), expected[:10], atol=1e-5)
+
+
+def test_model_scripts_and_scripted_output_matches_eager(tmp_path):
+    model = GraphSAGE(6, 16, 4).eval()
+    scripted = torch.jit.script(model)
+    rng = np.random.default_rng(0)
+    graph = CSRGraph.from_edges(rng.integers(0, 200, 1000), rng.integers(0, 200, 1000), 200)
+    sub = NeighbourSampler(graph, [5, 4, 3]).sample(np.arange(5))
+    x = torch.randn(len(sub.nodes), 6)
+    edge_index, sizes = torch.from_numpy(sub.edge_index), torch.from_numpy(sub.sizes)
+    emb, logits = model(x, edge_index, sizes)
+    emb2, logits2 = scripted(x, edge_index, sizes)
+    assert emb.shape == (5, 16) and logits.shape == (5, 4)
+    assert torch.allclose(emb, emb2) and torch.allclose(logits, logits2)
+
+
+def test_trimmed_layers_equal_full_graph_computation_for_targets():
+    # computing only what each layer needs gives the targets the same output as running
+    # every layer over the whole sampled subgraph
+    model = GraphSAGE(6, 16, 4).eval()
+    rng = np.random.default_rng(1)
+    graph = CSRGraph.from_edges(rng.integers(0, 100, 400), rng.integers(0, 100, 400), 100)
+    sub = NeighbourSampler(graph, [-1, -1, -1]).sample(np.arange(4))
+    x = torch.randn(len(sub.nodes), 6)
+    edge_index = torch.from_numpy(sub.edge_index)
+    n = len(sub.nodes)
+    _, trimmed = model(x, edge_index, torch.from_numpy(sub.sizes))
+    _, full = model(x, edge_index, torch.tensor([n, n, n]))
+    assert torch.allclose(trimmed, full[:4], atol=1e-5)
+
+
+def test_checkpoint_round_trip_in_workshop_format(tmp_path):
+    model = GraphSAGE(6, 16, 4)
+    save_checkpoint(tmp_path / "c.pth.tar", model, epoch=3, best_acc=0.5)
+    raw = torch.load(tmp_path / "c.pth.tar", weights_only=True)
+    assert set(raw) == {"epoch", "best_acc", "state_dict"}
+    assert "convs.0.lin_l.weight" in raw["state_dict"] and "convs.2.lin_r.weight" in raw["state_dict"]
+    loaded, meta = load_checkpoint(tmp_path / "c.pth.tar")
+    assert meta == {"epoch": 3, "best_acc": 0.5}
+    assert torch.equal(loaded.convs[1].lin_l.weight, model.convs[1].lin_l.weight)
+
+
+def test_bad_checkpoint_is_named(tmp_path):
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelRepositoryError, match="bad.pth"):
+        load_checkpoint(tmp_path / "bad.pth")
+    with pytest.raises(ModelRepositoryError, match="does not exist"):
+        load_checkpoint(tmp_path / "absent.pth")
+
+
+@pytest.mark.skipif(not WORKSHOP_CHECKPOINT.exists(), reason="../shared/fixtures is absent (workshop checkpoint)")
+def test_workshop_checkpoint_loads_with_its_shape():
+    model, meta = load_checkpoint(WORKSHOP_CHECKPOINT)
+    assert meta["epoch"] == 10 and abs(meta["best_acc"] - 0.918) < 1e-3
+    assert [c.lin_l.weight.shape[0] for c in model.convs] == [256, 256, 47]
+    assert model.convs[0].lin_l.weight.shape[1] == 100

@@ -1,0 +1,82 @@
+import numpy as np
+import pyarrow as pa
+
+from graphsvc.graph import CSRGraph, NeighbourSampler, edges_to_positions, sample_neighbours
+
+
+def _edges(pairs):
+    return pa.record_batch(
+        [pa.array([f"products/{a}" for a, _ in pairs]), pa.array([f"products/{b}" for _, b in pairs])],
+        names=["_from", "_to"],
+    )
+
+
+def test_edges_map_to_key_positions_and_dangling_are_counted():
+    keys = ["a", "b", "c"]
+    batch = _edges([("a", "b"), ("c", "a"), ("a", "zz")])
+    foreign = pa.record_batch([pa.array(["users/1"]), pa.array(["products/a"])], names=["_from", "_to"])
+    indexed = edges_to_positions(keys, [batch, foreign], "products")
+    assert indexed.source.tolist() == [0, 2]
+    assert indexed.target.tolist() == [1, 0]
+    assert indexed.dangling == 2
+
+
+def test_csr_is_symmetric_sorted_and_without_duplicates_or_self_loops():
+    graph = CSRGraph.from_edges(np.array([0, 0, 1, 2, 2]), np.array([1, 1, 2, 2, 0]), num_nodes=4)
+    assert graph.indptr.tolist() == [0, 2, 4, 6, 6]
+    assert [graph.neighbours(i).tolist() for i in range(4)] == [[1, 2], [0, 2], [0, 1], []]
+    assert graph.degree().tolist() == [2, 2, 2, 0]
+
+
+def _random_graph(num_nodes=500, num_edges=5000, seed=1):
+    rng = np.random.default_rng(seed)
+    return CSRGraph.from_edges(rng.integers(0, num_nodes, num_edges), rng.integers(0, num_nodes, num_edges), num_nodes)
+
+
+def test_sample_neighbours_draws_distinct_real_neighbours_up_to_fanout():
+    graph = _random_graph()
+    nodes = np.arange(0, 500, 7)
+    owners, picked = sample_neighbours(graph, nodes, 5, np.random.default_rng(0))
+    for position, node in enumerate(nodes):
+        mine = picked[owners == position]
+        assert len(mine) == min(5, graph.degree()[node])
+        assert len(set(mine.tolist())) == len(mine)
+        assert set(mine.tolist()) <= set(graph.neighbours(node).tolist())
+
+
+def test_sampling_is_roughly_uniform_over_neighbours():
+    graph = CSRGraph.from_edges(np.zeros(20, np.int64), np.arange(1, 21), 21)
+    rng = np.random.default_rng(0)
+    counts = np.zeros(21)
+    for _ in range(2000):
+        _, picked = sample_neighbours(graph, np.array([0]), 5, rng)
+        counts[picked] += 1
+    # each neighbour is drawn with probability 1/4: 500 expected of 2000
+    assert counts[1:].min() > 400 and counts[1:].max() < 600
+
+
+def test_subgraph_orders_nodes_by_hop_and_sizes_cover_each_layer():
+    graph = _random_graph()
+    sampler = NeighbourSampler(graph, [4, 3, 2], seed=3)
+    targets = np.array([10, 20, 30])
+    sub = sampler.sample(targets, batch_number=7)
+    assert sub.nodes[:3].tolist() == [10, 20, 30]
+    assert len(set(sub.nodes.tolist())) == len(sub.nodes)
+    assert sub.sizes[-1] == 3 and sub.sizes[0] <= len(sub.nodes)
+    assert list(sub.sizes) == sorted(sub.sizes, reverse=True)
+    source, target = sub.edge_index
+    # every sampled edge is a real edge of the graph
+    for s, t in zip(sub.nodes[source], sub.nodes[target]):
+        assert s in graph.neighbours(t)
+    # every node a layer computes has its messages from rows the previous layer computed
+    assert source[target < sub.sizes[1]].max() < sub.sizes[0]
+    # the same batch number gives the same subgraph
+    again = sampler.sample(targets, batch_number=7)
+    assert np.array_equal(again.nodes, sub.nodes) and np.array_equal(again.edge_index, sub.edge_index)
+
+
+def test_full_fanout_reaches_the_whole_connected_neighbourhood():
+    graph = CSRGraph.from_edges(np.array([0, 1, 2, 3]), np.array([1, 2, 3, 4]), 6)
+    sub = NeighbourSampler(graph, [-1, -1], seed=0).sample(np.array([0]))
+    assert sorted(sub.nodes.tolist()) == [0, 1, 2]
+    assert sub.sizes.tolist() == [2, 1]
