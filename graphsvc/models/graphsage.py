@@ -16,6 +16,15 @@ from torch import Tensor, nn
 
 from graphsvc.errors import ModelRepositoryError
 
+# tensor names of the exported model (TorchScript convention: <name>__<position>)
+X, EDGE_INDEX, SIZES = "x__0", "edge_index__1", "sizes__2"
+EMBEDDING, LOGITS = "embedding__0", "logits__1"
+
+
+def subgraph_request(features, subgraph) -> dict:
+    """The model's input tensors for a sampled subgraph (`graphsvc.graph.SampledSubgraph`)."""
+    return {X: features[subgraph.nodes], EDGE_INDEX: subgraph.edge_index, SIZES: subgraph.sizes}
+
 
 class SAGELayer(nn.Module):
     """out_i = lin_l(mean_{j→i} x_j) + lin_r(x_i), for the first `num_dst` nodes."""

@@ -132,11 +132,17 @@ def model_config(
     return config
 
 
+def _config_path(path: str | os.PathLike) -> Path:
+    """A model directory (existing, or any path not ending in .pbtxt) means its config.pbtxt."""
+    path = Path(path)
+    if path.is_dir() or (not path.exists() and path.suffix != ".pbtxt"):
+        return path / CONFIG_FILENAME
+    return path
+
+
 def read_model_config(path: str | os.PathLike) -> ModelConfig:
     """Parse a `config.pbtxt` (or a model directory holding one)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CONFIG_FILENAME
+    path = _config_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -156,10 +162,8 @@ def format_model_config(config: ModelConfig) -> str:
 
 
 def write_model_config(path: str | os.PathLike, config: ModelConfig) -> Path:
-    """Write `config` as text format to `path` (a file, or a model directory), atomically."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CONFIG_FILENAME
+    """Write `config` as text format to `path` (a .pbtxt file, or a model directory), atomically."""
+    path = _config_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = format_model_config(config)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -22,6 +22,8 @@ from torch import Tensor, nn
 from graphsvc.errors import ModelRepositoryError
 
 MAX_SEQUENCE_LENGTH = 256  # what sentence-transformers uses for this model
+# tensor names of the exported model (TorchScript convention: <name>__<position>)
+INPUT_IDS, ATTENTION_MASK, EMBEDDING = "input_ids__0", "attention_mask__1", "embedding__0"
 
 
 def default_model_dir() -> Path:
@@ -171,3 +173,8 @@ class Tokenizer:
             input_ids[row, : len(encoding.ids)] = encoding.ids
             attention_mask[row, : len(encoding.ids)] = 1
         return input_ids, attention_mask
+
+    def request(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """The sentence encoder's input tensors for `texts`."""
+        input_ids, attention_mask = self(texts)
+        return {INPUT_IDS: input_ids, ATTENTION_MASK: attention_mask}

@@ -19,8 +19,8 @@ Environment of the server process (how the Python-backend stub gets our packages
     *this* libpython3.x, not the system one) and nvidia_pytriton.libs;
   * PATH starts with the directory of `sys.executable`, as pytriton does: the embedded
     interpreter in the stub finds `python3` there, sees the venv's `pyvenv.cfg`, and so
-    gets the venv's site-packages (torch, numpy) with .pth files processed;
-  * PYTHONPATH is prefixed with the project root so a model may import graphsvc.
+    gets the venv's site-packages (torch, numpy) with .pth files processed. (The stub
+    runs its interpreter with ignore_environment=1: PYTHONPATH/PYTHONHOME do nothing.)
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import py_compile
 import re
 import shutil
 import signal
@@ -189,7 +190,7 @@ def _fingerprint(model: RepositoryModel, extra: str) -> str:
     digest = hashlib.sha256(extra.encode())
     digest.update(SHIM_PATH.read_bytes())
     for dirpath, dirnames, filenames in os.walk(model.directory, followlinks=True):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
         for name in sorted(filenames):
             path = Path(dirpath) / name
             try:
@@ -247,6 +248,8 @@ def _build_model(model: RepositoryModel, fmt: str, dest: Path) -> None:
             version_dir = dest / entry.name
             version_dir.mkdir()
             shutil.copy2(SHIM_PATH, version_dir / "model.py")
+            # byte-compile now: a __pycache__ appearing later would look like a change to a polling server
+            py_compile.compile(str(version_dir / "model.py"), doraise=True)
             for item in entry.iterdir():
                 if item.name != "model.py":
                     _link(item, version_dir / item.name)
@@ -455,6 +458,7 @@ class TritonServer:
             f"--metrics-address={self.bind_address}",
             f"--metrics-port={self.metrics_port}",
             "--allow-gpu-metrics=false",
+            "--pinned-memory-pool-byte-size=0",  # CPU only: no CUDA pinned memory
             "--disable-auto-complete-config",
             "--strict-readiness=true",
             f"--exit-timeout-secs={max(1, int(self.stop_timeout / 2))}",
@@ -479,8 +483,6 @@ class TritonServer:
             libdirs.append(env["LD_LIBRARY_PATH"])
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in libdirs if p)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        project_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in [project_root, env.get("PYTHONPATH", "")] if p)
         env.pop("PYTHONHOME", None)
         return env
 
@@ -491,9 +493,7 @@ class TritonServer:
         dist = triton_distribution()
         for name, port in (("HTTP", self.http_port), ("gRPC", self.grpc_port), ("metrics", self.metrics_port)):
             if not _port_free(self.bind_address, port):
-                raise TritonUnavailable(
-                    f"{self.bind_address}:{port}", f"{name} port {port} is already in use — pick another port"
-                )
+                raise ConfigError(f"{name} port {port} on {self.bind_address} is already in use — pick another port")
         if self.runtime_dir is None:
             self._work_dir = Path(tempfile.mkdtemp(prefix="graphsvc-triton-"))
             self._temp_work_dir = True
@@ -540,15 +540,22 @@ class TritonServer:
             except Exception as exc:  # noqa: BLE001 — keep serving what is there
                 LOG.warning("model repository %s: %s", self.model_repository, exc)
 
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        """The last lines this server wrote to its log."""
+    def log_tail(self, lines: int = LOG_TAIL_LINES, width: int = 500) -> str:
+        """The last lines this server wrote to its log, without the wide status tables."""
         path = self.log_path
         if path is None or not path.exists():
             return ""
+        tail: deque = deque(maxlen=lines)
         with open(path, "rb") as handle:
             handle.seek(getattr(self, "_log_offset", 0))
-            tail = deque(handle, maxlen=lines)
-        return b"".join(tail).decode("utf-8", errors="replace").rstrip()
+            for raw in handle:
+                line = raw.decode("utf-8", errors="replace").rstrip()
+                if not line or line.startswith(("|", "+", "# graphsvc:")) or line.endswith("] "):
+                    continue
+                if re.match(r"^[IWE]\d{4} .*\] $", line + " "):
+                    continue  # header line of a table that was dropped
+                tail.append(line if len(line) <= width else line[:width] + "…")
+        return "\n".join(tail)
 
     def _load_failures(self) -> list[tuple[str, str]]:
         path = self.log_path

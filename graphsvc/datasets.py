@@ -1,0 +1,56 @@
+"""Pull a node collection and its edges from the store into arrays a model can use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from graphsvc.errors import StoreError
+from graphsvc.graph import CSRGraph, edges_to_positions
+from graphsvc.store.base import GraphStore
+
+
+@dataclass(frozen=True)
+class NodeGraph:
+    keys: pa.Array  # string, row i = node i
+    features: np.ndarray  # [N, F] float32
+    labels: np.ndarray | None  # [N] int64, -1 where missing
+    graph: CSRGraph
+    dangling_edges: int
+
+
+def load_node_graph(
+    store: GraphStore,
+    nodes: str,
+    edges: str,
+    features: str = "features",
+    label: str | None = None,
+    batch_size: int = 65_536,
+) -> NodeGraph:
+    attributes = {features: pa.list_(pa.float32())}
+    if label:
+        attributes[label] = pa.int64()
+    table = pa.Table.from_batches(
+        list(store.pull(nodes, attributes, batch_size=batch_size)),
+        schema=pa.schema([("_key", pa.string())] + list(attributes.items())),
+    )
+    if table.num_rows == 0:
+        raise StoreError(f"collection '{nodes}' has no documents")
+    column = table.column(features).combine_chunks()
+    if column.null_count:
+        first = table.column("_key").filter(column.is_null()).to_pylist()[:3]
+        raise StoreError(f"{nodes}: {column.null_count} documents lack '{features}' (e.g. {', '.join(first)})")
+    lengths = np.unique(column.value_lengths().to_numpy())
+    if len(lengths) != 1:
+        raise StoreError(f"{nodes}: '{features}' arrays differ in length ({', '.join(map(str, lengths[:5]))})")
+    matrix = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(table.num_rows, -1)
+    labels = None
+    if label:
+        labels = table.column(label).to_numpy(zero_copy_only=False)
+        labels = np.where(np.isnan(labels.astype(np.float64)), -1, labels).astype(np.int64)
+    keys = table.column("_key").combine_chunks()
+    indexed = edges_to_positions(keys, store.pull_edges(edges, batch_size=batch_size), nodes)
+    graph = CSRGraph.from_edges(indexed.source, indexed.target, table.num_rows)
+    return NodeGraph(keys, matrix, labels, graph, indexed.dangling)

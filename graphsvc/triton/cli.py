@@ -1,0 +1,152 @@
+"""`graphsvc triton …`: serve the model repository with the local tritonserver, wait for it, show status."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import time
+
+import click
+
+from graphsvc.errors import GraphsvcError, TritonUnavailable
+
+DEFAULT_URL = "grpc://localhost:8001"
+
+
+def handle_errors(func):
+    """Print a GraphsvcError as `error: <message>` on stderr and exit with its code (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except GraphsvcError as exc:
+            click.echo(f"error: {exc}", err=True)
+            raise SystemExit(getattr(exc, "exit_code", 1) or 1) from None
+
+    return wrapper
+
+
+def _setup_logging(verbose: bool) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("graphsvc").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+@click.group("triton")
+def triton() -> None:
+    """Triton Inference Server: serve the model repository, wait for it, show its status."""
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum, frame):  # noqa: ARG001
+    raise _Stop(signum)
+
+
+@triton.command()
+@click.option("--model-repository", envvar="GRAPHSVC_MODEL_REPOSITORY", default="model_repository",
+              show_default=True, type=click.Path(file_okay=False), help="Triton model repository to serve "
+              "[env GRAPHSVC_MODEL_REPOSITORY].")
+@click.option("--http-port", default=8000, show_default=True, type=int)
+@click.option("--grpc-port", default=8001, show_default=True, type=int)
+@click.option("--metrics-port", default=8002, show_default=True, type=int)
+@click.option("--bind", "bind_address", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--runtime-dir", envvar="GRAPHSVC_TRITON_RUNTIME_DIR", default="var/triton-runtime",
+              show_default=True, type=click.Path(file_okay=False),
+              help="Work directory for the generated Python-backend repository and the server log "
+              "[env GRAPHSVC_TRITON_RUNTIME_DIR].")
+@click.option("--log-file", type=click.Path(dir_okay=False), default=None,
+              help="Server log file [default: <runtime-dir>/tritonserver.log].")
+@click.option("--poll-secs", type=click.IntRange(min=1), default=None,
+              help="Watch the repository and reload changed models every N seconds (poll mode).")
+@click.option("--timeout", "startup_timeout", default=120.0, show_default=True, type=float,
+              help="Seconds to wait for the server and its models to become ready.")
+@click.option("-v", "--verbose", is_flag=True, help="Log what graphsvc does.")
+@handle_errors
+def serve(model_repository, http_port, grpc_port, metrics_port, bind_address, runtime_dir, log_file, poll_secs,
+          startup_timeout, verbose):
+    """Run tritonserver in the foreground on the model repository (stop with Ctrl-C or SIGTERM)."""
+    from graphsvc.triton.server import TritonServer
+
+    _setup_logging(verbose)
+    server = TritonServer(
+        model_repository,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        bind_address=bind_address,
+        runtime_dir=runtime_dir,
+        log_path=log_file,
+        poll_secs=poll_secs,
+    )
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        try:
+            server.start()
+            server.wait_ready(startup_timeout)
+        except GraphsvcError as exc:
+            first = str(exc).splitlines()[0]
+            where = f" (log: {server.log_path})" if server.log_path else ""
+            raise GraphsvcError(f"{first}{where}") from None
+        models = ", ".join(server.models) or "none"
+        click.echo(
+            f"Triton ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}\n"
+            f"models: {models}\nlog: {server.log_path}",
+            err=True,
+        )
+        while server.is_running():
+            time.sleep(0.5)
+        code = server.stop()
+        raise TritonUnavailable(server.grpc_url, f"tritonserver exited unexpectedly with code {code}; "
+                                                 f"see {server.log_path}")
+    except _Stop:
+        click.echo("stopping Triton…", err=True)
+    finally:
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the shutdown
+        try:
+            server.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+@triton.command()
+@click.option("--url", envvar="GRAPHSVC_TRITON_URL", default=DEFAULT_URL, show_default=True,
+              help="grpc://host:port or http://host:port [env GRAPHSVC_TRITON_URL].")
+@click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds to wait.")
+@handle_errors
+def wait(url, timeout):
+    """Wait until the server and all its models are ready (exit 1 on timeout)."""
+    from graphsvc.triton.client import TritonClient
+
+    with TritonClient(url) as client:
+        statuses = client.wait_ready(timeout)
+    ready = [s.name for s in statuses if s.ready]
+    click.echo(f"Triton ready at {client.url}: {len(ready)} model(s) ready", err=True)
+
+
+@triton.command()
+@click.option("--url", envvar="GRAPHSVC_TRITON_URL", default=DEFAULT_URL, show_default=True,
+              help="grpc://host:port or http://host:port [env GRAPHSVC_TRITON_URL].")
+@handle_errors
+def status(url):
+    """List the server's models and whether each is ready."""
+    from graphsvc.triton.client import TritonClient
+
+    with TritonClient(url, retries=1) as client:
+        statuses = client.models()
+        server_ready = client.is_ready()
+    click.echo(f"server {client.url}: {'ready' if server_ready else 'NOT ready'}")
+    if not statuses:
+        click.echo("no models")
+        return
+    width = max(len("MODEL"), *(len(s.name) for s in statuses))
+    click.echo(f"{'MODEL':<{width}}  {'VERSION':<7}  {'STATE':<11}  REASON")
+    for s in statuses:
+        click.echo(f"{s.name:<{width}}  {s.version or '-':<7}  {s.state or 'not loaded':<11}  {s.reason}".rstrip())

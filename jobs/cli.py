@@ -1,0 +1,222 @@
+"""`jobs`: the batch jobs. Each command is a thin wrapper over one job module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from graphsvc.clitools import common_options, emit_json, init_settings, progress, run_reporting_errors, settings_from
+from graphsvc.errors import ConfigError
+from graphsvc.store import open_store
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@common_options
+@click.pass_context
+def cli(ctx, store, index_dir, triton_url, verbose):
+    """graphsvc batch jobs: restore dumps, train and export models, embed and index.
+
+    Settings come from GRAPHSVC_* environment variables; the options override them.
+    """
+    init_settings(ctx, store, index_dir, triton_url, verbose)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+
+
+def _fanouts(value: str) -> tuple[int, ...]:
+    try:
+        fanouts = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise ConfigError(f"--fanouts must be comma-separated integers, got '{value}'") from None
+    if not fanouts or any(f == 0 or f < -1 for f in fanouts):
+        raise ConfigError(f"--fanouts needs positive numbers or -1 (all neighbours), got '{value}'")
+    return fanouts
+
+
+@cli.command("restore-dumps")
+@click.argument("directories", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--batch-size", default=10_000, show_default=True, type=click.IntRange(1), help="Documents per write.")
+@click.option("--include-system-collections", is_flag=True, help="Also restore _-prefixed collections.")
+@json_option
+@click.pass_context
+@run_reporting_errors
+def restore_dumps_command(ctx, directories, batch_size, include_system_collections, as_json):
+    """Load arangodump DIRECTORIES into the store (upsert by _key)."""
+    from jobs.restore_dumps import restore_dumps
+
+    with open_store(settings_from(ctx).store, create=True) as store:
+        with progress(None, "restoring", "docs") as bar:
+            summary = restore_dumps(
+                store, list(directories), batch_size, include_system_collections,
+                on_progress=lambda _name, n: bar.update(n),
+            )
+    for warning in summary.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if as_json:
+        emit_json(summary.to_dict())
+        return
+    for row in summary.collections:
+        click.echo(f"{row.collection:<24} {row.kind:<9} read {row.read:>9}  written {row.written:>9}  "
+                   f"removed {row.removed:>6}  {row.status}")
+    total = sum(r.written for r in summary.collections)
+    click.echo(f"restored {total} documents into {len(summary.collections)} collections"
+               + (f", graphs: {', '.join(summary.graphs)}" if summary.graphs else ""))
+
+
+@cli.group()
+def synth():
+    """Generate the sample dumps the project ships in arango_dumps/."""
+
+
+@synth.command("products")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("arango_dumps/products"), show_default=True)
+@click.option("--products", "num_products", default=4000, show_default=True, type=click.IntRange(10))
+@click.option("--categories", default=47, show_default=True, type=click.IntRange(2))
+@click.option("--seed", default=7, show_default=True)
+@json_option
+@run_reporting_errors
+def synth_products(out, num_products, categories, seed, as_json):
+    """A seeded ogbn-products-shaped graph with planted category structure."""
+    from jobs.synth import ProductGraphSpec, write_products_dump
+
+    counts = write_products_dump(out, ProductGraphSpec(num_products=num_products, num_categories=categories, seed=seed))
+    emit_json(counts) if as_json else click.echo(f"wrote {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+@synth.command("movies")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("arango_dumps/movies"), show_default=True)
+@json_option
+@run_reporting_errors
+def synth_movies(out, as_json):
+    """The small movie catalogue with genre and director edges."""
+    from jobs.synth import write_movies_dump
+
+    counts = write_movies_dump(out)
+    emit_json(counts) if as_json else click.echo(f"wrote {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+@cli.command("train-graphsage")
+@click.option("--nodes", default="products", show_default=True)
+@click.option("--edges", default="bought_together", show_default=True)
+@click.option("--features", default="features", show_default=True)
+@click.option("--label", default="category", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("checkpoints/graphsage_products.pth.tar"), show_default=True)
+@click.option("--epochs", default=20, show_default=True, type=click.IntRange(1))
+@click.option("--hidden", default=256, show_default=True, type=click.IntRange(1))
+@click.option("--fanouts", default="15,10,5", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@json_option
+@click.pass_context
+@run_reporting_errors
+def train_command(ctx, nodes, edges, features, label, out, epochs, hidden, fanouts, seed, as_json):
+    """Train GraphSAGE on a node collection; best checkpoint in the workshop's format."""
+    from jobs.train import TrainingConfig, train_graphsage
+
+    hops = _fanouts(fanouts)
+    config = TrainingConfig(hidden=hidden, epochs=epochs, fanouts=hops, num_layers=len(hops), seed=seed)
+
+    def report(record):
+        click.echo(f"epoch {record['epoch']:>3}  loss {record['loss']:.4f}  train {record['train']:.3f}  "
+                   f"valid {record['valid']:.3f}", err=True)
+
+    with open_store(settings_from(ctx).store) as store:
+        metrics = train_graphsage(store, out, nodes, edges, features, label, config, on_epoch=report)
+    if as_json:
+        emit_json(metrics)
+        return
+    accuracy = metrics["accuracy"]
+    click.echo(f"saved {out} (epoch {metrics['best_epoch']}): accuracy train {accuracy['train']:.3f} "
+               f"valid {accuracy['valid']:.3f} test {accuracy['test']:.3f} in {metrics['seconds']}s")
+
+
+@cli.command("export-models")
+@click.option("--model-repository", envvar="GRAPHSVC_MODEL_REPOSITORY", default="model_repository", show_default=True,
+              type=click.Path(path_type=Path))
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=Path("checkpoints/graphsage_products.pth.tar"),
+              show_default=True, help="GraphSAGE checkpoint in the workshop's format.")
+@click.option("--graphsage/--no-graphsage", default=True, help="Export the GraphSAGE model.")
+@click.option("--text/--no-text", default=True, help="Export the sentence encoder.")
+@click.option("--version", default=1, show_default=True, type=click.IntRange(1))
+@json_option
+@run_reporting_errors
+def export_command(model_repository, checkpoint, graphsage, text, version, as_json):
+    """Write TorchScript models and config.pbtxt into the Triton model repository."""
+    from jobs.export_models import export_models
+
+    exported = export_models(model_repository, checkpoint if graphsage else None, text, version)
+    if as_json:
+        emit_json([{"name": m.name, "version": m.version, "path": str(m.path), "source": m.source} for m in exported])
+        return
+    for model in exported:
+        click.echo(f"exported {model.name} v{model.version} → {model.path} (from {model.source})")
+
+
+@cli.command("embed-products")
+@click.option("--nodes", default="products", show_default=True)
+@click.option("--edges", default="bought_together", show_default=True)
+@click.option("--features", default="features", show_default=True)
+@click.option("--model", default="graphsage", show_default=True, help="Triton model name.")
+@click.option("--top-k", default=10, show_default=True, type=click.IntRange(1, 1000), help="Length of each `similar` list.")
+@click.option("--batch-size", default=512, show_default=True, type=click.IntRange(1), help="Target nodes per request.")
+@click.option("--fanouts", default="15,10,5", show_default=True, help="Neighbours sampled per hop (-1: all).")
+@click.option("--max-in-flight", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--keep", default=3, show_default=True, type=click.IntRange(1), help="Index versions to keep.")
+@json_option
+@click.pass_context
+@run_reporting_errors
+def embed_products_command(ctx, nodes, edges, features, model, top_k, batch_size, fanouts, max_in_flight, keep, as_json):
+    """Embed products with GraphSAGE on Triton, index them, write back, publish."""
+    from graphsvc.triton.client import TritonClient
+    from jobs.embed_products import EmbedProductsConfig, embed_products
+
+    config = EmbedProductsConfig(nodes=nodes, edges=edges, features=features, model=model, top_k=top_k,
+                                 batch_size=batch_size, fanouts=_fanouts(fanouts), max_in_flight=max_in_flight, keep=keep)
+    settings = settings_from(ctx)
+    with open_store(settings.store) as store, TritonClient(settings.triton_url) as triton:
+        with progress(None, "embedding", "nodes") as bar:
+            summary = embed_products(store, triton, settings.index_dir, config, on_progress=bar.update)
+    if as_json:
+        emit_json(summary)
+        return
+    click.echo(f"embedded {summary['embedded']} {nodes} ({summary['nodes_per_second']} nodes/s), "
+               f"wrote embedding/similar/predicted_category, published index v{summary['index_version']} "
+               f"in {summary['seconds']['total']}s")
+
+
+@cli.command("embed-movies")
+@click.option("--collection", default="movies", show_default=True)
+@click.option("--text", "text_attribute", default="description", show_default=True, help="Attribute to embed.")
+@click.option("--model", default="sentence_encoder", show_default=True, help="Triton model name.")
+@click.option("--top-k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 64))
+@click.option("--max-in-flight", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--keep", default=3, show_default=True, type=click.IntRange(1))
+@json_option
+@click.pass_context
+@run_reporting_errors
+def embed_movies_command(ctx, collection, text_attribute, model, top_k, batch_size, max_in_flight, keep, as_json):
+    """Embed movie descriptions with the sentence encoder on Triton, index, write back, publish."""
+    from graphsvc.triton.client import TritonClient
+    from jobs.embed_movies import EmbedMoviesConfig, embed_movies
+
+    config = EmbedMoviesConfig(collection=collection, text=text_attribute, model=model, top_k=top_k,
+                               batch_size=batch_size, max_in_flight=max_in_flight, keep=keep)
+    settings = settings_from(ctx)
+    with open_store(settings.store) as store, TritonClient(settings.triton_url) as triton:
+        with progress(None, "embedding", "texts") as bar:
+            summary = embed_movies(store, triton, settings.index_dir, config, on_progress=bar.update)
+    if as_json:
+        emit_json(summary)
+        return
+    click.echo(f"embedded {summary['embedded']} {collection} ({summary['sentences_per_second']} sentences/s), "
+               f"wrote embedding/similar, published index v{summary['index_version']} in {summary['seconds']['total']}s")
+
+
+def main() -> None:
+    cli(prog_name="jobs")
+
+
+if __name__ == "__main__":
+    main()

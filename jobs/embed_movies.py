@@ -1,0 +1,127 @@
+"""`jobs embed-movies`: movie descriptions → sentence encoder on Triton → FAISS →
+write-back → publish.
+
+Recipe: pull `description` (or `title` where there is none) as Arrow → tokenise on the
+client, sentences sorted by length so each request pads little → Triton
+(`sentence_encoder`, batches of sentences, several requests in flight) → unit vectors →
+FAISS index → top-k similar movies → write back `embedding`, `similar` → publish.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from graphsvc.errors import StoreError, TritonInferenceError
+from graphsvc.index.artifacts import publish
+from graphsvc.index.faiss_index import VectorIndex
+from graphsvc.index.similar import embedding_array, similar_lists
+from graphsvc.models.text import EMBEDDING, Tokenizer
+from graphsvc.store.base import GraphStore
+from graphsvc.triton.client import TritonClient
+
+
+@dataclass(frozen=True)
+class EmbedMoviesConfig:
+    collection: str = "movies"
+    text: str = "description"
+    fallback_text: str = "title"
+    model: str = "sentence_encoder"
+    top_k: int = 10
+    batch_size: int = 64
+    max_in_flight: int = 2
+    keep: int = 3
+    ready_timeout: float = 10.0
+
+
+def pull_texts(store: GraphStore, config: EmbedMoviesConfig) -> tuple[pa.Array, list[str], int]:
+    """Keys and texts of the documents that have one; the count of those skipped."""
+    table = pa.Table.from_batches(
+        list(store.pull(config.collection, {config.text: pa.string(), config.fallback_text: pa.string()})),
+        schema=pa.schema([("_key", pa.string()), (config.text, pa.string()), (config.fallback_text, pa.string())]),
+    )
+    text = pc.coalesce(table.column(config.text), table.column(config.fallback_text))
+    present = pc.and_(pc.is_valid(text), pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0))
+    keys = table.column("_key").filter(present).combine_chunks()
+    texts = text.filter(present).to_pylist()
+    if not texts:
+        raise StoreError(f"collection '{config.collection}' has no documents with '{config.text}' or '{config.fallback_text}'")
+    return keys, texts, table.num_rows - len(texts)
+
+
+def embed_movies(
+    store: GraphStore,
+    triton: TritonClient,
+    index_dir: Path,
+    config: EmbedMoviesConfig = EmbedMoviesConfig(),
+    on_progress: Callable[[int], None] | None = None,
+) -> dict:
+    timings = {}
+    started = time.perf_counter()
+    keys, texts, skipped = pull_texts(store, config)
+    timings["pull"] = time.perf_counter() - started
+
+    phase = time.perf_counter()
+    triton.wait_ready(timeout=config.ready_timeout, models=[config.model])
+    model_version = triton.latest_version(config.model)
+    tokenizer = Tokenizer()
+    # length-sorted batches: each request pads only to its own longest sentence
+    order = np.argsort(tokenizer.lengths(texts), kind="stable")
+    batches = [order[s : s + config.batch_size] for s in range(0, len(order), config.batch_size)]
+
+    def requests() -> Iterator[dict]:
+        for rows in batches:
+            yield tokenizer.request([texts[i] for i in rows])
+
+    embeddings = None
+    for rows, result in zip(batches, triton.infer_many(config.model, requests(), max_in_flight=config.max_in_flight)):
+        vectors = result[EMBEDDING]
+        if vectors.shape[0] != len(rows):
+            raise TritonInferenceError(f"model '{config.model}' returned {vectors.shape[0]} vectors for {len(rows)} texts")
+        if embeddings is None:
+            embeddings = np.zeros((len(texts), vectors.shape[1]), np.float32)
+        embeddings[rows] = vectors
+        if on_progress:
+            on_progress(len(rows))
+    timings["embed"] = time.perf_counter() - phase
+
+    phase = time.perf_counter()
+    index = VectorIndex.build(embeddings, metric="cosine")
+    similar = similar_lists(index, keys, config.top_k)
+    timings["index"] = time.perf_counter() - phase
+
+    phase = time.perf_counter()
+    store.update_attributes(
+        config.collection,
+        pa.table({"_key": keys, "embedding": embedding_array(embeddings), "similar": similar}),
+    )
+    timings["write_back"] = time.perf_counter() - phase
+
+    phase = time.perf_counter()
+    manifest = publish(
+        index_dir,
+        config.collection,
+        index,
+        keys,
+        model={"name": config.model, "version": model_version},
+        extra={"job": "embed-movies", "top_k": config.top_k, "text_attribute": config.text},
+        keep=config.keep,
+    )
+    timings["publish"] = time.perf_counter() - phase
+    total = time.perf_counter() - started
+    return {
+        "collection": config.collection,
+        "embedded": len(texts),
+        "skipped_without_text": skipped,
+        "dimension": int(embeddings.shape[1]),
+        "index_version": manifest.version,
+        "index_kind": index.kind,
+        "sentences_per_second": round(len(texts) / timings["embed"], 1),
+        "seconds": {k: round(v, 3) for k, v in {**timings, "total": total}.items()},
+    }

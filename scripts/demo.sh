@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The main job end to end on the embedded store: restore → train (once) → export →
+# Triton → embed products and movies → answer two queries. Rerunning gives the same answers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=.venv/bin
+
+export GRAPHSVC_STORE=${GRAPHSVC_STORE:-var/demo.duckdb}
+export GRAPHSVC_INDEX_DIR=${GRAPHSVC_INDEX_DIR:-var/indexes}
+export GRAPHSVC_MODEL_REPOSITORY=${GRAPHSVC_MODEL_REPOSITORY:-model_repository}
+http_port=${TRITON_HTTP_PORT:-8000}
+grpc_port=${TRITON_GRPC_PORT:-8001}
+metrics_port=${TRITON_METRICS_PORT:-8002}
+export GRAPHSVC_TRITON_URL=grpc://127.0.0.1:$grpc_port
+mkdir -p var
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "restore the sample dumps into $GRAPHSVC_STORE"
+$bin/jobs restore-dumps arango_dumps/products arango_dumps/movies
+
+checkpoint=checkpoints/graphsage_products.pth.tar
+if [ ! -f "$checkpoint" ]; then
+  step "train GraphSAGE on the sample products (first run only)"
+  $bin/jobs train-graphsage --out "$checkpoint"
+fi
+
+step "export the models into $GRAPHSVC_MODEL_REPOSITORY"
+$bin/jobs export-models --checkpoint "$checkpoint"
+
+step "start Triton (http $http_port, grpc $grpc_port, metrics $metrics_port)"
+$bin/graphsvc triton serve --http-port "$http_port" --grpc-port "$grpc_port" --metrics-port "$metrics_port" \
+  >var/triton.log 2>&1 &
+triton_pid=$!
+trap 'kill -TERM $triton_pid 2>/dev/null; wait $triton_pid 2>/dev/null || true' EXIT
+$bin/graphsvc triton wait --timeout 300 || { tail -n 30 var/triton.log >&2; exit 1; }
+
+step "embed, index and write back"
+$bin/jobs embed-products
+$bin/jobs embed-movies
+
+step "graphsvc similar products/P0000042"
+$bin/graphsvc similar products/P0000042 --fields category,predicted_category,title
+
+step "graphsvc search movies \"a haunted house on a stormy coast\""
+$bin/graphsvc search movies "a haunted house on a stormy coast" --fields title,year,genres
