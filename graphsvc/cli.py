@@ -26,6 +26,10 @@ def _fields(value: str | None) -> list[str] | None:
     return [f.strip() for f in value.split(",") if f.strip()] if value else None
 
 
+def _shown(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def _print_answer(answer: Answer, as_json: bool) -> None:
     if as_json:
         emit_json(answer.to_dict())
@@ -35,7 +39,7 @@ def _print_answer(answer: Answer, as_json: bool) -> None:
         return
     width = max(len(h.key) for h in answer.hits)
     for rank, hit in enumerate(answer.hits, start=1):
-        fields = "  ".join(f"{name}={value}" for name, value in hit.fields.items())
+        fields = "  ".join(f"{name}={_shown(value)}" for name, value in hit.fields.items())
         click.echo(f"{rank:>3}  {hit.key:<{width}}  {hit.score:.4f}  {fields}")
     click.echo(f"({len(answer.hits)} hits from {answer.collection} index v{answer.index_version})", err=True)
 

@@ -33,7 +33,12 @@ $bin/graphsvc triton serve --http-port "$http_port" --grpc-port "$grpc_port" --m
   >var/triton.log 2>&1 &
 triton_pid=$!
 trap 'kill -TERM $triton_pid 2>/dev/null; wait $triton_pid 2>/dev/null || true' EXIT
-$bin/graphsvc triton wait --timeout 300 || { tail -n 30 var/triton.log >&2; exit 1; }
+# wait for readiness, but give up at once if the server process has died
+for _ in $(seq 60); do
+  kill -0 $triton_pid 2>/dev/null || { tail -n 20 var/triton.log >&2; exit 1; }
+  $bin/graphsvc triton wait --timeout 5 2>/dev/null && break
+done
+$bin/graphsvc triton wait --timeout 1
 
 step "embed, index and write back"
 $bin/jobs embed-products

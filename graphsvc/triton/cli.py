@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import signal
 import time
 
 import click
 
+from graphsvc.clitools import run_reporting_errors, settings_from
 from graphsvc.errors import GraphsvcError, TritonUnavailable
-
-DEFAULT_URL = "grpc://localhost:8001"
-
-
-def handle_errors(func):
-    """Print a GraphsvcError as `error: <message>` on stderr and exit with its code (no traceback)."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except GraphsvcError as exc:
-            click.echo(f"error: {exc}", err=True)
-            raise SystemExit(getattr(exc, "exit_code", 1) or 1) from None
-
-    return wrapper
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -67,7 +51,7 @@ def _raise_stop(signum, frame):  # noqa: ARG001
 @click.option("--timeout", "startup_timeout", default=120.0, show_default=True, type=float,
               help="Seconds to wait for the server and its models to become ready.")
 @click.option("-v", "--verbose", is_flag=True, help="Log what graphsvc does.")
-@handle_errors
+@run_reporting_errors
 def serve(model_repository, http_port, grpc_port, metrics_port, bind_address, runtime_dir, log_file, poll_secs,
           startup_timeout, verbose):
     """Run tritonserver in the foreground on the model repository (stop with Ctrl-C or SIGTERM)."""
@@ -86,12 +70,14 @@ def serve(model_repository, http_port, grpc_port, metrics_port, bind_address, ru
     )
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        started = False
         try:
             server.start()
+            started = True
             server.wait_ready(startup_timeout)
         except GraphsvcError as exc:
             first = str(exc).splitlines()[0]
-            where = f" (log: {server.log_path})" if server.log_path else ""
+            where = f" (log: {server.log_path})" if started and server.log_path else ""
             raise GraphsvcError(f"{first}{where}") from None
         models = ", ".join(server.models) or "none"
         click.echo(
@@ -117,14 +103,16 @@ def serve(model_repository, http_port, grpc_port, metrics_port, bind_address, ru
 
 
 @triton.command()
-@click.option("--url", envvar="GRAPHSVC_TRITON_URL", default=DEFAULT_URL, show_default=True,
-              help="grpc://host:port or http://host:port [env GRAPHSVC_TRITON_URL].")
+@click.option("--url", default=None,
+              help="grpc://host:port or http://host:port [default: graphsvc --triton-url, env GRAPHSVC_TRITON_URL].")
 @click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds to wait.")
-@handle_errors
-def wait(url, timeout):
+@click.pass_context
+@run_reporting_errors
+def wait(ctx, url, timeout):
     """Wait until the server and all its models are ready (exit 1 on timeout)."""
     from graphsvc.triton.client import TritonClient
 
+    url = url or settings_from(ctx).triton_url
     with TritonClient(url) as client:
         statuses = client.wait_ready(timeout)
     ready = [s.name for s in statuses if s.ready]
@@ -132,13 +120,15 @@ def wait(url, timeout):
 
 
 @triton.command()
-@click.option("--url", envvar="GRAPHSVC_TRITON_URL", default=DEFAULT_URL, show_default=True,
-              help="grpc://host:port or http://host:port [env GRAPHSVC_TRITON_URL].")
-@handle_errors
-def status(url):
+@click.option("--url", default=None,
+              help="grpc://host:port or http://host:port [default: graphsvc --triton-url, env GRAPHSVC_TRITON_URL].")
+@click.pass_context
+@run_reporting_errors
+def status(ctx, url):
     """List the server's models and whether each is ready."""
     from graphsvc.triton.client import TritonClient
 
+    url = url or settings_from(ctx).triton_url
     with TritonClient(url, retries=1) as client:
         statuses = client.models()
         server_ready = client.is_ready()

@@ -312,16 +312,15 @@ def build_runtime_repository(model_repository: str | os.PathLike, runtime_dir: s
                 f"model '{model.name}' has no version directory holding {model.model_filename} "
                 f"(expected e.g. {model.directory / '1' / model.model_filename})"
             )
-        for entry in model.directory.iterdir():
-            if entry.is_dir() and entry.name.isdigit() and entry.name.lstrip("0") and int(entry.name) not in model.versions:
-                LOG.warning("model '%s': version %s has no %s, ignored", model.name, entry.name, model.model_filename)
-
         stamp = _fingerprint(model, f"{fmt}\0{model.directory.resolve()}")
         dest = runtime_dir / model.name
         stamp_file = dest / SOURCE_STAMP
         if stamp_file.exists() and stamp_file.read_text().strip() == stamp:
             served.append(model.name)
             continue
+        for entry in model.directory.iterdir():
+            if entry.is_dir() and entry.name.isdigit() and entry.name.lstrip("0") and int(entry.name) not in model.versions:
+                LOG.warning("model '%s': version %s has no %s, ignored", model.name, entry.name, model.model_filename)
         staging = runtime_dir / f".staging-{model.name}-{uuid.uuid4().hex[:8]}"
         try:
             _build_model(model, fmt, staging)
@@ -392,13 +391,14 @@ class TritonServer:
         log_verbose: int = 0,
         stop_timeout: float = 20.0,
     ):
-        self.model_repository = Path(model_repository)
+        # absolute: tritonserver runs from another working directory
+        self.model_repository = Path(model_repository).resolve()
         self.http_port = int(http_port)
         self.grpc_port = int(grpc_port)
         self.metrics_port = int(metrics_port)
-        self.bind_address = bind_address
-        self.runtime_dir = Path(runtime_dir) if runtime_dir is not None else None
-        self._log_path = Path(log_path) if log_path is not None else None
+        self.bind_address = bind_address.strip("[]")
+        self.runtime_dir = Path(runtime_dir).resolve() if runtime_dir is not None else None
+        self._log_path = Path(log_path).resolve() if log_path is not None else None
         self.extra_args = list(extra_args)
         self.poll_secs = poll_secs
         self.log_verbose = log_verbose
@@ -417,7 +417,8 @@ class TritonServer:
     def _connect_host(self) -> str:
         if self.bind_address in ("0.0.0.0", "", "::", "[::]"):
             return "127.0.0.1"
-        return self.bind_address
+        host = self.bind_address.strip("[]")
+        return f"[{host}]" if ":" in host else host
 
     @property
     def http_url(self) -> str:
@@ -482,7 +483,10 @@ class TritonServer:
         if env.get("LD_LIBRARY_PATH"):
             libdirs.append(env["LD_LIBRARY_PATH"])
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in libdirs if p)
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        bindir = Path(sys.executable).parent
+        if not (bindir / "python3").exists():
+            LOG.warning("%s has no python3: the Python-backend stub may not find this environment's packages", bindir)
+        env["PATH"] = os.pathsep.join([str(bindir), env.get("PATH", "")])
         env.pop("PYTHONHOME", None)
         return env
 
@@ -507,7 +511,8 @@ class TritonServer:
             cmd = self.command(dist, models_dir, backends_dir)
             log_path = self.log_path
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log_file = open(log_path, "ab")
+            # our own log (in the work dir) starts fresh; a log file the caller names is appended to
+            self._log_file = open(log_path, "wb" if self._log_path is None else "ab")
             self._log_offset = self._log_file.tell()
             self._log_file.write(f"# graphsvc: {' '.join(cmd)}\n".encode())
             self._log_file.flush()
@@ -534,11 +539,15 @@ class TritonServer:
 
     def _watch(self) -> None:
         models_dir = self._work_dir / "models"
+        last_error = None
         while not self._stop_watch.wait(max(1, int(self.poll_secs or 1))):
             try:
                 self.models = build_runtime_repository(self.model_repository, models_dir)
+                last_error = None
             except Exception as exc:  # noqa: BLE001 — keep serving what is there
-                LOG.warning("model repository %s: %s", self.model_repository, exc)
+                if str(exc) != last_error:  # say it once, not every poll
+                    LOG.warning("model repository %s: %s", self.model_repository, exc)
+                last_error = str(exc)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES, width: int = 500) -> str:
         """The last lines this server wrote to its log, without the wide status tables."""

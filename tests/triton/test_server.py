@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -332,3 +333,20 @@ def test_serve_command_stops_cleanly_on_sigterm(modules_and_repo, tmp_path):
             proc.kill()
             proc.wait()
     assert not TritonClient(f"http://127.0.0.1:{http}", retries=0).is_ready()
+
+
+def test_poll_mode_picks_up_new_models(modules_and_repo, tmp_path):
+    _, good = modules_and_repo
+    repo = tmp_path / "repo"
+    shutil.copytree(good / "points", repo / "points")
+    http, grpc, metrics = free_ports(3)
+    with TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics, poll_secs=1) as server:
+        client = TritonClient(server.grpc_url)
+        assert not client.model_ready("addmul")
+        shutil.copytree(good / "addmul", repo / "addmul")
+        deadline = time.monotonic() + 30
+        while not client.model_ready("addmul") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        x = np.ones((2, 4), np.float32)
+        np.testing.assert_array_equal(client.infer("addmul", {"x__0": x, "y__1": x})["sum__0"], 2 * x)
+        assert server.models == ["addmul", "points"]
