@@ -9,7 +9,6 @@ FAISS index → top-k similar movies → write back `embedding`, `similar` → p
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,6 +23,7 @@ from graphsvc.index.faiss_index import VectorIndex
 from graphsvc.index.similar import embedding_array, similar_lists
 from graphsvc.models.text import EMBEDDING, Tokenizer
 from graphsvc.store.base import GraphStore
+from graphsvc.timing import PhaseTimer
 from graphsvc.triton.client import TritonClient
 
 
@@ -62,14 +62,50 @@ def embed_movies(
     config: EmbedMoviesConfig = EmbedMoviesConfig(),
     on_progress: Callable[[int], None] | None = None,
 ) -> dict:
-    timings = {}
-    started = time.perf_counter()
-    keys, texts, skipped = pull_texts(store, config)
-    timings["pull"] = time.perf_counter() - started
+    timer = PhaseTimer()
+    with timer("pull"):
+        keys, texts, skipped = pull_texts(store, config)
 
-    phase = time.perf_counter()
     triton.wait_ready(timeout=config.ready_timeout, models=[config.model])
     model_version = triton.latest_version(config.model)
+    with timer("embed"):
+        embeddings = _embed(texts, triton, config, on_progress)
+
+    with timer("index"):
+        index = VectorIndex.build(embeddings, metric="cosine")
+        similar = similar_lists(index, keys, config.top_k)
+
+    with timer("write_back"):
+        store.update_attributes(
+            config.collection,
+            pa.table({"_key": keys, "embedding": embedding_array(embeddings), "similar": similar}),
+        )
+
+    with timer("publish"):
+        manifest = publish(
+            index_dir,
+            config.collection,
+            index,
+            keys,
+            model={"name": config.model, "version": model_version},
+            extra={"job": "embed-movies", "top_k": config.top_k, "text_attribute": config.text},
+            keep=config.keep,
+        )
+    return {
+        "collection": config.collection,
+        "embedded": len(texts),
+        "skipped_without_text": skipped,
+        "dimension": int(embeddings.shape[1]),
+        "index_version": manifest.version,
+        "index_kind": index.kind,
+        "sentences_per_second": round(len(texts) / timer.seconds["embed"], 1),
+        "seconds": timer.summary(),
+    }
+
+
+def _embed(texts: list[str], triton: TritonClient, config: EmbedMoviesConfig,
+           on_progress: Callable[[int], None] | None) -> np.ndarray:
+    """Unit vectors [N, d] from Triton, in the order of `texts`."""
     tokenizer = Tokenizer()
     # length-sorted batches: each request pads only to its own longest sentence
     order = np.argsort(tokenizer.lengths(texts), kind="stable")
@@ -89,39 +125,4 @@ def embed_movies(
         embeddings[rows] = vectors
         if on_progress:
             on_progress(len(rows))
-    timings["embed"] = time.perf_counter() - phase
-
-    phase = time.perf_counter()
-    index = VectorIndex.build(embeddings, metric="cosine")
-    similar = similar_lists(index, keys, config.top_k)
-    timings["index"] = time.perf_counter() - phase
-
-    phase = time.perf_counter()
-    store.update_attributes(
-        config.collection,
-        pa.table({"_key": keys, "embedding": embedding_array(embeddings), "similar": similar}),
-    )
-    timings["write_back"] = time.perf_counter() - phase
-
-    phase = time.perf_counter()
-    manifest = publish(
-        index_dir,
-        config.collection,
-        index,
-        keys,
-        model={"name": config.model, "version": model_version},
-        extra={"job": "embed-movies", "top_k": config.top_k, "text_attribute": config.text},
-        keep=config.keep,
-    )
-    timings["publish"] = time.perf_counter() - phase
-    total = time.perf_counter() - started
-    return {
-        "collection": config.collection,
-        "embedded": len(texts),
-        "skipped_without_text": skipped,
-        "dimension": int(embeddings.shape[1]),
-        "index_version": manifest.version,
-        "index_kind": index.kind,
-        "sentences_per_second": round(len(texts) / timings["embed"], 1),
-        "seconds": {k: round(v, 3) for k, v in {**timings, "total": total}.items()},
-    }
+    return embeddings

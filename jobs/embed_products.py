@@ -8,7 +8,6 @@ products → write back `embedding`, `similar`, `predicted_category` → publish
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -16,7 +15,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from graphsvc.datasets import load_node_graph
+from graphsvc.datasets import NodeGraph, load_node_graph
 from graphsvc.errors import TritonInferenceError
 from graphsvc.graph import NeighbourSampler
 from graphsvc.index.artifacts import publish
@@ -24,6 +23,7 @@ from graphsvc.models.graphsage import EMBEDDING, LOGITS, subgraph_request
 from graphsvc.index.faiss_index import VectorIndex
 from graphsvc.index.similar import embedding_array, similar_lists
 from graphsvc.store.base import GraphStore
+from graphsvc.timing import PhaseTimer
 from graphsvc.triton.client import TritonClient
 
 
@@ -49,14 +49,58 @@ def embed_products(
     config: EmbedProductsConfig = EmbedProductsConfig(),
     on_progress: Callable[[int], None] | None = None,
 ) -> dict:
-    timings = {}
-    started = time.perf_counter()
-    data = load_node_graph(store, config.nodes, config.edges, config.features)
-    timings["pull"] = time.perf_counter() - started
+    timer = PhaseTimer()
+    with timer("pull"):
+        data = load_node_graph(store, config.nodes, config.edges, config.features)
 
-    phase = time.perf_counter()
     triton.wait_ready(timeout=config.ready_timeout, models=[config.model])
     model_version = triton.latest_version(config.model)
+    with timer("embed"):
+        embeddings, predicted = _embed(data, triton, config, on_progress)
+
+    with timer("index"):
+        index = VectorIndex.build(embeddings, metric="cosine")
+        similar = similar_lists(index, data.keys, config.top_k)
+
+    with timer("write_back"):
+        store.update_attributes(
+            config.nodes,
+            pa.table(
+                {
+                    "_key": data.keys,
+                    "embedding": embedding_array(embeddings),
+                    "similar": similar,
+                    "predicted_category": pa.array(predicted),
+                }
+            ),
+        )
+
+    with timer("publish"):
+        manifest = publish(
+            index_dir,
+            config.nodes,
+            index,
+            data.keys,
+            model={"name": config.model, "version": model_version},
+            extra={"job": "embed-products", "top_k": config.top_k, "fanouts": list(config.fanouts)},
+            keep=config.keep,
+        )
+    return {
+        "collection": config.nodes,
+        "embedded": len(data.keys),
+        "edges": int(data.graph.num_edges // 2),
+        "dangling_edges": data.dangling_edges,
+        "dimension": int(embeddings.shape[1]),
+        "index_version": manifest.version,
+        "index_kind": index.kind,
+        "nodes_per_second": round(len(data.keys) / timer.seconds["embed"], 1),
+        "seconds": timer.summary(),
+    }
+
+
+def _embed(data: NodeGraph, triton: TritonClient, config: EmbedProductsConfig,
+           on_progress: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings [N, d], predicted category [N]) from Triton, one sampled subgraph per batch."""
     sampler = NeighbourSampler(data.graph, config.fanouts, seed=config.seed)
     num_nodes = len(data.keys)
     batches = [np.arange(s, min(s + config.batch_size, num_nodes)) for s in range(0, num_nodes, config.batch_size)]
@@ -78,48 +122,4 @@ def embed_products(
         predicted[targets] = logits.argmax(axis=1)
         if on_progress:
             on_progress(len(targets))
-    timings["embed"] = time.perf_counter() - phase
-
-    phase = time.perf_counter()
-    index = VectorIndex.build(embeddings, metric="cosine")
-    similar = similar_lists(index, data.keys, config.top_k)
-    timings["index"] = time.perf_counter() - phase
-
-    phase = time.perf_counter()
-    store.update_attributes(
-        config.nodes,
-        pa.table(
-            {
-                "_key": data.keys,
-                "embedding": embedding_array(embeddings),
-                "similar": similar,
-                "predicted_category": pa.array(predicted),
-            }
-        ),
-    )
-    timings["write_back"] = time.perf_counter() - phase
-
-    phase = time.perf_counter()
-    manifest = publish(
-        index_dir,
-        config.nodes,
-        index,
-        data.keys,
-        model={"name": config.model, "version": model_version},
-        extra={"job": "embed-products", "top_k": config.top_k, "fanouts": list(config.fanouts)},
-        keep=config.keep,
-    )
-    timings["publish"] = time.perf_counter() - phase
-    total = time.perf_counter() - started
-    return {
-        "collection": config.nodes,
-        "embedded": num_nodes,
-        "edges": int(data.graph.num_edges // 2),
-        "dangling_edges": data.dangling_edges,
-        "dimension": int(embeddings.shape[1]),
-        "index_version": manifest.version,
-        "index_kind": index.kind,
-        "nodes_per_second": round(num_nodes / timings["embed"], 1),
-        "seconds": {k: round(v, 3) for k, v in {**timings, "total": total}.items()},
-    }
-
+    return embeddings, predicted

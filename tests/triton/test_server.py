@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from graphsvc.models.repository import (
 from graphsvc.triton.cli import triton as triton_cli
 from graphsvc.triton.client import TritonClient, parse_url
 from graphsvc.triton.server import TritonServer, build_runtime_repository, find_tritonserver
+from tests.support import free_ports
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,19 +44,6 @@ class Points(torch.nn.Module):
         scaled = points * scale.to(points.dtype)
         count = torch.full((1,), points.shape[0], dtype=torch.int64) * scale
         return scaled, count
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(n):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def make_repository(root: Path) -> dict[str, torch.jit.ScriptModule]:
