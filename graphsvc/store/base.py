@@ -41,6 +41,26 @@ class GraphInfo:
     edge_definitions: tuple[EdgeDefinition, ...] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True)
+class IndexOutcome:
+    """What became of an index definition (from a dump's structure file, or asked for)."""
+
+    collection: str
+    type: str
+    fields: tuple[str, ...]
+    status: Literal["created", "exists", "skipped"]
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class DanglingEdges:
+    """Edges whose `_from` or `_to` names a document that does not exist."""
+
+    collection: str
+    count: int
+    examples: tuple[dict, ...] = ()
+
+
 class GraphStore(ABC):
     """A graph store backend. Open one with `graphsvc.store.open_store(url)`."""
 
@@ -84,6 +104,15 @@ class GraphStore(ABC):
         without writing any of them."""
 
     @abstractmethod
+    def upsert_table(self, name: str, table: pa.Table, state: tuple[str, dict] | None = None) -> int:
+        """Insert or replace documents given as an Arrow table: a `_key` column (plus
+        `_from`/`_to` for edges) and one column per top-level attribute; null means
+        "attribute absent". Keys repeated within the table: the last row wins. When
+        `state` is given, `put_state(*state)` happens with the write — atomically where
+        the backend has transactions (embedded), right after it otherwise (ArangoDB;
+        upserts are idempotent, so replaying a batch after a crash is harmless)."""
+
+    @abstractmethod
     def remove_documents(self, name: str, keys: Sequence[str]) -> int:
         """Remove documents by key; returns how many existed."""
 
@@ -102,7 +131,8 @@ class GraphStore(ABC):
         batch_size: int = 65_536,
     ) -> Iterator[pa.RecordBatch]:
         """Stream `_key` plus the given attributes (cast to the given Arrow types;
-        missing attributes are null), ordered by `_key`."""
+        missing attributes are null), in the store's order: stable from one pull to the
+        next while nothing is written."""
 
     @abstractmethod
     def pull_edges(self, name: str, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
@@ -119,6 +149,32 @@ class GraphStore(ABC):
     @abstractmethod
     def change_marker(self, name: str) -> int:
         """A number that grows whenever a document of the collection is written."""
+
+    # -- indexes -----------------------------------------------------------------
+    @abstractmethod
+    def create_index(self, name: str, definition: Mapping[str, Any]) -> IndexOutcome:
+        """Create an index from an ArangoDB index definition (`type`, `fields`, …) where
+        the backend supports it; otherwise report it as skipped with the reason. The
+        primary and edge indexes always exist and report "exists"."""
+
+    # -- checks --------------------------------------------------------------------
+    @abstractmethod
+    def dangling_edges(self, name: str, examples: int = 3) -> DanglingEdges:
+        """Count the edges of `name` whose `_from` or `_to` document does not exist
+        (a missing collection counts as missing documents)."""
+
+    # -- job state -------------------------------------------------------------------
+    @abstractmethod
+    def get_state(self, key: str) -> dict | None:
+        """Small JSON state kept by jobs in the store itself (restore progress, last run)."""
+
+    @abstractmethod
+    def put_state(self, key: str, value: dict) -> None:
+        ...
+
+    @abstractmethod
+    def delete_state(self, key: str) -> None:
+        ...
 
     def close(self) -> None:
         pass

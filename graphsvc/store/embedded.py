@@ -1,13 +1,25 @@
 """The embedded default store: ArangoDB's data model on DuckDB, in one file.
 
-Each collection is a table `(_key PRIMARY KEY, _from, _to, _rev, doc JSON)`; `doc` holds
-every attribute except the system ones. Bulk moves go through Arrow in both directions so
-that no Python loop runs per document on the hot paths (pulls and write-back).
+Documents are stored column by column so that bulk moves are Arrow in, Arrow out, with
+no JSON text on the hot paths:
+
+- `docs_<collection>`: `_key`, `_from`, `_to`, `__rev`, `__extra` and one typed column
+  per top-level attribute, added as attributes appear. A value whose type does not fit
+  its attribute's column (a string where numbers were, a differently shaped object)
+  goes to `__extra` (JSON) for that document instead.
+- `attrs_<collection>`: attributes written back by jobs (`update_attributes`), keyed by
+  `_key`. Keeping them apart means a write-back never rewrites the restored documents;
+  readers see the written value over the restored one.
+
+Rows are not indexed by key (an index makes bulk loads several times slower); a key
+lookup is a scan, fast at catalogue sizes. Upsert = delete those keys + insert, in one
+transaction; the file lock makes this process the only writer.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -18,47 +30,99 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from graphsvc.errors import CollectionNotFound, DocumentNotFound, StoreError
-from graphsvc.store.base import CollectionInfo, CollectionKind, EdgeDefinition, GraphInfo, GraphStore
+from graphsvc.store.base import (
+    CollectionInfo,
+    CollectionKind,
+    DanglingEdges,
+    EdgeDefinition,
+    GraphInfo,
+    GraphStore,
+    IndexOutcome,
+)
 
-# ArangoDB's rules: collection names and document keys.
+# ArangoDB's rules for collection names and document keys
 _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,255}$")
-_DOCUMENT_KEY = re.compile(r"^[A-Za-z0-9_\-:.@()+,=;$!*'%]{1,254}$")
-_SYSTEM_ATTRIBUTES = ("_key", "_id", "_rev", "_from", "_to")
+DOCUMENT_KEY_PATTERN = r"^[A-Za-z0-9_\-:.@()+,=;$!*'%]{1,254}$"
+_DOCUMENT_KEY = re.compile(DOCUMENT_KEY_PATTERN)
+_SYSTEM = ("_key", "_id", "_rev", "_from", "_to")
+_REV, _EXTRA = "__rev", "__extra"
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS _collections (
-    name VARCHAR PRIMARY KEY,
-    kind VARCHAR NOT NULL,
-    last_rev BIGINT NOT NULL DEFAULT 0
-);
+CREATE TABLE IF NOT EXISTS _collections (name VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, last_rev BIGINT NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS _graphs (name VARCHAR PRIMARY KEY, edge_definitions JSON NOT NULL);
+CREATE TABLE IF NOT EXISTS _overflow (collection VARCHAR, attribute VARCHAR, PRIMARY KEY (collection, attribute));
+CREATE TABLE IF NOT EXISTS _state (key VARCHAR PRIMARY KEY, value JSON NOT NULL);
 CREATE SEQUENCE IF NOT EXISTS _rev_seq START 1;
 CREATE SEQUENCE IF NOT EXISTS _key_seq START 1;
 """
 
+_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "HUGEINT"}
+_FLOAT_TYPES = {"FLOAT", "DOUBLE"}
 
-def _table(name: str) -> str:
-    return f'"col_{name}"'
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _docs(name: str) -> str:
+    return _quote(f"docs_{name}")
+
+
+def _attrs(name: str) -> str:
+    return _quote(f"attrs_{name}")
 
 
 def _json_path(attribute: str) -> str:
-    return '$."' + attribute.replace('"', '\\"') + '"'
+    return '$."' + attribute.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _duckdb_type(arrow_type: pa.DataType) -> str | None:
-    """The DuckDB cast for an Arrow type, or None to extract the JSON text."""
+def _widened(existing: str, incoming: str) -> str | None:
+    """The column type that holds both, when that loses nothing (numbers, lists of
+    numbers); None when the types really differ."""
+    if existing == incoming:
+        return existing
+    if existing.endswith("[]") and incoming.endswith("[]"):
+        inner = _widened(existing[:-2], incoming[:-2])
+        return f"{inner}[]" if inner else None
+    numeric = _INTEGER_TYPES | _FLOAT_TYPES
+    if existing in numeric and incoming in numeric:
+        if existing in _INTEGER_TYPES and incoming in _INTEGER_TYPES:
+            return "BIGINT"
+        return "DOUBLE"
+    return None
+
+
+def _arrow_to_sql(arrow_type: pa.DataType) -> str | None:
+    """The DuckDB type a pull casts to, for the Arrow types pulls ask for."""
+    if pa.types.is_float32(arrow_type):
+        return "FLOAT"
     if pa.types.is_floating(arrow_type):
-        return "DOUBLE" if arrow_type == pa.float64() else "FLOAT"
+        return "DOUBLE"
     if pa.types.is_integer(arrow_type):
         return "BIGINT"
     if pa.types.is_boolean(arrow_type):
         return "BOOLEAN"
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         return "VARCHAR"
-    if pa.types.is_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type):
-        inner = _duckdb_type(arrow_type.value_type)
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type):
+        inner = _arrow_to_sql(arrow_type.value_type)
         return f"{inner}[]" if inner else None
     return None
+
+
+def _shortest_floats(array: pa.Array) -> pa.Array:
+    """float32 → float64 through their shortest decimal text, so 0.1f reads as 0.1."""
+    if pa.types.is_float32(array.type):
+        return pc.cast(pc.cast(array, pa.string()), pa.float64())
+    if pa.types.is_list(array.type):
+        values = _shortest_floats(array.values)
+        return pa.ListArray.from_arrays(array.offsets, values, mask=array.is_null())
+    if pa.types.is_struct(array.type):
+        fields = [array.type.field(i).name for i in range(array.type.num_fields)]
+        return pa.StructArray.from_arrays(
+            [_shortest_floats(array.field(i)) for i in range(len(fields))], names=fields, mask=array.is_null()
+        )
+    return array
 
 
 class EmbeddedStore(GraphStore):
@@ -67,22 +131,27 @@ class EmbeddedStore(GraphStore):
     def __init__(self, path: str | Path, create: bool = True, read_only: bool = False):
         self.path = Path(path) if str(path) != ":memory:" else None
         self.url = str(path)
-        if self.path is not None:
-            if not self.path.exists():
-                if not create:
-                    raise StoreError(
-                        f"store {self.path} does not exist — create it with 'jobs restore-dumps' "
-                        "or point --store / GRAPHSVC_STORE at an existing one"
-                    )
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path is not None and not self.path.exists():
+            if not create:
+                raise StoreError(
+                    f"store {self.path} does not exist — create it with 'jobs restore-dumps' "
+                    "or point --store / GRAPHSVC_STORE at an existing one"
+                )
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as exc:
+        except duckdb.Error as exc:
             raise StoreError(f"cannot open store {path}: {str(exc).splitlines()[0]}") from None
+        # Bulk writes of embeddings are float data that compresses little; writing it
+        # uncompressed makes write-back ~1.4x faster. The memory limit keeps a job's
+        # store within bounds (DuckDB's default is 80% of RAM).
+        self._run(f"SET memory_limit = '{os.environ.get('GRAPHSVC_EMBEDDED_MEMORY_LIMIT', '4GB')}'")
         if not read_only:
+            self._run("SET force_compression = 'uncompressed'")
             self._run(_SCHEMA)
+        self._columns: dict[str, dict[str, str]] = {}
 
-    # -- helpers -----------------------------------------------------------------
+    # -- SQL helpers ---------------------------------------------------------------
     def _run(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
         """Execute and drain the result (DuckDB refuses new work while one is pending)."""
         return self._db.execute(sql, params or []).fetchall()
@@ -91,24 +160,72 @@ class EmbeddedStore(GraphStore):
         rows = self._run(sql, params)
         return rows[0] if rows else None
 
+    class _Transaction:
+        def __init__(self, store: "EmbeddedStore"):
+            self.store = store
+
+        def __enter__(self):
+            self.store._run("BEGIN")
+
+        def __exit__(self, exc_type, exc, tb):
+            if exc_type:
+                self.store._run("ROLLBACK")
+                self.store._columns.clear()  # ALTERs inside were rolled back too
+            else:
+                self.store._run("COMMIT")
+            return False
+
+    def _transaction(self) -> "_Transaction":
+        return EmbeddedStore._Transaction(self)
+
+    def _registered(self, name: str, table: pa.Table):
+        store = self
+
+        class _Registered:
+            def __enter__(self):
+                store._db.register(name, table)
+
+            def __exit__(self, *exc):
+                store._db.unregister(name)
+                return False
+
+        return _Registered()
+
+    def _table_columns(self, table: str) -> dict[str, str]:
+        """Column name → DuckDB type of `docs_x` / `attrs_x` (empty when absent)."""
+        if table not in self._columns:
+            rows = self._run(
+                "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index",
+                [table],
+            )
+            self._columns[table] = dict(rows)
+        return self._columns[table]
+
+    def _attribute_columns(self, table: str) -> dict[str, str]:
+        return {c: t for c, t in self._table_columns(table).items() if c not in ("_key", "_from", "_to", _REV, _EXTRA)}
+
     def _kind(self, name: str) -> CollectionKind:
         row = self._one("SELECT kind FROM _collections WHERE name = ?", [name])
         if row is None:
             raise CollectionNotFound(name, self.url)
         return row[0]
 
-    def _bump(self, name: str) -> None:
-        self._run(
-            "UPDATE _collections SET last_rev = currval('_rev_seq') WHERE name = ?", [name]
-        )
+    def _next_rev(self) -> int:
+        return self._one("SELECT nextval('_rev_seq')")[0]
 
-    # -- collections -------------------------------------------------------------
+    def _bump(self, name: str, rev: int) -> None:
+        self._run("UPDATE _collections SET last_rev = ? WHERE name = ?", [rev, name])
+
+    def _overflowing(self, name: str) -> set[str]:
+        return {r[0] for r in self._run("SELECT attribute FROM _overflow WHERE collection = ?", [name])}
+
+    # -- collections -------------------------------------------------------------------
     def collections(self) -> list[CollectionInfo]:
         rows = self._run("SELECT name, kind FROM _collections ORDER BY name")
         return [CollectionInfo(name, kind, self._count(name)) for name, kind in rows]
 
     def _count(self, name: str) -> int:
-        return self._one(f"SELECT count(*) FROM {_table(name)}")[0]
+        return self._one(f"SELECT count(*) FROM {_docs(name)}")[0]
 
     def collection(self, name: str) -> CollectionInfo:
         kind = self._kind(name)
@@ -124,109 +241,173 @@ class EmbeddedStore(GraphStore):
             if row[0] != kind:
                 raise StoreError(f"collection '{name}' exists as a {row[0]} collection, not {kind}")
             return self.collection(name)
-        self._run("BEGIN")
-        try:
+        with self._transaction():
             self._run(
-                f"CREATE TABLE {_table(name)} (_key VARCHAR PRIMARY KEY, _from VARCHAR, _to VARCHAR,"
-                " _rev BIGINT NOT NULL, doc JSON NOT NULL)"
+                f"CREATE TABLE {_docs(name)} (_key VARCHAR NOT NULL, _from VARCHAR, _to VARCHAR,"
+                f" {_REV} BIGINT NOT NULL, {_EXTRA} JSON)"
             )
             self._run("INSERT INTO _collections (name, kind) VALUES (?, ?)", [name, kind])
-            self._run("COMMIT")
-        except Exception:
-            self._run("ROLLBACK")
-            raise
+        self._columns.pop(f"docs_{name}", None)
         return CollectionInfo(name, kind, 0)
 
     def drop_collection(self, name: str) -> None:
-        self._run("BEGIN")
-        self._run(f"DROP TABLE IF EXISTS {_table(name)}")
-        self._run("DELETE FROM _collections WHERE name = ?", [name])
-        self._run("COMMIT")
+        with self._transaction():
+            self._run(f"DROP TABLE IF EXISTS {_docs(name)}")
+            self._run(f"DROP TABLE IF EXISTS {_attrs(name)}")
+            self._run("DELETE FROM _collections WHERE name = ?", [name])
+            self._run("DELETE FROM _overflow WHERE collection = ?", [name])
+        self._columns.pop(f"docs_{name}", None)
+        self._columns.pop(f"attrs_{name}", None)
 
-    # -- graphs ------------------------------------------------------------------
+    # -- graphs ------------------------------------------------------------------------
     def create_graph(self, graph: GraphInfo) -> None:
         definitions = [
             {"collection": d.collection, "from": list(d.from_collections), "to": list(d.to_collections)}
             for d in graph.edge_definitions
         ]
-        self._run(
-            "INSERT OR REPLACE INTO _graphs VALUES (?, ?)", [graph.name, json.dumps(definitions)]
-        )
+        self._run("INSERT OR REPLACE INTO _graphs VALUES (?, ?)", [graph.name, json.dumps(definitions)])
 
     def graphs(self) -> list[GraphInfo]:
         rows = self._run("SELECT name, edge_definitions FROM _graphs ORDER BY name")
         return [
             GraphInfo(
                 name,
-                tuple(
-                    EdgeDefinition(d["collection"], tuple(d["from"]), tuple(d["to"]))
-                    for d in json.loads(defs)
-                ),
+                tuple(EdgeDefinition(d["collection"], tuple(d["from"]), tuple(d["to"])) for d in json.loads(defs)),
             )
             for name, defs in rows
         ]
 
-    # -- writes ------------------------------------------------------------------
+    # -- writes ------------------------------------------------------------------------
     def upsert_documents(self, name: str, documents: Iterable[Mapping[str, Any]]) -> int:
-        kind = self._kind(name)
-        by_key: dict[str, tuple[str | None, str | None, str]] = {}
+        rows = []
         for position, document in enumerate(documents):
             if not isinstance(document, Mapping):
                 raise StoreError(f"{name}: document {position} is not an object")
-            key = document.get("_key")
-            if key is None:
-                key = str(self._one("SELECT nextval('_key_seq')")[0])
-            elif not isinstance(key, str) or not _DOCUMENT_KEY.match(key):
-                raise StoreError(f"{name}: document {position} has an invalid _key {key!r}")
-            source, target = document.get("_from"), document.get("_to")
-            if kind == "edge":
-                for field, value in (("_from", source), ("_to", target)):
-                    if not isinstance(value, str) or value.count("/") != 1:
-                        raise StoreError(
-                            f"{name}: edge {key!r} needs {field} as 'Collection/key', got {value!r}"
-                        )
-            body = {k: v for k, v in document.items() if k not in _SYSTEM_ATTRIBUTES}
-            # a later document with the same key replaces the earlier one, as in ArangoDB
-            by_key[key] = (source, target, json.dumps(body, separators=(",", ":")))
-        if not by_key:
+            rows.append(document)
+        if not rows:
+            self._kind(name)
             return 0
-        rows = pa.table(
-            {
-                "_key": list(by_key.keys()),
-                "_from": [v[0] for v in by_key.values()],
-                "_to": [v[1] for v in by_key.values()],
-                "doc": [v[2] for v in by_key.values()],
-            }
-        )
-        with self._transaction():
-            self._db.register("_incoming", rows)
-            try:
-                self._run(
-                    f"INSERT OR REPLACE INTO {_table(name)} "
-                    "SELECT _key, _from, _to, nextval('_rev_seq'), doc::JSON FROM _incoming"
-                )
-            finally:
-                self._db.unregister("_incoming")
-            self._bump(name)
-        return len(by_key)
+        table, json_columns = _documents_to_arrow(rows)
+        return self._upsert(name, table, json_columns, None)
+
+    def upsert_table(self, name: str, table: pa.Table, state: tuple[str, dict] | None = None) -> int:
+        return self._upsert(name, table, set(), state)
+
+    def _upsert(self, name: str, table: pa.Table, json_columns: set[str], state: tuple[str, dict] | None) -> int:
+        kind = self._kind(name)
+        table = self._checked(name, kind, table)
+        if table.num_rows == 0:
+            if state:
+                self.put_state(*state)
+            return 0
+        docs_table = f"docs_{name}"
+        with self._registered("_incoming", table), self._transaction():
+            incoming_types = dict(
+                (row[0], row[1]) for row in self._run("DESCRIBE SELECT * FROM _incoming")
+            )
+            columns = dict(self._attribute_columns(docs_table))
+            select = ["_key", *(end if end in incoming_types else "NULL" for end in ("_from", "_to"))]
+            targets = ["_key", "_from", "_to"]
+            overflow: dict[str, str] = {}  # attribute → SQL of its JSON value
+            for attribute, sql_type in incoming_types.items():
+                if attribute in ("_key", "_from", "_to") or sql_type in ('"NULL"', "NULL"):
+                    continue  # a column of nulls: the attribute is absent everywhere
+                column = _quote(attribute)
+                if attribute in json_columns:
+                    overflow[attribute] = f"json({column})"
+                    continue
+                existing = columns.get(attribute)
+                if existing is None and not attribute.startswith("__"):
+                    self._run(f"ALTER TABLE {_docs(name)} ADD COLUMN {column} {sql_type}")
+                    columns[attribute] = existing = sql_type
+                wider = _widened(existing, sql_type) if existing else None
+                if wider is None:
+                    overflow[attribute] = column
+                    continue
+                if wider != existing:
+                    self._run(f"ALTER TABLE {_docs(name)} ALTER {column} SET DATA TYPE {wider}")
+                    columns[attribute] = existing = wider
+                select.append(f"CAST({column} AS {existing})" if existing != sql_type else column)
+                targets.append(column)
+            self._columns.pop(docs_table, None)  # re-read after ALTERs
+            rev = self._next_rev()
+            select.append(str(rev))
+            targets.append(_REV)
+            if overflow:
+                pairs = ", ".join(f"'{_sql_string(a)}', {sql}" for a, sql in overflow.items())
+                # merge_patch drops the nulls: an absent attribute is not an explicit null
+                select.append(f"NULLIF(json_merge_patch('{{}}', json_object({pairs})), '{{}}')")
+                targets.append(_EXTRA)
+                for attribute in overflow:
+                    self._run("INSERT OR IGNORE INTO _overflow VALUES (?, ?)", [name, attribute])
+            self._run(f"DELETE FROM {_docs(name)} WHERE _key IN (SELECT _key FROM _incoming)")
+            if self._table_columns(f"attrs_{name}"):
+                self._run(f"DELETE FROM {_attrs(name)} WHERE _key IN (SELECT _key FROM _incoming)")
+            self._run(
+                f"INSERT INTO {_docs(name)} ({', '.join(targets)}) SELECT {', '.join(select)} FROM _incoming"
+            )
+            self._bump(name, rev)
+            if state:
+                self._put_state(*state)
+        return table.num_rows
+
+    def _checked(self, name: str, kind: CollectionKind, table: pa.Table) -> pa.Table:
+        """Validate keys and edge ends, drop _id/_rev, give missing keys, keep the last
+        row of a repeated key."""
+        if "_key" not in table.column_names:
+            keys = self._new_keys(table.num_rows)
+            table = table.append_column("_key", keys)
+        table = table.drop_columns([c for c in ("_id", "_rev") if c in table.column_names])
+        keys = table.column("_key")
+        if not pa.types.is_string(keys.type) and not pa.types.is_large_string(keys.type):
+            raise StoreError(f"{name}: _key must be a string, got {keys.type}")
+        if keys.null_count:
+            generated = self._new_keys(keys.null_count)
+            filled = np.array(keys.to_pylist(), dtype=object)
+            filled[np.flatnonzero(pc.is_null(keys).to_numpy(zero_copy_only=False))] = generated.to_pylist()
+            table = table.set_column(table.column_names.index("_key"), "_key", pa.array(filled, pa.string()))
+            keys = table.column("_key")
+        valid = pc.match_substring_regex(keys, DOCUMENT_KEY_PATTERN)
+        if not pc.all(valid).as_py():
+            bad = keys.filter(pc.invert(valid))[0].as_py()
+            raise StoreError(f"{name}: invalid _key {bad!r}")
+        if kind == "edge":
+            for end in ("_from", "_to"):
+                if end not in table.column_names:
+                    raise StoreError(f"{name}: edges need {end} as 'Collection/key'")
+                values = table.column(end)
+                ok = pc.fill_null(pc.match_substring_regex(values, r"^[^/]+/[^/]+$"), False)
+                if not pc.all(ok).as_py():
+                    position = pc.index(ok, False).as_py()
+                    raise StoreError(
+                        f"{name}: edge {keys[position].as_py()!r} needs {end} as 'Collection/key', "
+                        f"got {values[position].as_py()!r}"
+                    )
+        if pc.count_distinct(keys).as_py() != table.num_rows:
+            reversed_keys = keys.to_numpy(zero_copy_only=False)[::-1]
+            _, first_from_end = np.unique(reversed_keys, return_index=True)
+            table = table.take(np.sort(table.num_rows - 1 - first_from_end))
+        return table
+
+    def _new_keys(self, count: int) -> pa.Array:
+        start = self._one("SELECT nextval('_key_seq')")[0]
+        if count > 1:
+            self._run(f"SELECT nextval('_key_seq') FROM range({count - 1})")
+        return pa.array([str(k) for k in range(start, start + count)], pa.string())
 
     def remove_documents(self, name: str, keys: Sequence[str]) -> int:
         self._kind(name)
         if not keys:
             return 0
-        with self._transaction():
-            self._db.register("_removed", pa.table({"_key": pa.array(list(keys), pa.string())}))
-            try:
-                existing = self._one(
-                    f"SELECT count(*) FROM {_table(name)} WHERE _key IN (SELECT _key FROM _removed)"
-                )[0]
-                self._run(
-                    f"DELETE FROM {_table(name)} WHERE _key IN (SELECT _key FROM _removed)"
-                )
-            finally:
-                self._db.unregister("_removed")
-            self._run("SELECT nextval('_rev_seq')")
-            self._bump(name)
+        removed = pa.table({"_key": pa.array(list(keys), pa.string())})
+        with self._registered("_removed", removed), self._transaction():
+            existing = self._one(
+                f"SELECT count(*) FROM {_docs(name)} WHERE _key IN (SELECT _key FROM _removed)"
+            )[0]
+            self._run(f"DELETE FROM {_docs(name)} WHERE _key IN (SELECT _key FROM _removed)")
+            if self._table_columns(f"attrs_{name}"):
+                self._run(f"DELETE FROM {_attrs(name)} WHERE _key IN (SELECT _key FROM _removed)")
+            self._bump(name, self._next_rev())
         return existing
 
     def update_attributes(self, name: str, table: pa.Table) -> int:
@@ -234,44 +415,146 @@ class EmbeddedStore(GraphStore):
         if "_key" not in table.column_names:
             raise StoreError(f"{name}: write-back table has no _key column")
         attributes = [c for c in table.column_names if c != "_key"]
-        bad = [a for a in attributes if a in _SYSTEM_ATTRIBUTES]
+        bad = [a for a in attributes if a in _SYSTEM or a.startswith("__")]
         if bad:
-            raise StoreError(f"{name}: cannot write system attribute(s) {', '.join(bad)}")
+            raise StoreError(f"{name}: cannot write attribute(s) {', '.join(bad)}")
         if table.num_rows == 0 or not attributes:
             return 0
-        table = _json_friendly(table)
-        pairs = ", ".join(f"'{a.replace(chr(39), chr(39) * 2)}', u.\"{a}\"" for a in attributes)
-        with self._transaction():
-            self._db.register("_updates", table)
-            try:
-                missing = self._one(
-                    f"SELECT u._key FROM _updates u ANTI JOIN {_table(name)} t ON t._key = u._key LIMIT 1"
-                )
-                if missing is not None:
-                    raise DocumentNotFound(name, missing[0])
-                self._run(
-                    f"UPDATE {_table(name)} AS t SET doc = json_merge_patch(t.doc, json_object({pairs})),"
-                    " _rev = nextval('_rev_seq') FROM _updates u WHERE t._key = u._key"
-                )
-            finally:
-                self._db.unregister("_updates")
-            self._bump(name)
+        keys = table.column("_key")
+        if pc.count_distinct(keys).as_py() != table.num_rows:
+            reversed_keys = keys.to_numpy(zero_copy_only=False)[::-1]
+            _, first_from_end = np.unique(reversed_keys, return_index=True)
+            table = table.take(np.sort(table.num_rows - 1 - first_from_end))
+        attrs_table = f"attrs_{name}"
+        with self._registered("_updates", table), self._transaction():
+            missing = self._one(
+                f"SELECT u._key FROM _updates u ANTI JOIN {_docs(name)} d ON d._key = u._key LIMIT 1"
+            )
+            if missing is not None:
+                raise DocumentNotFound(name, missing[0])
+            rev = self._next_rev()
+            incoming = {r[0]: r[1] for r in self._run("DESCRIBE SELECT * FROM _updates")}
+            existing = self._attribute_columns(attrs_table)
+            if not self._table_columns(attrs_table):
+                chosen = ", ".join(_quote(a) for a in attributes)
+                self._run(f"CREATE TABLE {_attrs(name)} AS SELECT _key, {rev}::BIGINT AS {_REV}, {chosen} FROM _updates")
+            else:
+                for attribute in attributes:
+                    column = _quote(attribute)
+                    if attribute not in existing:
+                        self._run(f"ALTER TABLE {_attrs(name)} ADD COLUMN {column} {incoming[attribute]}")
+                    elif existing[attribute] != incoming[attribute]:
+                        wider = _widened(existing[attribute], incoming[attribute])
+                        if wider is None:
+                            raise StoreError(
+                                f"{name}: attribute '{attribute}' was written as {existing[attribute]}, "
+                                f"now as {incoming[attribute]}"
+                            )
+                        if wider != existing[attribute]:
+                            self._run(f"ALTER TABLE {_attrs(name)} ALTER {column} SET DATA TYPE {wider}")
+                self._columns.pop(attrs_table, None)
+                self._merge_attributes(name, attributes, rev, table.num_rows)
+            self._columns.pop(attrs_table, None)
+            self._bump(name, rev)
         return table.num_rows
 
-    def _transaction(self):
-        store = self
+    def _merge_attributes(self, name: str, attributes: list[str], rev: int, count: int) -> None:
+        """Fold `_updates` into attrs_<name>: rebuilt in one pass when the update covers
+        most of it (a full re-embedding), updated in place when it is a small share."""
+        columns = list(self._attribute_columns(f"attrs_{name}"))
+        size = self._one(f"SELECT count(*) FROM {_attrs(name)}")[0]
+        if count * 2 >= size:
+            chosen = [
+                f"CASE WHEN u._key IS NULL THEN a.{_quote(c)} ELSE u.{_quote(c)} END AS {_quote(c)}"
+                if c in attributes else f"a.{_quote(c)}"
+                for c in columns
+            ]
+            rebuilt = _quote(f"attrs_{name}__new")
+            self._run(
+                f"CREATE TABLE {rebuilt} AS SELECT COALESCE(u._key, a._key) AS _key, "
+                f"CASE WHEN u._key IS NULL THEN a.{_REV} ELSE {rev} END AS {_REV}, {', '.join(chosen)} "
+                f"FROM {_attrs(name)} a FULL OUTER JOIN _updates u ON a._key = u._key"
+            )
+            self._run(f"DROP TABLE {_attrs(name)}")
+            self._run(f"ALTER TABLE {rebuilt} RENAME TO {_quote(f'attrs_{name}')}")
+            return
+        assignments = ", ".join(f"{_quote(a)} = u.{_quote(a)}" for a in attributes)
+        self._run(
+            f"UPDATE {_attrs(name)} AS a SET {assignments}, {_REV} = {rev} FROM _updates u WHERE a._key = u._key"
+        )
+        chosen = ", ".join(_quote(a) for a in attributes)
+        self._run(
+            f"INSERT INTO {_attrs(name)} (_key, {_REV}, {chosen}) SELECT u._key, {rev}, {chosen} "
+            f"FROM _updates u ANTI JOIN {_attrs(name)} a ON a._key = u._key"
+        )
 
-        class _Tx:
-            def __enter__(self):
-                store._run("BEGIN")
+    # -- reads -------------------------------------------------------------------------
+    def _sources(self, name: str, attribute: str) -> list[tuple[str, str]]:
+        """Where an attribute can live, first wins: (SQL, type) for the written-back
+        column, the document column and the overflow JSON (type "JSON")."""
+        sources = []
+        written = self._attribute_columns(f"attrs_{name}")
+        if attribute in written:
+            sources.append((f"a.{_quote(attribute)}", written[attribute]))
+        stored = self._attribute_columns(f"docs_{name}")
+        if attribute in stored:
+            sources.append((f"d.{_quote(attribute)}", stored[attribute]))
+        if attribute in self._overflowing(name):
+            sources.append((f"json_extract(d.{_EXTRA}, '{_sql_string(_json_path(attribute))}')", "JSON"))
+        return sources
 
-            def __exit__(self, exc_type, exc, tb):
-                store._run("ROLLBACK" if exc_type else "COMMIT")
-                return False
+    def _attribute_expression(self, name: str, attribute: str, sql_type: str | None) -> tuple[str, bool]:
+        """One attribute as a value of `sql_type` (None: as stored); and whether the
+        query needs the written-back attributes joined."""
+        sources = self._sources(name, attribute)
+        if not sources:
+            return f"NULL::{sql_type or 'VARCHAR'}", False
+        typed = []
+        for sql, stored in sources:
+            if stored == "JSON" and sql_type == "VARCHAR":
+                typed.append(f"({sql} ->> '$')")
+            elif sql_type:
+                typed.append(f"TRY_CAST({sql} AS {sql_type})")
+            else:
+                typed.append(sql if stored != "JSON" else f"CAST({sql} AS VARCHAR)")
+        expression = typed[0] if len(typed) == 1 else f"COALESCE({', '.join(typed)})"
+        return expression, any(sql.startswith("a.") for sql, _ in sources)
 
-        return _Tx()
+    def _equals(self, name: str, attribute: str, value: Any) -> tuple[str, list, bool]:
+        """A condition true when the attribute's value (the first source that has one)
+        equals `value` as JSON values do: 3 == 3.0, "3" != 3."""
+        sources = self._sources(name, attribute)
+        if not sources:
+            return "false", [], False
+        if isinstance(value, bool):
+            kind, wanted = "BOOLEAN", {"BOOLEAN"}
+        elif isinstance(value, (int, float)):
+            kind, wanted = "DOUBLE", _INTEGER_TYPES | _FLOAT_TYPES
+        elif isinstance(value, str):
+            kind, wanted = "VARCHAR", {"VARCHAR"}
+        else:
+            kind, wanted = "JSON", set()
+        json_types = {"BOOLEAN": "('BOOLEAN')", "DOUBLE": "('BIGINT', 'UBIGINT', 'DOUBLE')", "VARCHAR": "('VARCHAR')"}
+        branches, params = [], []
+        for sql, stored in sources:
+            if stored == "JSON":
+                if kind == "JSON":
+                    test = f"{sql} = ?::JSON"
+                elif kind == "VARCHAR":
+                    test = f"(json_type({sql}) = 'VARCHAR' AND ({sql} ->> '$') = ?)"
+                else:
+                    test = f"(json_type({sql}) IN {json_types[kind]} AND TRY_CAST({sql} AS {kind}) = ?)"
+            elif stored in wanted:
+                test = f"{sql} = ?"
+            elif kind == "JSON" and (stored.endswith("[]") or stored.startswith("STRUCT")):
+                test = f"to_json({sql}) = ?::JSON"
+            else:
+                test = "false"
+            if "?" in test:
+                params.append(json.dumps(value) if kind == "JSON" else value)
+            branches.append(f"WHEN {sql} IS NOT NULL THEN {test}")
+        return f"(CASE {' '.join(branches)} ELSE false END)", params, any(sql.startswith("a.") for sql, _ in sources)
 
-    # -- reads -------------------------------------------------------------------
     def pull(
         self,
         name: str,
@@ -279,26 +562,20 @@ class EmbeddedStore(GraphStore):
         batch_size: int = 65_536,
     ) -> Iterator[pa.RecordBatch]:
         self._kind(name)
-        columns, params = ["_key"], []
+        columns, joined = ["d._key"], False
         for attribute, arrow_type in attributes.items():
-            sql_type = _duckdb_type(arrow_type)
-            alias = '"' + attribute.replace('"', '""') + '"'
-            if sql_type == "VARCHAR":
-                columns.append(f"json_extract_string(doc, ?) AS {alias}")
-            elif sql_type is None:
-                columns.append(f"CAST(json_extract(doc, ?) AS VARCHAR) AS {alias}")
-            else:
-                columns.append(f"TRY_CAST(json_extract(doc, ?) AS {sql_type}) AS {alias}")
-            params.append(_json_path(attribute))
+            expression, needs_join = self._attribute_expression(name, attribute, _arrow_to_sql(arrow_type))
+            columns.append(f"{expression} AS {_quote(attribute)}")
+            joined = joined or needs_join
+        source = f"{_docs(name)} d" + (f" LEFT JOIN {_attrs(name)} a ON a._key = d._key" if joined else "")
         schema = pa.schema([("_key", pa.string())] + [(a, t) for a, t in attributes.items()])
-        sql = f"SELECT {', '.join(columns)} FROM {_table(name)} ORDER BY _key"
-        return self._stream(sql, params, batch_size, schema)
+        return self._stream(f"SELECT {', '.join(columns)} FROM {source}", [], batch_size, schema)
 
     def pull_edges(self, name: str, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
         if self._kind(name) != "edge":
             raise StoreError(f"collection '{name}' is not an edge collection")
         schema = pa.schema([("_from", pa.string()), ("_to", pa.string())])
-        return self._stream(f"SELECT _from, _to FROM {_table(name)} ORDER BY _key", [], batch_size, schema)
+        return self._stream(f"SELECT _from, _to FROM {_docs(name)}", [], batch_size, schema)
 
     def _stream(self, sql: str, params: list, batch_size: int, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         # a cursor of its own, so that the caller may write while it reads
@@ -321,45 +598,109 @@ class EmbeddedStore(GraphStore):
         self._kind(name)
         if not keys:
             return []
-        self._db.register("_wanted", pa.table({"_key": pa.array(list(keys), pa.string())}))
-        try:
-            rows = self._run(
-                f"SELECT t._key, t._from, t._to, t._rev, t.doc FROM {_table(name)} t "
-                "WHERE t._key IN (SELECT _key FROM _wanted)"
-            )
-        finally:
-            self._db.unregister("_wanted")
+        wanted = pa.table({"_key": pa.array(list(keys), pa.string())})
+        has_attrs = bool(self._table_columns(f"attrs_{name}"))
+        written = list(self._attribute_columns(f"attrs_{name}")) if has_attrs else []
+        select = ["d.*"] + ([f"a.{_REV} AS __written_rev"] + [f"a.{_quote(c)} AS {_quote('__written_' + c)}" for c in written])
+        # filter each side before joining: the scans then read the other columns only
+        # where a key matched
+        source = f"(SELECT * FROM {_docs(name)} WHERE _key IN (SELECT _key FROM _wanted)) d"
+        if has_attrs:
+            source += f" LEFT JOIN (SELECT * FROM {_attrs(name)} WHERE _key IN (SELECT _key FROM _wanted)) a ON a._key = d._key"
+        with self._registered("_wanted", wanted):
+            result = self._db.sql(f"SELECT {', '.join(select) if has_attrs else 'd.*'} FROM {source}").to_arrow_table()
+        columns = {
+            field.name: _shortest_floats(result.column(i).combine_chunks()).to_pylist()
+            for i, field in enumerate(result.schema)
+        }
         found = {}
-        for key, source, target, rev, doc in rows:
-            document = {"_key": key, "_id": f"{name}/{key}", "_rev": str(rev)}
-            if source is not None:
-                document["_from"], document["_to"] = source, target
-            document.update(json.loads(doc))
+        for row in range(result.num_rows):
+            key = columns["_key"][row]
+            rev = columns[_REV][row]
+            document: dict[str, Any] = {"_key": key, "_id": f"{name}/{key}"}
+            if columns["_from"][row] is not None:
+                document["_from"], document["_to"] = columns["_from"][row], columns["_to"][row]
+            for column, values in columns.items():
+                if column.startswith("_") or values[row] is None:
+                    continue
+                document[column] = values[row]
+            if columns[_EXTRA][row] is not None:
+                document.update(json.loads(columns[_EXTRA][row]))
+            if has_attrs and columns["__written_rev"][row] is not None:
+                rev = max(rev, columns["__written_rev"][row])
+                for column in written:
+                    value = columns["__written_" + column][row]
+                    if value is not None:
+                        document[column] = value
+            document["_rev"] = str(rev)
             found[key] = document
         return [found.get(key) for key in keys]
 
     def select_keys(self, name: str, equals: Mapping[str, Any] | None = None) -> list[str]:
         self._kind(name)
-        clauses, params = [], []
+        clauses, params, joined = [], [], False
         for attribute, value in (equals or {}).items():
             if attribute in ("_key", "_from", "_to"):
-                clauses.append(f'"{attribute}" = ?')
+                clauses.append(f"d.{attribute} = ?")
                 params.append(value)
-            else:
-                # compare as JSON values so that 3 matches 3 and "3" matches "3"
-                clauses.append("json_extract(doc, ?) = ?::JSON")
-                params.extend([_json_path(attribute), json.dumps(value)])
+                continue
+            condition, extra_params, needs_join = self._equals(name, attribute, value)
+            joined = joined or needs_join
+            clauses.append(condition)
+            params.extend(extra_params)
+        source = f"{_docs(name)} d" + (f" LEFT JOIN {_attrs(name)} a ON a._key = d._key" if joined else "")
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._run(
-            f"SELECT _key FROM {_table(name)}{where} ORDER BY _key", params
-        )
-        return [r[0] for r in rows]
+        return [r[0] for r in self._run(f"SELECT d._key FROM {source}{where} ORDER BY d._key", params)]
 
     def change_marker(self, name: str) -> int:
         self._kind(name)
-        return self._one(
-            "SELECT last_rev FROM _collections WHERE name = ?", [name]
-        )[0]
+        return self._one("SELECT last_rev FROM _collections WHERE name = ?", [name])[0]
+
+    # -- indexes and checks --------------------------------------------------------------
+    def create_index(self, name: str, definition: Mapping[str, Any]) -> IndexOutcome:
+        self._kind(name)
+        index_type = str(definition.get("type", ""))
+        fields = tuple(definition.get("fields") or ())
+        if index_type in ("primary", "edge"):
+            return IndexOutcome(name, index_type, fields, "exists")
+        return IndexOutcome(
+            name, index_type, fields, "skipped",
+            "the embedded store keeps no secondary indexes (its queries scan columns)",
+        )
+
+    def dangling_edges(self, name: str, examples: int = 3) -> DanglingEdges:
+        if self._kind(name) != "edge":
+            raise StoreError(f"collection '{name}' is not an edge collection")
+        targets = [
+            r[0] for r in self._run(
+                f"SELECT DISTINCT split_part(_from, '/', 1) FROM {_docs(name)} "
+                f"UNION SELECT DISTINCT split_part(_to, '/', 1) FROM {_docs(name)}"
+            )
+        ]
+        existing = {c for c in targets if self._one("SELECT 1 FROM _collections WHERE name = ?", [c])}
+        known = " UNION ALL ".join(f"SELECT '{_sql_string(c)}/' || _key AS id FROM {_docs(c)}" for c in sorted(existing))
+        known = known or "SELECT NULL::VARCHAR AS id WHERE false"
+        dangling = (
+            f"WITH known AS ({known}) SELECT e._key, e._from, e._to FROM {_docs(name)} e "
+            "WHERE e._from NOT IN (SELECT id FROM known) OR e._to NOT IN (SELECT id FROM known)"
+        )
+        count = self._one(f"SELECT count(*) FROM ({dangling})")[0]
+        rows = self._run(f"{dangling} ORDER BY e._key LIMIT ?", [examples]) if count else []
+        return DanglingEdges(name, count, tuple({"_key": k, "_from": f, "_to": t} for k, f, t in rows))
+
+    # -- job state -----------------------------------------------------------------------
+    def get_state(self, key: str) -> dict | None:
+        row = self._one("SELECT value FROM _state WHERE key = ?", [key])
+        return json.loads(row[0]) if row else None
+
+    def put_state(self, key: str, value: dict) -> None:
+        self._put_state(key, value)
+
+    def _put_state(self, key: str, value: dict) -> None:  # also inside a caller's transaction
+        self._run("INSERT OR REPLACE INTO _state VALUES (?, ?)", [key, json.dumps(value)])
+
+    def delete_state(self, key: str) -> None:
+        self._run("DELETE FROM _state WHERE key = ?", [key])
 
     def close(self) -> None:
         if getattr(self, "_db", None) is not None:
@@ -367,29 +708,37 @@ class EmbeddedStore(GraphStore):
             self._db = None
 
 
-def _json_friendly(table: pa.Table) -> pa.Table:
-    """Float32 values become the nearest short decimal, so the JSON holds 0.1, not 0.10000000149."""
-    columns = []
-    for column in table.columns:
-        columns.append(_round_floats(column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)))
-    return pa.table(columns, names=table.column_names)
+def _sql_string(text: str) -> str:
+    return text.replace("'", "''")
 
 
-def _round_floats(array: pa.Array) -> pa.Array:
-    if pa.types.is_float32(array.type):
-        values = np.round(array.to_numpy(zero_copy_only=False).astype(np.float64), 7)
-        return pa.array(values, pa.float64(), mask=array.is_null().to_numpy(zero_copy_only=False))
-    if pa.types.is_list(array.type) or pa.types.is_fixed_size_list(array.type):
-        if pa.types.is_fixed_size_list(array.type):
-            array = array.cast(pa.list_(array.type.value_type))
-        offsets = array.offsets
-        values = _round_floats(array.values.slice(offsets[0].as_py(), offsets[-1].as_py() - offsets[0].as_py()))
-        rebased = pc.subtract(offsets, offsets[0])
-        return pa.ListArray.from_arrays(rebased, values, mask=array.is_null())
-    if pa.types.is_struct(array.type):
-        fields = [array.type.field(i) for i in range(array.type.num_fields)]
-        children = [_round_floats(array.field(i)) for i in range(len(fields))]
-        return pa.StructArray.from_arrays(
-            children, names=[f.name for f in fields], mask=array.is_null()
-        )
-    return array
+def _documents_to_arrow(documents: list[Mapping[str, Any]]) -> tuple[pa.Table, set[str]]:
+    """Python documents → an Arrow table, one column per attribute. An attribute whose
+    values Arrow cannot hold in one type (mixed types, ragged objects) becomes a column
+    of JSON text, which the store keeps in the overflow JSON."""
+    names: dict[str, None] = {}
+    for document in documents:
+        for name in document:
+            names.setdefault(name, None)
+    arrays, json_columns = {}, set()
+    for name in names:
+        values = [document.get(name) for document in documents]
+        if name in ("_key", "_from", "_to"):
+            if any(v is not None and not isinstance(v, str) for v in values):
+                raise StoreError(f"{name} must be a string in every document")
+            arrays[name] = pa.array(values, pa.string())
+            continue
+        try:
+            arrays[name] = pa.array(values)
+            if pa.types.is_struct(arrays[name].type) and _ragged(values):
+                raise pa.ArrowInvalid("objects with different attributes")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+            arrays[name] = pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
+            json_columns.add(name)
+    return pa.table(arrays), json_columns
+
+
+def _ragged(values: list) -> bool:
+    """True when objects differ in their attributes (Arrow would fill the gaps with nulls)."""
+    shapes = {tuple(sorted(v)) for v in values if isinstance(v, dict)}
+    return len(shapes) > 1

@@ -21,7 +21,7 @@ def test_upsert_replaces_by_key_and_counts(store):
     assert b["x"] == 2 and missing is None
 
 
-def test_pull_casts_attributes_to_arrow_types_ordered_by_key(store):
+def test_pull_casts_attributes_to_arrow_types_in_storage_order(store):
     store.create_collection("products")
     store.upsert_documents(
         "products",
@@ -30,9 +30,9 @@ def test_pull_casts_attributes_to_arrow_types_ordered_by_key(store):
     table = pa.Table.from_batches(
         list(store.pull("products", {"features": pa.list_(pa.float32()), "category": pa.int64()}))
     )
-    assert table.column("_key").to_pylist() == ["a", "b"]
-    assert table.column("features").to_pylist() == [None, [1.5, 2.0]]
-    assert table.column("category").to_pylist() == [7, 3]
+    assert table.column("_key").to_pylist() == ["b", "a"]
+    assert table.column("features").to_pylist() == [[1.5, 2.0], None]
+    assert table.column("category").to_pylist() == [3, 7]
     assert table.schema.field("features").type == pa.list_(pa.float32())
 
 
@@ -93,3 +93,82 @@ def test_values_that_look_like_sql_are_data(store):
     store.upsert_documents("products", [{"_key": key, "name": "a\" || true || \""}])
     assert store.select_keys("products", {"name": "a\" || true || \""}) == [key]
     assert store.select_keys("products", {"name": "' OR 1=1 --"}) == []
+
+
+def test_values_of_another_type_keep_their_type_through_the_overflow(store):
+    store.create_collection("things")
+    store.upsert_documents("things", [{"_key": "a", "size": 3, "tags": ["x"]}])
+    store.upsert_documents("things", [{"_key": "b", "size": "large", "tags": ["y", "z"]}])
+    store.upsert_documents("things", [{"_key": "c", "size": 2.5}, {"_key": "d", "mixed": [1, "one"]}])
+    a, b, c, d = store.get_documents("things", ["a", "b", "c", "d"])
+    assert (a["size"], b["size"], c["size"]) == (3, "large", 2.5)
+    assert d["mixed"] == [1, "one"] and b["tags"] == ["y", "z"]
+    assert store.select_keys("things", {"size": "large"}) == ["b"]
+    assert store.select_keys("things", {"size": 3}) == ["a"]
+    sizes = pa.Table.from_batches(list(store.pull("things", {"size": pa.float64()})))
+    assert dict(zip(sizes.column("_key").to_pylist(), sizes.column("size").to_pylist())) == {
+        "a": 3.0, "b": None, "c": 2.5, "d": None,
+    }
+
+
+def test_objects_of_different_shapes_round_trip(store):
+    store.create_collection("things")
+    store.upsert_documents("things", [{"_key": "a", "address": {"city": "Oslo"}}])
+    store.upsert_documents("things", [{"_key": "b", "address": {"city": "Rome", "zip": "00100"}},
+                                      {"_key": "c", "address": {"zip": "1"}}])
+    a, b, c = store.get_documents("things", ["a", "b", "c"])
+    assert a["address"] == {"city": "Oslo"}
+    assert b["address"] == {"city": "Rome", "zip": "00100"}
+    assert c["address"] == {"zip": "1"}
+
+
+def test_upsert_table_keeps_the_last_row_of_a_key_and_writes_state_with_it(store):
+    store.create_collection("things")
+    table = pa.table({"_key": ["a", "b", "a"], "v": [1, 2, 3]})
+    assert store.upsert_table("things", table, state=("restore:things", {"line": 3})) == 2
+    assert [d["v"] for d in store.get_documents("things", ["a", "b"])] == [3, 2]
+    assert store.get_state("restore:things") == {"line": 3}
+    with pytest.raises(StoreError, match="invalid _key"):
+        store.upsert_table("things", pa.table({"_key": ["ok", "not/ok"]}), state=("restore:things", {"line": 9}))
+    assert store.get_state("restore:things") == {"line": 3}
+    store.delete_state("restore:things")
+    assert store.get_state("restore:things") is None
+
+
+def test_written_back_attributes_win_until_the_document_is_replaced(store):
+    store.create_collection("products")
+    store.upsert_documents("products", [{"_key": "a", "score": 1.0, "title": "A"}, {"_key": "b", "title": "B"}])
+    store.update_attributes("products", pa.table({"_key": ["a"], "score": [5.0]}))
+    assert store.get_documents("products", ["a"])[0]["score"] == 5.0
+    pulled = pa.Table.from_batches(list(store.pull("products", {"score": pa.float64(), "title": pa.string()})))
+    assert pulled.to_pylist() == [{"_key": "a", "score": 5.0, "title": "A"}, {"_key": "b", "score": None, "title": "B"}]
+    # a full write-back (rebuild) and a small one (in place) both merge with what was written
+    store.update_attributes("products", pa.table({"_key": ["a", "b"], "rank": [1, 2]}))
+    store.update_attributes("products", pa.table({"_key": ["b"], "score": [7.0]}))
+    a, b = store.get_documents("products", ["a", "b"])
+    assert (a["score"], a["rank"], b["score"], b["rank"]) == (5.0, 1, 7.0, 2)
+    # replacing a document drops what was written back onto it, as ArangoDB's replace does
+    store.upsert_documents("products", [{"_key": "a", "title": "A2"}])
+    a = store.get_documents("products", ["a"])[0]
+    assert "score" not in a and "rank" not in a and a["title"] == "A2"
+
+
+def test_dangling_edges_are_counted_with_examples(store):
+    store.create_collection("users")
+    store.create_collection("rated", "edge")
+    store.upsert_documents("users", [{"_key": "u1"}])
+    store.upsert_documents("rated", [
+        {"_key": "e1", "_from": "users/u1", "_to": "users/u1"},
+        {"_key": "e2", "_from": "users/u1", "_to": "movies/m1"},
+        {"_key": "e3", "_from": "users/u9", "_to": "users/u1"},
+    ])
+    dangling = store.dangling_edges("rated", examples=1)
+    assert dangling.count == 2
+    assert dangling.examples == ({"_key": "e2", "_from": "users/u1", "_to": "movies/m1"},)
+
+
+def test_secondary_indexes_are_reported_as_skipped(store):
+    store.create_collection("users")
+    assert store.create_index("users", {"type": "primary", "fields": ["_key"]}).status == "exists"
+    outcome = store.create_index("users", {"type": "persistent", "fields": ["name"]})
+    assert outcome.status == "skipped" and "secondary indexes" in outcome.reason
