@@ -459,34 +459,42 @@ class EmbeddedStore(GraphStore):
         return table.num_rows
 
     def _merge_attributes(self, name: str, attributes: list[str], rev: int, count: int) -> None:
-        """Fold `_updates` into attrs_<name>: rebuilt in one pass when the update covers
-        most of it (a full re-embedding), updated in place when it is a small share."""
+        """Fold `_updates` into attrs_<name>: replaced when the update rewrites all of it
+        (a full re-embedding), rebuilt in one pass when it covers most of it, updated in
+        place when it is a small share."""
         columns = list(self._attribute_columns(f"attrs_{name}"))
         size = self._one(f"SELECT count(*) FROM {_attrs(name)}")[0]
-        if count * 2 >= size:
+        rebuilt = _quote(f"attrs_{name}__new")
+        replaces_everything = set(columns) <= set(attributes) and not self._one(
+            f"SELECT 1 FROM {_attrs(name)} a ANTI JOIN _updates u ON a._key = u._key LIMIT 1"
+        )
+        if replaces_everything:  # a full re-embedding: nothing of the old table survives
+            chosen = ", ".join(_quote(a) for a in attributes)
+            self._run(f"CREATE TABLE {rebuilt} AS SELECT _key, {rev}::BIGINT AS {_REV}, {chosen} FROM _updates")
+        elif count * 2 >= size:
             chosen = [
                 f"CASE WHEN u._key IS NULL THEN a.{_quote(c)} ELSE u.{_quote(c)} END AS {_quote(c)}"
                 if c in attributes else f"a.{_quote(c)}"
                 for c in columns
             ]
-            rebuilt = _quote(f"attrs_{name}__new")
             self._run(
                 f"CREATE TABLE {rebuilt} AS SELECT COALESCE(u._key, a._key) AS _key, "
                 f"CASE WHEN u._key IS NULL THEN a.{_REV} ELSE {rev} END AS {_REV}, {', '.join(chosen)} "
                 f"FROM {_attrs(name)} a FULL OUTER JOIN _updates u ON a._key = u._key"
             )
-            self._run(f"DROP TABLE {_attrs(name)}")
-            self._run(f"ALTER TABLE {rebuilt} RENAME TO {_quote(f'attrs_{name}')}")
+        else:
+            assignments = ", ".join(f"{_quote(a)} = u.{_quote(a)}" for a in attributes)
+            self._run(
+                f"UPDATE {_attrs(name)} AS a SET {assignments}, {_REV} = {rev} FROM _updates u WHERE a._key = u._key"
+            )
+            chosen = ", ".join(_quote(a) for a in attributes)
+            self._run(
+                f"INSERT INTO {_attrs(name)} (_key, {_REV}, {chosen}) SELECT u._key, {rev}, {chosen} "
+                f"FROM _updates u ANTI JOIN {_attrs(name)} a ON a._key = u._key"
+            )
             return
-        assignments = ", ".join(f"{_quote(a)} = u.{_quote(a)}" for a in attributes)
-        self._run(
-            f"UPDATE {_attrs(name)} AS a SET {assignments}, {_REV} = {rev} FROM _updates u WHERE a._key = u._key"
-        )
-        chosen = ", ".join(_quote(a) for a in attributes)
-        self._run(
-            f"INSERT INTO {_attrs(name)} (_key, {_REV}, {chosen}) SELECT u._key, {rev}, {chosen} "
-            f"FROM _updates u ANTI JOIN {_attrs(name)} a ON a._key = u._key"
-        )
+        self._run(f"DROP TABLE {_attrs(name)}")
+        self._run(f"ALTER TABLE {rebuilt} RENAME TO {_quote(f'attrs_{name}')}")
 
     # -- reads -------------------------------------------------------------------------
     def _sources(self, name: str, attribute: str) -> list[tuple[str, str]]:
