@@ -74,3 +74,29 @@ class IndexNotFound(GraphsvcError):
 
 class IndexCorrupt(GraphsvcError):
     """A published index artifact fails its checksum or is incomplete."""
+
+
+class ArangoError(StoreError):
+    """ArangoDB answered a request with an error. Carries the server's error number
+    (`error_code`, e.g. 1210 for a unique constraint), the HTTP status and the request
+    (`"POST /_api/import"`), like python-arango's exceptions, plus the collection."""
+
+    def __init__(
+        self,
+        message: str,
+        error_code: int | None = None,
+        http_status: int | None = None,
+        request: str = "",
+        collection: str = "",
+    ):
+        parts = [f"ArangoDB error {error_code}" if error_code is not None else "ArangoDB error"]
+        if http_status is not None:
+            parts.append(f"(HTTP {http_status})")
+        if request:
+            parts.append(f"on {request}")
+        where = f" for collection '{collection}'" if collection else ""
+        super().__init__(f"{' '.join(parts)}{where}: {message}")
+        self.error_code = error_code
+        self.http_status = http_status
+        self.request = request
+        self.collection = collection

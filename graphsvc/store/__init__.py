@@ -1,27 +1,37 @@
 """The store port and its backends, chosen by URL (`--store` / `GRAPHSVC_STORE`).
 
 - a plain file path, or `duckdb://PATH`: the embedded store in that DuckDB file;
-- `arangodb://user@host:8529/db` / `arangodbs://…`: ArangoDB (not available yet).
+- `arangodb://user@host:8529/db` / `arangodbs://…` (TLS): an ArangoDB database, the
+  password from `ARANGO_PASSWORD` or a password file, never from the URL.
 """
 
 from __future__ import annotations
 
+import os
+
 from graphsvc.errors import ConfigError
 from graphsvc.store.base import CollectionInfo, EdgeDefinition, GraphInfo, GraphStore
 
-__all__ = ["open_store", "GraphStore", "CollectionInfo", "EdgeDefinition", "GraphInfo"]
+__all__ = ["open_store", "is_server_url", "GraphStore", "CollectionInfo", "EdgeDefinition", "GraphInfo"]
+
+SERVER_SCHEMES = ("arangodb://", "arangodbs://")
 
 
-def open_store(url: str, create: bool = False) -> GraphStore:
-    """Open the store named by `url`. `create=True` creates an embedded store file that
-    does not exist yet (jobs that load data); readers get a StoreError naming the path."""
+def is_server_url(url: str) -> bool:
+    """True when `url` names a database server (ArangoDB) rather than an embedded file."""
+    return url.lower().startswith(SERVER_SCHEMES)
+
+
+def open_store(url: str, create: bool = False, password_file: str | os.PathLike | None = None) -> GraphStore:
+    """Open the store named by `url`. `create=True` creates an embedded store file, or
+    an ArangoDB database, that does not exist yet (jobs that load data); readers get a
+    StoreError naming it. `password_file` is read for ArangoDB (`--password-file`)."""
     if not url:
         raise ConfigError("no store given — pass --store PATH or set GRAPHSVC_STORE")
-    if url.startswith(("arangodb://", "arangodbs://")):
-        raise ConfigError(
-            f"the ArangoDB backend is not available in this version ({url}); "
-            "use the embedded store (a file path) for now"
-        )
+    if is_server_url(url):
+        from graphsvc.store.arangodb import ArangoStore
+
+        return ArangoStore(url, create=create, password_file=password_file)
     if "://" in url and not url.startswith("duckdb://"):
         raise ConfigError(f"unknown store URL scheme in '{url}' — use a file path, duckdb://PATH or arangodb://…")
     from graphsvc.store.embedded import EmbeddedStore

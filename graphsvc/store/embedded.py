@@ -376,6 +376,11 @@ class EmbeddedStore(GraphStore):
                 if end not in table.column_names:
                     raise StoreError(f"{name}: edges need {end} as 'Collection/key'")
                 values = table.column(end)
+                if not pa.types.is_string(values.type):
+                    try:
+                        values = values.cast(pa.string())
+                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                        raise StoreError(f"{name}: {end} must be a string 'Collection/key', got {values.type}") from None
                 ok = pc.fill_null(pc.match_substring_regex(values, r"^[^/]+/[^/]+$"), False)
                 if not pc.all(ok).as_py():
                     position = pc.index(ok, False).as_py()

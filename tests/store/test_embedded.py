@@ -172,3 +172,10 @@ def test_secondary_indexes_are_reported_as_skipped(store):
     assert store.create_index("users", {"type": "primary", "fields": ["_key"]}).status == "exists"
     outcome = store.create_index("users", {"type": "persistent", "fields": ["name"]})
     assert outcome.status == "skipped" and "secondary indexes" in outcome.reason
+
+
+def test_edges_with_untyped_null_ends_are_refused_cleanly(store):
+    store.create_collection("links", "edge")
+    with pytest.raises(StoreError, match="_from"):
+        store.upsert_table("links", pa.table({"_key": ["e1"], "_from": [None], "_to": ["p/b"]}))
+    assert store.collection("links").count == 0

@@ -1,0 +1,175 @@
+"""Every AQL text the ArangoDB backend sends, in one place.
+
+Rules, checked by `tests/store/test_arangodb_unit.py`: values travel only as bind
+parameters (`@name`), collection names only as collection bind parameters
+(`@@collection`), and attribute names as values too (`d[@attribute]`). No text here is
+ever formatted with user data; the one query with a variable number of conditions
+(`select_keys_query`) repeats a fixed condition with numbered placeholders.
+"""
+
+from __future__ import annotations
+
+import re
+
+# -- pulls ---------------------------------------------------------------------------
+# `@attributes` holds "_key" plus the requested attribute names; KEEP leaves out the
+# ones a document lacks, which the Arrow conversion turns into nulls. No SORT: a full
+# scan comes back in the primary index's order, stable while nothing is written, and a
+# SORT would make the server hold the whole collection before the first batch.
+PULL_ATTRIBUTES = """
+FOR d IN @@collection
+  RETURN KEEP(d, @attributes)
+"""
+
+PULL_EDGES = """
+FOR e IN @@collection
+  RETURN [e._from, e._to]
+"""
+
+# -- documents by key ------------------------------------------------------------------
+GET_DOCUMENTS = """
+FOR d IN @@collection
+  FILTER d._key IN @keys
+  RETURN d
+"""
+
+# The first key in `@keys` without a document: primary-index lookups that never load
+# the documents themselves.
+FIRST_MISSING_KEY = """
+FOR k IN @keys
+  LET found = (FOR d IN @@collection FILTER d._key == k LIMIT 1 RETURN true)
+  FILTER LENGTH(found) == 0
+  LIMIT 1
+  RETURN k
+"""
+
+REMOVE_DOCUMENTS = """
+FOR d IN @@collection
+  FILTER d._key IN @keys
+  REMOVE d IN @@collection
+  RETURN true
+"""
+
+# Attribute write-back. One query per chunk is one transaction: a document that
+# vanished since the existence check fails the chunk instead of being created as a
+# stub (which the import API's onDuplicate=update would do). Whole attribute values are
+# replaced, as the embedded store does, hence mergeObjects: false.
+UPDATE_ATTRIBUTES = """
+FOR row IN @rows
+  UPDATE row IN @@collection OPTIONS { mergeObjects: false, keepNull: true }
+"""
+
+# -- select keys by equality -------------------------------------------------------------
+_SELECT_KEYS_FROM = """
+FOR d IN @@collection
+"""
+
+_SELECT_KEYS_RETURN = """
+  SORT d._key
+  RETURN d._key
+"""
+
+
+def select_keys_query(condition_count: int) -> str:
+    """The keys query for `condition_count` equality conditions; the caller binds
+    `attr_0`/`value_0`, `attr_1`/`value_1`, … (names and values both as data)."""
+    conditions = "".join(
+        "  FILTER d[@attr_" + str(n) + "] == @value_" + str(n) + "\n" for n in range(condition_count)
+    )
+    return _SELECT_KEYS_FROM + conditions + _SELECT_KEYS_RETURN
+
+
+# -- dangling edges ----------------------------------------------------------------------------
+# `@existing`: names of the collections that exist. The `||` short-circuits, so
+# DOCUMENT() is only asked about ids whose collection exists.
+_DANGLING_EDGES = """
+FOR e IN @@collection
+  FILTER PARSE_IDENTIFIER(e._from).collection NOT IN @existing
+      || DOCUMENT(e._from) == null
+      || PARSE_IDENTIFIER(e._to).collection NOT IN @existing
+      || DOCUMENT(e._to) == null
+"""
+
+COUNT_DANGLING_EDGES = _DANGLING_EDGES + """
+  COLLECT WITH COUNT INTO dangling
+  RETURN dangling
+"""
+
+DANGLING_EDGE_EXAMPLES = _DANGLING_EDGES + """
+  SORT e._key
+  LIMIT @examples
+  RETURN { _key: e._key, _from: e._from, _to: e._to }
+"""
+
+# -- job state and change markers (collection graphsvc_state) -------------------------------
+GET_STATE = """
+FOR s IN @@collection
+  FILTER s._key == @key
+  RETURN s.value
+"""
+
+PUT_STATE = """
+INSERT { _key: @key, key: @name, value: @value } INTO @@collection
+  OPTIONS { overwriteMode: "replace" }
+"""
+
+DELETE_STATE = """
+FOR s IN @@collection
+  FILTER s._key == @key
+  REMOVE s IN @@collection
+"""
+
+GET_CHANGE_MARKER = """
+FOR s IN @@collection
+  FILTER s._key == @key
+  RETURN s.marker
+"""
+
+BUMP_CHANGE_MARKER = """
+UPSERT { _key: @key }
+  INSERT { _key: @key, collection: @name, marker: 1 }
+  UPDATE { marker: OLD.marker + 1 }
+  IN @@collection
+  RETURN NEW.marker
+"""
+
+# -- vector search (ArangoDB >= 3.12.4 with a vector index on the attribute) -------------
+# The caller binds `query_vector` (a list of floats of the index's dimension).
+APPROX_NEAR_COSINE = """
+FOR d IN @@collection
+  LET score = APPROX_NEAR_COSINE(d[@attribute], @query_vector)
+  SORT score DESC
+  LIMIT @k
+  RETURN { _key: d._key, score: score }
+"""
+
+# -- checks on the texts themselves ------------------------------------------------------------
+_PLACEHOLDER = re.compile(r"@@?[A-Za-z0-9][A-Za-z0-9_]*")
+_STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"|' + r"'(?:[^'\\]|\\.)*'|`[^`]*`")
+_FORMAT_FIELD = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}|\{\d*\}|%[sdr(]")
+
+
+def bind_parameter_names(query: str) -> set[str]:
+    """The bind parameters a query expects, spelled as python-arango's `bind_vars` keys
+    (`@collection` for `@@collection`, `keys` for `@keys`)."""
+    return {match.group(0)[1:] for match in _PLACEHOLDER.finditer(_STRING_LITERAL.sub("", query))}
+
+
+def unsafe_parts(query: str) -> list[str]:
+    """What would let data into a query's text: placeholders inside string literals
+    (they would be text, not parameters), Python format fields, and string literals
+    other than fixed option words. Empty for a safe query."""
+    problems = []
+    for literal in _STRING_LITERAL.findall(query):
+        if not re.fullmatch(r"""["'][A-Za-z]+["']""", literal):
+            problems.append(f"string literal {literal}")
+    problems.extend(f"format field {field}" for field in _FORMAT_FIELD.findall(query))
+    return problems
+
+
+# the complete queries (fragments start with an underscore)
+QUERIES: dict[str, str] = {
+    name: value
+    for name, value in dict(globals()).items()
+    if name.isupper() and not name.startswith("_") and isinstance(value, str)
+}
