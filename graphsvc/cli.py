@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import click
 
-from graphsvc.clitools import common_options, emit_json, init_settings, run_reporting_errors, settings_from
+from graphsvc.clitools import (
+    common_options,
+    emit_json,
+    init_settings,
+    open_settings_store,
+    run_reporting_errors,
+    settings_from,
+)
 from graphsvc.errors import ConfigError
 from graphsvc.service.query import Answer, search_by_text, similar_to_key
-from graphsvc.store import open_store
 from graphsvc.triton.cli import triton as triton_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @common_options
 @click.pass_context
-def cli(ctx, store, index_dir, triton_url, verbose):
+def cli(ctx, store, index_dir, triton_url, password_file, verbose):
     """graphsvc — similar documents from published indexes over a graph store.
 
     Settings come from GRAPHSVC_* environment variables; the options override them.
     """
-    init_settings(ctx, store, index_dir, triton_url, verbose)
+    init_settings(ctx, store, index_dir, triton_url, password_file, verbose)
 
 
 def _fields(value: str | None) -> list[str] | None:
@@ -68,7 +74,7 @@ def similar(ctx, document, k, fields, as_json):
         raise ConfigError(f"'{document}' is not COLLECTION/KEY (e.g. products/P0000042)")
     collection, key = document.split("/")
     settings = settings_from(ctx)
-    with open_store(settings.store) as store:
+    with open_settings_store(settings) as store:
         answer = similar_to_key(store, settings.index_dir, collection, key, k, _fields(fields))
     _print_answer(answer, as_json)
 
@@ -84,7 +90,7 @@ def search(ctx, collection, text, k, fields, as_json):
     from graphsvc.triton.client import TritonClient
 
     settings = settings_from(ctx)
-    with open_store(settings.store) as store, TritonClient(settings.triton_url) as triton:
+    with open_settings_store(settings) as store, TritonClient(settings.triton_url) as triton:
         answer = search_by_text(store, settings.index_dir, triton, collection, text, k, _fields(fields))
     _print_answer(answer, as_json)
 
@@ -95,7 +101,7 @@ def search(ctx, collection, text, k, fields, as_json):
 @run_reporting_errors
 def collections(ctx, as_json):
     """The store's collections with their kinds and document counts."""
-    with open_store(settings_from(ctx).store) as store:
+    with open_settings_store(settings_from(ctx)) as store:
         rows = store.collections()
     if as_json:
         emit_json([{"name": c.name, "kind": c.kind, "count": c.count} for c in rows])

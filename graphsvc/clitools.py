@@ -13,6 +13,7 @@ import click
 
 from graphsvc.config import Settings
 from graphsvc.errors import GraphsvcError
+from graphsvc.store import GraphStore, open_store
 
 
 def run_reporting_errors(function: Callable) -> Callable:
@@ -51,6 +52,8 @@ def common_options(function: Callable) -> Callable:
                      help="Where published indexes live. [env GRAPHSVC_INDEX_DIR]"),
         click.option("--triton-url", envvar="GRAPHSVC_TRITON_URL", default=None,
                      help="Triton server, grpc://host:port or http://host:port. [env GRAPHSVC_TRITON_URL]"),
+        click.option("--password-file", envvar="GRAPHSVC_ARANGO_PASSWORD_FILE", default=None, type=click.Path(),
+                     help="File holding the ArangoDB password (else ARANGO_PASSWORD). [env GRAPHSVC_ARANGO_PASSWORD_FILE]"),
         click.option("-v", "--verbose", is_flag=True, help="Log more on stderr."),
     ]
     for option in reversed(options):
@@ -58,12 +61,19 @@ def common_options(function: Callable) -> Callable:
     return function
 
 
-def init_settings(ctx: click.Context, store, index_dir, triton_url, verbose) -> Settings:
+def init_settings(ctx: click.Context, store, index_dir, triton_url, password_file, verbose) -> Settings:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    settings = Settings.from_env().with_overrides(store=store, index_dir=index_dir, triton_url=triton_url)
+    settings = Settings.from_env().with_overrides(
+        store=store, index_dir=index_dir, triton_url=triton_url, password_file=password_file
+    )
     ctx.obj = settings
     return settings
+
+
+def open_settings_store(settings: Settings, create: bool = False) -> GraphStore:
+    """The store the settings name (embedded file or ArangoDB, with its password file)."""
+    return open_store(settings.store, create=create, password_file=settings.password_file)
 
 
 def emit_json(value: Any) -> None:

@@ -22,6 +22,7 @@ from graphsvc.index.artifacts import publish
 from graphsvc.index.faiss_index import VectorIndex
 from graphsvc.index.similar import embedding_array, similar_lists
 from graphsvc.models.text import EMBEDDING, Tokenizer
+from graphsvc.store import require_vector_index
 from graphsvc.store.base import GraphStore
 from graphsvc.timing import PhaseTimer
 from graphsvc.triton.client import TritonClient
@@ -38,6 +39,7 @@ class EmbedMoviesConfig:
     max_in_flight: int = 2
     keep: int = 3
     ready_timeout: float = 10.0
+    arangodb_vector_index: bool = False
 
 
 def pull_texts(store: GraphStore, config: EmbedMoviesConfig) -> tuple[pa.Array, list[str], int]:
@@ -63,6 +65,8 @@ def embed_movies(
     on_progress: Callable[[int], None] | None = None,
 ) -> dict:
     timer = PhaseTimer()
+    if config.arangodb_vector_index:
+        require_vector_index(store)  # before hours of work, not after
     with timer("pull"):
         keys, texts, skipped = pull_texts(store, config)
 
@@ -81,6 +85,11 @@ def embed_movies(
             pa.table({"_key": keys, "embedding": embedding_array(embeddings), "similar": similar}),
         )
 
+    vector_index = None
+    if config.arangodb_vector_index:
+        with timer("vector_index"):
+            vector_index = store.create_vector_index(config.collection, dimension=int(embeddings.shape[1])).status
+
     with timer("publish"):
         manifest = publish(
             index_dir,
@@ -98,6 +107,7 @@ def embed_movies(
         "dimension": int(embeddings.shape[1]),
         "index_version": manifest.version,
         "index_kind": index.kind,
+        "arangodb_vector_index": vector_index,
         "sentences_per_second": round(len(texts) / timer.seconds["embed"], 1),
         "seconds": timer.summary(),
     }

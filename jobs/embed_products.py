@@ -22,6 +22,7 @@ from graphsvc.index.artifacts import publish
 from graphsvc.models.graphsage import EMBEDDING, LOGITS, subgraph_request
 from graphsvc.index.faiss_index import VectorIndex
 from graphsvc.index.similar import embedding_array, similar_lists
+from graphsvc.store import require_vector_index
 from graphsvc.store.base import GraphStore
 from graphsvc.timing import PhaseTimer
 from graphsvc.triton.client import TritonClient
@@ -40,6 +41,7 @@ class EmbedProductsConfig:
     seed: int = 0
     keep: int = 3
     ready_timeout: float = 10.0
+    arangodb_vector_index: bool = False
 
 
 def embed_products(
@@ -50,6 +52,8 @@ def embed_products(
     on_progress: Callable[[int], None] | None = None,
 ) -> dict:
     timer = PhaseTimer()
+    if config.arangodb_vector_index:
+        require_vector_index(store)  # before hours of work, not after
     with timer("pull"):
         data = load_node_graph(store, config.nodes, config.edges, config.features)
 
@@ -75,6 +79,11 @@ def embed_products(
             ),
         )
 
+    vector_index = None
+    if config.arangodb_vector_index:
+        with timer("vector_index"):
+            vector_index = store.create_vector_index(config.nodes, dimension=int(embeddings.shape[1])).status
+
     with timer("publish"):
         manifest = publish(
             index_dir,
@@ -93,6 +102,7 @@ def embed_products(
         "dimension": int(embeddings.shape[1]),
         "index_version": manifest.version,
         "index_kind": index.kind,
+        "arangodb_vector_index": vector_index,
         "nodes_per_second": round(len(data.keys) / timer.seconds["embed"], 1),
         "seconds": timer.summary(),
     }

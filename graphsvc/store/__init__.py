@@ -37,3 +37,19 @@ def open_store(url: str, create: bool = False, password_file: str | os.PathLike 
     from graphsvc.store.embedded import EmbeddedStore
 
     return EmbeddedStore(url.removeprefix("duckdb://"), create=create)
+
+
+def require_vector_index(store: GraphStore) -> GraphStore:
+    """`store` when it can hold a vector index for AQL's APPROX_NEAR_COSINE (ArangoDB
+    3.12.4 or later); otherwise a ConfigError that says what is there instead."""
+    create = getattr(store, "create_vector_index", None)
+    if create is None:
+        raise ConfigError(
+            f"--arangodb-vector-index needs an ArangoDB store (arangodb://…), not {store.url}; "
+            "the embedded store answers similarity queries from graphsvc's own index"
+        )
+    if not store.supports_vector_index():
+        raise ConfigError(
+            f"--arangodb-vector-index needs ArangoDB 3.12.4 or later; {store.url} runs {store.server_version()}"
+        )
+    return store
