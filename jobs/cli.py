@@ -14,12 +14,12 @@ from graphsvc.store import open_store
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @common_options
 @click.pass_context
-def cli(ctx, store, index_dir, triton_url, verbose):
+def cli(ctx, store, index_dir, triton_url, password_file, verbose):
     """graphsvc batch jobs: restore dumps, train and export models, embed and index.
 
     Settings come from GRAPHSVC_* environment variables; the options override them.
     """
-    init_settings(ctx, store, index_dir, triton_url, verbose)
+    init_settings(ctx, store, index_dir, triton_url, password_file, verbose)
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
