@@ -1,9 +1,11 @@
 """`jobs embed-products`: product graph → GraphSAGE on Triton → FAISS → write-back → publish.
 
-Recipe: pull products + co-purchase edges as Arrow → CSR → one sampled computation graph
-per batch of target nodes → Triton (`graphsage`, many nodes per request, several
-requests in flight) → embeddings + predicted categories → FAISS index → top-k similar
-products → write back `embedding`, `similar`, `predicted_category` → publish the index.
+Recipe: pull products + co-purchase edges as Arrow → CSR → layer-wise inference: per
+layer, neighbour means for all nodes, then Triton (`graphsage_layerN`, large batches,
+several requests in flight) applies the layer (or, `--mode sampled`, one sampled
+computation graph per batch of targets through `graphsage`) → embeddings + predicted
+categories → FAISS index → top-k similar products → write back `embedding`, `similar`,
+`predicted_category` → publish the index.
 """
 
 from __future__ import annotations
@@ -16,10 +18,18 @@ import numpy as np
 import pyarrow as pa
 
 from graphsvc.datasets import NodeGraph, load_node_graph
-from graphsvc.errors import TritonInferenceError
-from graphsvc.graph import NeighbourSampler
+from graphsvc.errors import ConfigError, ModelRepositoryError, TritonInferenceError
+from graphsvc.graph import NeighbourMean, NeighbourSampler
 from graphsvc.index.artifacts import publish
-from graphsvc.models.graphsage import EMBEDDING, LOGITS, subgraph_request
+from graphsvc.models.graphsage import (
+    EMBEDDING,
+    LAYER_NEIGHBOURS,
+    LAYER_OUT,
+    LAYER_SELF,
+    LOGITS,
+    layer_model_name,
+    subgraph_request,
+)
 from graphsvc.index.faiss_index import VectorIndex
 from graphsvc.index.similar import embedding_array, similar_lists
 from graphsvc.store import require_vector_index
@@ -36,7 +46,9 @@ class EmbedProductsConfig:
     model: str = "graphsage"
     top_k: int = 10
     batch_size: int = 512
-    fanouts: tuple[int, ...] = (15, 10, 5)
+    mode: str = "layerwise"  # or "sampled": one sampled computation graph per batch of targets
+    fanouts: tuple[int, ...] = (15, 10, 5)  # sampled mode only
+    layer_batch_size: int = 16_384  # nodes per request in layer-wise mode
     max_in_flight: int = 2
     seed: int = 0
     keep: int = 3
@@ -57,10 +69,16 @@ def embed_products(
     with timer("pull"):
         data = load_node_graph(store, config.nodes, config.edges, config.features)
 
-    triton.wait_ready(timeout=config.ready_timeout, models=[config.model])
-    model_version = triton.latest_version(config.model)
+    if config.mode not in ("layerwise", "sampled"):
+        raise ConfigError(f"unknown embedding mode '{config.mode}' (layerwise or sampled)")
+    models = _layer_models(triton, config) if config.mode == "layerwise" else [config.model]
+    triton.wait_ready(timeout=config.ready_timeout, models=models)
+    model_version = triton.latest_version(models[0])
     with timer("embed"):
-        embeddings, predicted = _embed(data, triton, config, on_progress)
+        if config.mode == "layerwise":
+            embeddings, predicted = _embed_layerwise(data, triton, models, config, on_progress)
+        else:
+            embeddings, predicted = _embed(data, triton, config, on_progress)
 
     with timer("index"):
         index = VectorIndex.build(embeddings, metric="cosine")
@@ -91,7 +109,8 @@ def embed_products(
             index,
             data.keys,
             model={"name": config.model, "version": model_version},
-            extra={"job": "embed-products", "top_k": config.top_k, "fanouts": list(config.fanouts)},
+            extra={"job": "embed-products", "top_k": config.top_k, "mode": config.mode,
+               "fanouts": list(config.fanouts) if config.mode == "sampled" else None},
             keep=config.keep,
         )
     return {
@@ -106,6 +125,46 @@ def embed_products(
         "nodes_per_second": round(len(data.keys) / timer.seconds["embed"], 1),
         "seconds": timer.summary(),
     }
+
+
+def _layer_models(triton: TritonClient, config: EmbedProductsConfig) -> list[str]:
+    """`<model>_layer0`, `<model>_layer1`, … as the server has them, in order."""
+    available = {status.name for status in triton.models()}
+    layers = []
+    while layer_model_name(config.model, len(layers)) in available:
+        layers.append(layer_model_name(config.model, len(layers)))
+    if not layers:
+        raise ModelRepositoryError(
+            f"Triton at {triton.url} serves no '{layer_model_name(config.model, 0)}' — "
+            "export the per-layer models with 'jobs export-models' (or use --mode sampled)"
+        )
+    return layers
+
+
+def _embed_layerwise(data: NodeGraph, triton: TritonClient, models: list[str], config: EmbedProductsConfig,
+                     on_progress: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Full-neighbourhood inference one layer at a time: each layer's input for every
+    node is computed once (no overlapping sampled subgraphs), the neighbour mean is one
+    sparse product here, and Triton applies the layer's weights in large batches."""
+    mean = NeighbourMean(data.graph)
+    num_nodes = len(data.keys)
+    chunks = [slice(s, min(s + config.layer_batch_size, num_nodes)) for s in range(0, num_nodes, config.layer_batch_size)]
+    rows, embedding = data.features, None
+    for layer, model in enumerate(models):
+        neighbours = mean(rows)
+        requests = ({LAYER_SELF: rows[c], LAYER_NEIGHBOURS: neighbours[c]} for c in chunks)
+        outputs = None
+        for chunk, result in zip(chunks, triton.infer_many(model, requests, max_in_flight=config.max_in_flight)):
+            out = result[LAYER_OUT]
+            if outputs is None:
+                outputs = np.empty((num_nodes, out.shape[1]), np.float32)
+            outputs[chunk] = out
+            if on_progress:
+                on_progress((chunk.stop - chunk.start) / len(models))
+        if layer == len(models) - 2:
+            embedding = outputs
+        rows = outputs
+    return embedding, rows.argmax(axis=1)
 
 
 def _embed(data: NodeGraph, triton: TritonClient, config: EmbedProductsConfig,

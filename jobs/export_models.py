@@ -23,6 +23,7 @@ GRAPHSAGE_MODEL = "graphsage"
 TEXT_MODEL = "sentence_encoder"
 DEFAULT_CHECKPOINT = Path("checkpoints/graphsage_products.pth.tar")
 TEXT_MAX_BATCH = 64
+LAYER_MAX_BATCH = 65_536  # nodes per layer-wise request
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,36 @@ def _save_scripted(module: torch.nn.Module, directory: Path) -> Path:
     return target
 
 
-def export_graphsage(repository: Path, checkpoint: Path, version: int = 1, name: str = GRAPHSAGE_MODEL) -> ExportedModel:
+def export_graphsage(repository: Path, checkpoint: Path, version: int = 1, name: str = GRAPHSAGE_MODEL) -> list[ExportedModel]:
+    """The whole model for sampled computation graphs (`graphsage`), and one model per
+    layer for layer-wise inference over full neighbourhoods (`graphsage_layerN`)."""
     model, _ = graphsage.load_checkpoint(checkpoint)
+    return [_export_sampled(repository, model, version, name, checkpoint)] + [
+        _export_layer(repository, step, i, version, name, checkpoint)
+        for i, step in enumerate(graphsage.layer_steps(model))
+    ]
+
+
+def _export_layer(repository: Path, step: graphsage.SAGELayerStep, layer: int, version: int, base: str,
+                  checkpoint: Path) -> ExportedModel:
+    name = graphsage.layer_model_name(base, layer)
+    path = _save_scripted(step, repository / name / str(version))
+    config = model_config(
+        name,
+        inputs=[
+            input_tensor(graphsage.LAYER_SELF, "FP32", [step.lin_r.in_features]),
+            input_tensor(graphsage.LAYER_NEIGHBOURS, "FP32", [step.lin_l.in_features]),
+        ],
+        outputs=[output_tensor(graphsage.LAYER_OUT, "FP32", [step.lin_l.out_features])],
+        max_batch_size=LAYER_MAX_BATCH,
+        instance_count=1,
+    )
+    write_model_config(repository / name / "config.pbtxt", config)
+    return ExportedModel(name, version, path, f"{checkpoint} (layer {layer})")
+
+
+def _export_sampled(repository: Path, model: graphsage.GraphSAGE, version: int, name: str,
+                    checkpoint: Path) -> ExportedModel:
     first, last = model.convs[0], model.convs[-1]
     in_channels, hidden = first.lin_l.in_features, first.lin_l.out_features
     classes, layers = last.lin_l.out_features, len(model.convs)
@@ -92,7 +121,7 @@ def export_models(
     repository.mkdir(parents=True, exist_ok=True)
     exported = []
     if checkpoint is not None:
-        exported.append(export_graphsage(repository, checkpoint, version))
+        exported.extend(export_graphsage(repository, checkpoint, version))
     if include_text:
         exported.append(export_sentence_encoder(repository, version))
     return exported

@@ -80,3 +80,12 @@ def test_full_fanout_reaches_the_whole_connected_neighbourhood():
     sub = NeighbourSampler(graph, [-1, -1], seed=0).sample(np.array([0]))
     assert sorted(sub.nodes.tolist()) == [0, 1, 2]
     assert sub.sizes.tolist() == [2, 1]
+
+
+def test_neighbour_mean_averages_each_nodes_neighbours():
+    from graphsvc.graph import NeighbourMean
+
+    graph = CSRGraph.from_edges(np.array([0, 0, 1]), np.array([1, 2, 2]), num_nodes=4)
+    rows = np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0], [7.0, 7.0]], np.float32)
+    mean = NeighbourMean(graph)(rows)
+    assert np.allclose(mean, [[4.0, 3.0], [3.0, 2.0], [2.0, 1.0], [0.0, 0.0]])

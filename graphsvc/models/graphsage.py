@@ -21,6 +21,14 @@ X, EDGE_INDEX, SIZES = "x__0", "edge_index__1", "sizes__2"
 EMBEDDING, LOGITS = "embedding__0", "logits__1"
 
 
+# the per-layer models of layer-wise inference: (node itself, mean of its neighbours) → next layer
+LAYER_SELF, LAYER_NEIGHBOURS, LAYER_OUT = "self__0", "neighbours__1", "out__0"
+
+
+def layer_model_name(model: str, layer: int) -> str:
+    return f"{model}_layer{layer}"
+
+
 def subgraph_request(features, subgraph) -> dict:
     """The model's input tensors for a sampled subgraph (`graphsvc.graph.SampledSubgraph`)."""
     return {X: features[subgraph.nodes], EDGE_INDEX: subgraph.edge_index, SIZES: subgraph.sizes}
@@ -67,6 +75,27 @@ class GraphSAGE(nn.Module):
                 x = nn.functional.dropout(x, p=self.dropout, training=self.training)
         targets = size_list[num_layers - 1]
         return embedding[:targets], x
+
+
+class SAGELayerStep(nn.Module):
+    """One layer as layer-wise inference serves it: the caller has already averaged the
+    neighbours (a sparse product over the whole graph, done once per layer), the model
+    applies the layer's weights and activation to a batch of nodes."""
+
+    def __init__(self, layer: SAGELayer, activation: bool):
+        super().__init__()
+        self.lin_l = layer.lin_l
+        self.lin_r = layer.lin_r
+        self.activation = activation
+
+    def forward(self, x_self: Tensor, x_neighbours: Tensor) -> Tensor:
+        out = self.lin_l(x_neighbours) + self.lin_r(x_self)
+        return torch.relu(out) if self.activation else out
+
+
+def layer_steps(model: GraphSAGE) -> list[SAGELayerStep]:
+    last = len(model.convs) - 1
+    return [SAGELayerStep(conv, activation=i < last) for i, conv in enumerate(model.convs)]
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,15 @@ def test_workshop_checkpoint_exports_with_its_real_signature(shared_fixtures, tm
     result = CliRunner().invoke(cli, ["export-models", "--model-repository", str(tmp_path), "--checkpoint",
                                       str(checkpoint), "--no-text"])
     assert result.exit_code == 0, result.output
-    (model,) = list_models(tmp_path)
-    assert model.name == "graphsage" and model.versions == [1]
+    models = {m.name: m for m in list_models(tmp_path)}
+    assert sorted(models) == ["graphsage", "graphsage_layer0", "graphsage_layer1", "graphsage_layer2"]
+    assert all(m.versions == [1] for m in models.values())
+    layer_dims = []
+    for layer in range(3):
+        layer_config = read_model_config(tmp_path / f"graphsage_layer{layer}" / "config.pbtxt")
+        assert layer_config.max_batch_size > 0
+        layer_dims.append([list(t.dims) for t in (*layer_config.input, *layer_config.output)])
+    assert layer_dims == [[[100], [100], [256]], [[256], [256], [256]], [[256], [256], [47]]]
     config = read_model_config(tmp_path / "graphsage" / "config.pbtxt")
     assert config.platform == "pytorch_libtorch" and config.max_batch_size == 0
     assert [list(i.dims) for i in config.input] == [[-1, 100], [2, -1], [3]]

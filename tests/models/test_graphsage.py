@@ -82,3 +82,22 @@ def test_workshop_checkpoint_loads_with_its_shape():
     assert meta["epoch"] == 10 and abs(meta["best_acc"] - 0.918) < 1e-3
     assert [c.lin_l.weight.shape[0] for c in model.convs] == [256, 256, 47]
     assert model.convs[0].lin_l.weight.shape[1] == 100
+
+
+def test_layer_steps_with_neighbour_means_equal_the_full_model():
+    from graphsvc.graph import NeighbourMean
+    from graphsvc.models.graphsage import layer_steps
+
+    model = GraphSAGE(6, 16, 4).eval()
+    rng = np.random.default_rng(2)
+    graph = CSRGraph.from_edges(rng.integers(0, 50, 300), rng.integers(0, 50, 300), 50)
+    x = rng.normal(size=(50, 6)).astype(np.float32)
+    mean = NeighbourMean(graph)
+    h = x
+    with torch.no_grad():
+        for step in layer_steps(model):
+            h = step(torch.from_numpy(h), torch.from_numpy(mean(h))).numpy()
+        row = np.repeat(np.arange(50), graph.degree())
+        edge_index = torch.from_numpy(np.stack([graph.indices, row]))
+        _, logits = model(torch.from_numpy(x), edge_index, torch.tensor([50, 50, 50]))
+    assert np.allclose(h, logits.numpy(), atol=1e-5)
