@@ -37,32 +37,108 @@ def _fanouts(value: str) -> tuple[int, ...]:
 
 @cli.command("restore-dumps")
 @click.argument("directories", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--batch-size", default=10_000, show_default=True, type=click.IntRange(1), help="Documents per write.")
+@click.option("--collection", "collections", multiple=True, metavar="NAME",
+              help="Restore only this collection (repeatable). Naming a system collection includes it.")
+@click.option("--exclude", multiple=True, metavar="NAME", help="Do not restore this collection (repeatable).")
+@click.option("--overwrite", is_flag=True,
+              help="Drop and recreate each restored collection first. Default: upsert by _key, keeping other documents.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted restore after its last committed line; finished collections are skipped. "
+                   "Without it a restore starts from the beginning and forgets earlier progress.")
+@click.option("--on-error", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
+              help="A bad line: stop (what was committed stays; fix it and use --resume) or skip it into the rejects file.")
+@click.option("--rejects-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Where --on-error skip writes rejected lines as JSON Lines "
+                   "[default: restore-rejects.jsonl beside the store file, else in the current directory].")
+@click.option("--batch-size", default=50_000, show_default=True, type=click.IntRange(1),
+              help="Lines per block; each block is one write (and one progress checkpoint).")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
+              help="Collections restored at once on ArangoDB. The embedded store has a single writer "
+                   "(DuckDB uses its own threads inside each write), so there it restores one at a time.")
+@click.option("--dry-run", is_flag=True, help="Read the dumps and show what would be restored, with counts; write nothing.")
 @click.option("--include-system-collections", is_flag=True, help="Also restore _-prefixed collections.")
+@click.option("--create-database", is_flag=True,
+              help="ArangoDB: create the database of the store URL when missing (the embedded file is always created).")
+@click.option("--password-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="ArangoDB: read the password from this file (else ARANGO_PASSWORD).")
 @json_option
 @click.pass_context
 @run_reporting_errors
-def restore_dumps_command(ctx, directories, batch_size, include_system_collections, as_json):
-    """Load arangodump DIRECTORIES into the store (upsert by _key)."""
-    from jobs.restore_dumps import restore_dumps
+def restore_dumps_command(ctx, directories, collections, exclude, overwrite, resume, on_error, rejects_file,
+                          batch_size, threads, dry_run, include_system_collections, create_database, password_file,
+                          as_json):
+    """Load arangodump DIRECTORIES into the store (upsert by _key), like arangorestore.
 
-    with open_store(settings_from(ctx).store, create=True) as store:
-        with progress(None, "restoring", "docs") as bar:
-            summary = restore_dumps(
-                store, list(directories), batch_size, include_system_collections,
-                on_progress=lambda _name, n: bar.update(n),
-            )
+    Streams every data file in blocks with bounded memory; the progress of each
+    collection is kept in the store, so an interrupted restore continues with --resume.
+    """
+    from graphsvc.store import is_server_url
+    from jobs.restore_dumps import plan_restore, restore_dumps
+
+    url = settings_from(ctx).store
+    with progress(None, "restoring" if not dry_run else "reading", "lines") as bar:
+        on_progress = lambda _name, n: bar.update(n)  # noqa: E731
+        if dry_run:
+            summary = plan_restore(list(directories), batch_size, include_system_collections,
+                                   collections=collections, exclude=exclude, on_progress=on_progress)
+        else:
+            options = {}
+            if is_server_url(url):
+                options["create"] = create_database
+                if password_file is not None:
+                    options["password_file"] = password_file
+            elif password_file is not None:
+                raise ConfigError("--password-file is for ArangoDB store URLs (arangodb://…); the embedded store has none")
+            else:
+                options["create"] = True
+            with open_store(url, **options) as store:
+                summary = restore_dumps(
+                    store, list(directories), batch_size, include_system_collections, on_progress,
+                    collections=collections, exclude=exclude, overwrite=overwrite, resume=resume,
+                    on_error=on_error, rejects_file=rejects_file, threads=threads,
+                )
     for warning in summary.warnings:
         click.echo(f"warning: {warning}", err=True)
     if as_json:
         emit_json(summary.to_dict())
         return
     for row in summary.collections:
-        click.echo(f"{row.collection:<24} {row.kind:<9} read {row.read:>9}  written {row.written:>9}  "
-                   f"removed {row.removed:>6}  {row.status}")
-    total = sum(r.written for r in summary.collections)
-    click.echo(f"restored {total} documents into {len(summary.collections)} collections"
-               + (f", graphs: {', '.join(summary.graphs)}" if summary.graphs else ""))
+        click.echo(_restore_line(row))
+    totals = summary.totals
+    verb = "would restore" if summary.dry_run else "restored"
+    rate = f", {totals['lines_per_second']:,} lines/s" if totals["lines_per_second"] and not summary.dry_run else ""
+    extras = [f"{totals['skipped']} skipped" + (f" (see {summary.rejects_file})" if totals["skipped"] and
+                                                 summary.rejects_file else ""),
+              f"{totals['removed']} removed"]
+    if totals["dangling_edges"]:
+        extras.append(f"{totals['dangling_edges']} dangling edges")
+    if summary.graphs:
+        extras.append(f"graphs: {', '.join(summary.graphs)}")
+    click.echo(f"{verb} {totals['written']} documents into {totals['collections']} collections in "
+               f"{totals['seconds']:.1f}s{rate}; " + ", ".join(extras))
+
+
+def _restore_line(row) -> str:
+    line = (f"{row.collection:<24} {row.kind:<9} read {row.read:>9}  written {row.written:>9}  "
+            f"skipped {row.skipped:>6}  removed {row.removed:>6}  {row.status}")
+    if row.resumed_from:
+        line += f" from {row.resumed_from['file']} line {row.resumed_from['line'] + 1}"
+    by_status: dict[str, list[str]] = {}
+    reasons: dict[str, None] = {}
+    for index in row.indexes:
+        by_status.setdefault(index["status"], []).append(index["type"])
+        if index["reason"]:
+            reasons[index["reason"]] = None
+    if by_status:
+        line += "; indexes " + ", ".join(f"{status}: {' '.join(types)}" for status, types in by_status.items())
+        line += f" ({'; '.join(reasons)})" if reasons else ""
+    dangling = row.dangling_edges
+    if dangling and dangling["count"]:
+        example = dangling["examples"][0] if dangling["examples"] else None
+        line += f"; {dangling['count']} dangling edges"
+        if example:
+            line += f" (e.g. {example['_key']}: {example['_from']} -> {example['_to']})"
+    return line
 
 
 @cli.group()

@@ -1,20 +1,53 @@
 """`jobs restore-dumps`: arangodump directories → the store, without `arangorestore`.
 
-Recipe: open each dump (layout and encryption checked) → validate every data line →
-create collections → stream batches of upserts/removals → named graphs → summary.
-Validation reads the data once before anything is written, so a bad line stops the
-restore with nothing stored half-written.
+Recipe, per selected collection: (drop it when overwriting) → create it → stream each
+data file in blocks of lines, each block parsed to Arrow in C++ and written together with
+the restore's progress (file and last line) in one transaction → indexes from the
+structure file. Then: dangling-edge checks, named graphs from `_graphs`, the summary.
+
+One pass over the data, memory bounded by the block size. A bad line stops the restore
+(default) with everything before it committed; `resume=True` continues after the last
+committed line, so nothing is written twice or lost. `on_error="skip"` writes bad lines
+to a rejects file instead and goes on.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
-from graphsvc.errors import DumpFormatError
+import pyarrow.compute as pc
+
+from graphsvc.errors import ConfigError, DumpFormatError, GraphsvcError
+from graphsvc.store import is_server_url
 from graphsvc.store.base import GraphStore
-from graphsvc.store.dumps import GRAPHS_COLLECTION, Dump, iter_operation_batches, iter_operations, open_dump, read_graphs
+from graphsvc.store.dumps import (
+    DEFAULT_BLOCK_BYTES,
+    DEFAULT_BLOCK_LINES,
+    GRAPHS_COLLECTION,
+    Dump,
+    DumpCollection,
+    ParsedBlock,
+    RejectedLine,
+    Removals,
+    Upserts,
+    iter_line_blocks,
+    open_dump,
+    parse_block,
+    read_graphs,
+)
+
+OnError = Literal["stop", "skip"]
+REJECTS_FILE_NAME = "restore-rejects.jsonl"
+_PROGRESS_PREFIX = "restore-dumps"
+_FIRST_BLOCK_LINES = 4_096  # blocks grow from this to --batch-size, so parsing and writing overlap early
 
 
 @dataclass
@@ -22,10 +55,15 @@ class CollectionSummary:
     dump: str
     collection: str
     kind: str
-    read: int = 0
-    written: int = 0
-    removed: int = 0
+    read: int = 0  # non-blank data lines, rejected ones included
+    written: int = 0  # documents inserted or replaced
+    skipped: int = 0  # lines rejected (--on-error skip) or found invalid (dry run)
+    removed: int = 0  # documents removed by 2302 markers
     status: str = "restored"
+    indexes: list[dict] = field(default_factory=list)
+    dangling_edges: dict | None = None  # edge collections: {"count", "examples"}
+    resumed_from: dict | None = None  # {"file", "line"} when --resume picked up earlier progress
+    seconds: float = 0.0
 
 
 @dataclass
@@ -34,83 +72,476 @@ class RestoreSummary:
     graphs: list[str] = field(default_factory=list)
     skipped_system: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    rejects_file: str | None = None
+    dry_run: bool = False
+    seconds: float = 0.0
+    read_this_run: int = 0  # lines read by this run (a resumed restore counts earlier runs in `read`)
+
+    @property
+    def totals(self) -> dict:
+        rows = self.collections
+        return {
+            "collections": len(rows),
+            "read": sum(r.read for r in rows),
+            "read_this_run": self.read_this_run,
+            "written": sum(r.written for r in rows),
+            "skipped": sum(r.skipped for r in rows),
+            "removed": sum(r.removed for r in rows),
+            "dangling_edges": sum((r.dangling_edges or {}).get("count", 0) for r in rows),
+            "seconds": round(self.seconds, 3),
+            "lines_per_second": round(self.read_this_run / self.seconds) if self.seconds > 0 else None,
+        }
 
     def to_dict(self) -> dict:
         return {
+            "dry_run": self.dry_run,
             "collections": [asdict(c) for c in self.collections],
+            "totals": self.totals,
             "graphs": self.graphs,
             "skipped_system_collections": self.skipped_system,
+            "rejects_file": self.rejects_file,
             "warnings": self.warnings,
         }
 
 
-def _selected(dump: Dump, include_system: bool, summary: RestoreSummary):
-    for collection in dump.collections:
-        if collection.is_system and not include_system:
-            if collection.name != GRAPHS_COLLECTION:
-                summary.skipped_system.append(collection.name)
-            continue
-        yield collection
+def progress_key(dump_directory: Path, collection: str) -> str:
+    """The job-state key under which the progress of one collection of one dump is kept."""
+    return f"{_PROGRESS_PREFIX}:{Path(dump_directory).resolve()}:{collection}"
+
+
+def default_rejects_file(store_url: str | None) -> Path:
+    """`restore-rejects.jsonl` beside an embedded store's file, else in the current directory."""
+    if store_url and "://" not in store_url.removeprefix("duckdb://") and store_url != ":memory:":
+        return Path(store_url.removeprefix("duckdb://")).resolve().parent / REJECTS_FILE_NAME
+    return Path.cwd() / REJECTS_FILE_NAME
+
+
+# ------------------------------------------------------------------------------ selection
+
+
+def _open_dumps(directories: Sequence[Path]) -> list[Dump]:
+    # every dump is opened (layout and encryption checked) before anything is written
+    return [open_dump(directory) for directory in directories]
+
+
+def _selected(
+    dumps: list[Dump],
+    summary: RestoreSummary,
+    collections: Sequence[str],
+    exclude: Sequence[str],
+    include_system_collections: bool,
+) -> list[tuple[Dump, DumpCollection]]:
+    """What to restore, like arangorestore: `collections` (when given) limits the choice,
+    `exclude` removes names; system collections need `include_system_collections` or an
+    explicit `--collection`. `_graphs` becomes named graphs, not a collection."""
+    wanted, excluded = set(collections), set(exclude)
+    present = {c.name for d in dumps for c in d.collections}
+    unknown = sorted(wanted - present)
+    if unknown:
+        raise ConfigError(
+            f"--collection {', '.join(unknown)}: not in the dump(s); they hold {', '.join(sorted(present)) or 'nothing'}"
+        )
+    for name in sorted(excluded - present):
+        summary.warnings.append(f"--exclude {name}: no such collection in the dump(s)")
+    chosen = []
+    for dump in dumps:
+        for collection in dump.collections:
+            name = collection.name
+            if (wanted and name not in wanted) or name in excluded:
+                continue
+            if collection.is_system and not include_system_collections and name not in wanted:
+                if name != GRAPHS_COLLECTION:
+                    summary.skipped_system.append(name)
+                continue
+            chosen.append((dump, collection))
+    return chosen
+
+
+def _restores_graphs(collections: Sequence[str], exclude: Sequence[str]) -> bool:
+    return GRAPHS_COLLECTION not in exclude and (not collections or GRAPHS_COLLECTION in collections)
+
+
+# ------------------------------------------------------------------------------ restore
 
 
 def restore_dumps(
     store: GraphStore,
     directories: Sequence[Path],
-    batch_size: int = 10_000,
+    batch_size: int = DEFAULT_BLOCK_LINES,
     include_system_collections: bool = False,
     on_progress: Callable[[str, int], None] | None = None,
+    *,
+    collections: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    overwrite: bool = False,
+    resume: bool = False,
+    on_error: OnError = "stop",
+    rejects_file: Path | None = None,
+    threads: int = 1,
+    max_block_bytes: int = DEFAULT_BLOCK_BYTES,
 ) -> RestoreSummary:
-    summary = RestoreSummary()
-    dumps = [open_dump(directory) for directory in directories]
-    # a first pass parses every line, so a corrupt file fails before anything is written
-    for dump in dumps:
-        for collection in dump.collections:
-            _validate(collection)
+    """Restore arangodump `directories` into `store` and say what happened.
 
-    for dump in dumps:
-        for collection in _selected(dump, include_system_collections, summary):
-            row = CollectionSummary(str(dump.directory), collection.name, collection.kind)
-            summary.collections.append(row)
-            store.create_collection(collection.name, collection.kind)
-            if not collection.data_files:
-                row.status = "empty: no data file"
-                summary.warnings.append(
-                    f"{collection.name}: no data file in {dump.directory} — created empty"
-                )
-                continue
-            for batch in iter_operation_batches(collection, batch_size):
-                row.read += len(batch)
-                _apply(store, collection.name, batch, row)
-                if on_progress:
-                    on_progress(collection.name, len(batch))
-        for graph in read_graphs(dump):
-            store.create_graph(graph)
-            summary.graphs.append(graph.name)
+    Raises DumpFormatError (file and line) on a bad dump or line when `on_error="stop"`;
+    what was written before stays, and `resume=True` continues from there. `threads` > 1
+    restores several collections at once on stores that take concurrent writers (ArangoDB);
+    the embedded store has one writer, so it restores one collection at a time.
+    """
+    if on_error not in ("stop", "skip"):
+        raise ConfigError(f"on_error must be 'stop' or 'skip', got {on_error!r}")
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    started = time.perf_counter()
+    summary = RestoreSummary()
+    dumps = _open_dumps([Path(d) for d in directories])
+    chosen = _selected(dumps, summary, collections, exclude, include_system_collections)
+    rejects = None
+    if on_error == "skip":
+        path = Path(rejects_file) if rejects_file else default_rejects_file(getattr(store, "url", None))
+        rejects = _RejectsFile(path, append=resume)
+        summary.rejects_file = str(path)
+    restorer = _Restorer(store, summary, batch_size, max_block_bytes, overwrite, resume, on_error, rejects, on_progress)
+    try:
+        workers = threads if threads > 1 and _takes_concurrent_writers(store) else 1
+        rows = restorer.run(chosen, workers)
+    finally:
+        if rejects is not None:
+            rejects.close()
+    summary.collections = rows
+    for row in rows:
+        if row.kind == "edge":
+            dangling = store.dangling_edges(row.collection)
+            row.dangling_edges = {"count": dangling.count, "examples": list(dangling.examples)}
+    if _restores_graphs(collections, exclude):
+        for dump in dumps:
+            for graph in read_graphs(dump):
+                store.create_graph(graph)
+                summary.graphs.append(graph.name)
+    summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _validate(collection) -> None:
-    for operation in iter_operations(collection):
-        if collection.kind != "edge" or operation.op != "upsert":
-            continue
-        for attribute in ("_from", "_to"):
-            value = operation.document.get(attribute)
-            if not isinstance(value, str) or value.count("/") != 1:
+def _takes_concurrent_writers(store: GraphStore) -> bool:
+    """Stores that gain from writing several collections at once (ArangoDB). The embedded
+    store has one writer per file; DuckDB parallelises each write internally instead."""
+    declared = getattr(store, "concurrent_writers", None)
+    if declared is not None:
+        return bool(declared)
+    return is_server_url(getattr(store, "url", "") or "")
+
+
+class _RejectsFile:
+    """Rejected lines as JSON Lines, flushed to disk before the block they came from is
+    committed (a crash may repeat a reject on resume, never lose one)."""
+
+    def __init__(self, path: Path, append: bool):
+        self.path = path
+        self.count = 0
+        self._file = None
+        self._lock = threading.Lock()
+        if not append and path.exists():
+            path.unlink()  # a fresh restore: the file lists this restore's rejects only
+
+    def write(self, rejected: list[RejectedLine]) -> None:
+        with self._lock:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("a", encoding="utf-8")
+            for line in rejected:
+                self._file.write(json.dumps(line.to_record(), ensure_ascii=False) + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self.count += len(rejected)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class _Restorer:
+    def __init__(self, store, summary, batch_size, max_block_bytes, overwrite, resume, on_error, rejects, on_progress):
+        self.store: GraphStore = store
+        self.summary: RestoreSummary = summary
+        self.batch_size = batch_size
+        self.max_block_bytes = max_block_bytes
+        self.overwrite = overwrite
+        self.resume = resume
+        self.on_error: OnError = on_error
+        self.rejects: _RejectsFile | None = rejects
+        self.on_progress = on_progress
+        self._dropped: set[str] = set()  # with --overwrite a collection is emptied once per run
+        self._lock = threading.Lock()  # counters shared by the workers of --threads
+
+    def run(self, chosen: list[tuple[Dump, DumpCollection]], workers: int) -> list[CollectionSummary]:
+        if workers <= 1:
+            return [self.restore_collection(dump, collection) for dump, collection in chosen]
+        # a collection found in several dumps is restored by one worker, in dump order
+        by_name: dict[str, list[int]] = {}
+        for position, (_dump, collection) in enumerate(chosen):
+            by_name.setdefault(collection.name, []).append(position)
+        rows: list[CollectionSummary | None] = [None] * len(chosen)
+
+        def restore_all(positions: list[int]) -> None:
+            for position in positions:
+                rows[position] = self.restore_collection(*chosen[position])
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="restore") as pool:
+            futures = [pool.submit(restore_all, positions) for positions in by_name.values()]
+            errors = []
+            for future in futures:
+                try:
+                    future.result()
+                except BaseException as exc:  # the other collections finish; the first failure is raised
+                    errors.append(exc)
+            if errors:
+                raise errors[0]
+        return [row for row in rows if row is not None]
+
+    # -- one collection of one dump ------------------------------------------------------
+    def restore_collection(self, dump: Dump, collection: DumpCollection) -> CollectionSummary:
+        started = time.perf_counter()
+        store, name = self.store, collection.name
+        row = CollectionSummary(str(dump.directory), name, collection.kind)
+        key = progress_key(dump.directory, name)
+        state = None
+        if self.resume:
+            state = store.get_state(key)
+            if state is not None and not store.has_collection(name):
+                self.summary.warnings.append(f"{name}: progress found but the collection is gone — restoring it again")
+                state = None
+        else:
+            store.delete_state(key)
+
+        if state is not None and state.get("status") == "done":
+            _load_counts(row, state)
+            row.status = "already restored"
+            store.create_collection(name, collection.kind)
+        else:
+            if state is None and self.overwrite and name not in self._dropped:
+                store.drop_collection(name)
+                with self._lock:
+                    self._dropped.add(name)
+            store.create_collection(name, collection.kind)
+            if not collection.data_files:
+                row.status = "empty: no data file"
+                self.summary.warnings.append(f"{name}: no data file in {dump.directory} — created empty")
+            else:
+                self._load(dump, collection, row, key, state)
+            store.put_state(key, _progress(dump, collection, row, None, None, "done"))
+        row.indexes = [self._create_index(name, definition) for definition in collection.indexes]
+        row.seconds = round(time.perf_counter() - started, 3)
+        return row
+
+    def _load(self, dump: Dump, collection: DumpCollection, row: CollectionSummary, key: str, state: dict | None) -> None:
+        files = list(collection.data_files)
+        first_file, start_line = 0, 0
+        if state is not None:
+            names = [p.name for p in files]
+            if state.get("file") not in names:
                 raise DumpFormatError(
-                    str(operation.path), f"edge '{operation.key}' needs {attribute} as 'Collection/key'", operation.line
+                    str(dump.directory),
+                    f"the interrupted restore of '{collection.name}' stopped in {state.get('file')}, which the dump "
+                    "no longer has — restore it again without --resume",
                 )
+            first_file, start_line = names.index(state["file"]), int(state.get("line", 0))
+            _load_counts(row, state)
+            row.resumed_from = {"file": state["file"], "line": start_line}
+            row.status = "restored (resumed)"
+        stop = self.on_error == "stop"
+        for index in range(first_file, len(files)):
+            path = files[index]
+            skip = start_line if index == first_file else 0
+            blocks = (
+                (block, parse_block(block, collection.kind, stop_at_error=stop))
+                for block in iter_line_blocks(path, skip, self.batch_size, self.max_block_bytes, _FIRST_BLOCK_LINES)
+            )
+            for block, parsed in _read_ahead(blocks):
+                if parsed.rejected:
+                    self.rejects.write(parsed.rejected)  # type: ignore[union-attr]
+                    row.skipped += len(parsed.rejected)
+                row.read += parsed.lines_read
+                with self._lock:
+                    self.summary.read_this_run += parsed.lines_read
+                committed = parsed.stopped_at.line - 1 if parsed.stopped_at else block.last_line
+                self._apply(
+                    collection.name, parsed, row, key,
+                    lambda: _progress(dump, collection, row, path, committed, "running"),  # noqa: B023 (called at once)
+                )
+                if self.on_progress:
+                    self.on_progress(collection.name, parsed.lines_read)
+                if parsed.stopped_at is not None:
+                    bad = parsed.stopped_at
+                    raise DumpFormatError(
+                        str(bad.path),
+                        f"{bad.error} — lines before it are restored; fix the line and rerun with --resume, "
+                        "or pass --on-error skip",
+                        line=bad.line,
+                    )
+
+    def _apply(self, name: str, parsed: ParsedBlock, row: CollectionSummary, key: str, state: Callable[[], dict]) -> None:
+        """Write a block's operations in order; the last write carries the block's progress
+        (atomically on the embedded store), so a resume starts after this block. `state`
+        builds the progress record once the counts include the block."""
+        store, operations = self.store, parsed.operations
+        for position, operation in enumerate(operations):
+            last = position == len(operations) - 1
+            if isinstance(operation, Removals):
+                row.removed += store.remove_documents(name, operation.keys)
+            elif operation.table is not None:
+                if last:
+                    row.written += _distinct_keys(operation)
+                    store.upsert_table(name, operation.table, state=(key, state()))
+                    return
+                row.written += store.upsert_table(name, operation.table)
+            else:
+                row.written += store.upsert_documents(name, operation.documents or [])
+        store.put_state(key, state())
+
+    def _create_index(self, name: str, definition: dict) -> dict:
+        fields = list(definition.get("fields") or [])
+        try:
+            outcome = self.store.create_index(name, definition)
+        except GraphsvcError as exc:
+            return {"type": str(definition.get("type", "")), "fields": fields, "status": "failed", "reason": str(exc)}
+        return {"type": outcome.type, "fields": list(outcome.fields), "status": outcome.status, "reason": outcome.reason}
 
 
-def _apply(store: GraphStore, name: str, batch, row: CollectionSummary) -> None:
-    """Apply a batch in order: consecutive upserts go in bulk, removals between them."""
-    pending: list[dict] = []
-    for operation in batch:
-        if operation.op == "upsert":
-            pending.append(operation.document)
-            continue
-        if pending:
-            row.written += store.upsert_documents(name, pending)
-            pending = []
-        row.removed += store.remove_documents(name, [operation.key])
-    if pending:
-        row.written += store.upsert_documents(name, pending)
+def _read_ahead(items: Iterator, depth: int = 1) -> Iterator:
+    """Produce the next item(s) of `items` in a thread while the caller works on the
+    current one: reading and parsing overlap the store's write (both release the GIL).
+    Errors arrive in order; a consumer that stops early stops the producer too."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stopped = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in _closing(items):
+                while not stopped.is_set():
+                    try:
+                        slots.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stopped.is_set():
+                    return
+            slots.put((done, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            slots.put((done, exc))
+
+    producer = threading.Thread(target=produce, name="restore-read-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stopped.set()
+        while producer.is_alive():
+            try:
+                slots.get_nowait()  # unblock a producer waiting to put
+            except queue.Empty:
+                pass
+            producer.join(timeout=0.05)
+
+
+def _closing(items: Iterator) -> Iterator:
+    try:
+        yield from items
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()  # an abandoned generator closes its data file now, not at garbage collection
+
+
+def _distinct_keys(upserts: Upserts) -> int:
+    # repeated keys in one block: the last row wins, as the store does
+    return pc.count_distinct(upserts.table.column("_key")).as_py()  # type: ignore[union-attr]
+
+
+def _progress(dump: Dump, collection: DumpCollection, row: CollectionSummary, path: Path | None,
+              line: int | None, status: str) -> dict:
+    """The progress record of a collection; `file`/`line` name the last committed line."""
+    record = {
+        "dump": str(Path(dump.directory).resolve()),
+        "collection": collection.name,
+        "status": status,
+        "read": row.read,
+        "written": row.written,
+        "skipped": row.skipped,
+        "removed": row.removed,
+    }
+    if path is not None:
+        record.update(file=Path(path).name, line=line)
+    return record
+
+
+def _load_counts(row: CollectionSummary, state: dict) -> None:
+    for counter in ("read", "written", "skipped", "removed"):
+        setattr(row, counter, int(state.get(counter, 0)))
+
+
+# ------------------------------------------------------------------------------ dry run
+
+
+def plan_restore(
+    directories: Sequence[Path],
+    batch_size: int = DEFAULT_BLOCK_LINES,
+    include_system_collections: bool = False,
+    *,
+    collections: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    max_block_bytes: int = DEFAULT_BLOCK_BYTES,
+    on_progress: Callable[[str, int], None] | None = None,
+) -> RestoreSummary:
+    """What `restore_dumps` would do, without a store: per collection the lines, the
+    documents that would be written, the removals and the invalid lines (reported, not
+    raised). Reads every data file once."""
+    started = time.perf_counter()
+    summary = RestoreSummary(dry_run=True)
+    dumps = _open_dumps([Path(d) for d in directories])
+    for dump, collection in _selected(dumps, summary, collections, exclude, include_system_collections):
+        row = CollectionSummary(str(dump.directory), collection.name, collection.kind, status="dry run")
+        begun = time.perf_counter()
+        if not collection.data_files:
+            row.status = "dry run: no data file, would be created empty"
+            summary.warnings.append(f"{collection.name}: no data file in {dump.directory} — would be created empty")
+        first_bad: RejectedLine | None = None
+        for parsed in _parsed_blocks(collection, batch_size, max_block_bytes):
+            row.read += parsed.lines_read
+            row.skipped += len(parsed.rejected)
+            summary.read_this_run += parsed.lines_read
+            first_bad = first_bad or (parsed.rejected[0] if parsed.rejected else None)
+            for operation in parsed.operations:
+                if isinstance(operation, Removals):
+                    row.removed += operation.num_rows
+                else:
+                    row.written += operation.num_rows
+            if on_progress:
+                on_progress(collection.name, parsed.lines_read)
+        if first_bad is not None:
+            summary.warnings.append(
+                f"{collection.name}: {row.skipped} invalid line(s), the first {first_bad.path} line {first_bad.line}: "
+                f"{first_bad.error}"
+            )
+        row.indexes = [
+            {"type": str(d.get("type", "")), "fields": list(d.get("fields") or []), "status": "planned", "reason": ""}
+            for d in collection.indexes
+        ]
+        row.seconds = round(time.perf_counter() - begun, 3)
+        summary.collections.append(row)
+    if _restores_graphs(collections, exclude):
+        summary.graphs = [g.name for dump in dumps for g in read_graphs(dump)]
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _parsed_blocks(collection: DumpCollection, batch_size: int, max_block_bytes: int) -> Iterator[ParsedBlock]:
+    for path in collection.data_files:
+        for block in iter_line_blocks(path, 0, batch_size, max_block_bytes):
+            yield parse_block(block, collection.kind, stop_at_error=False)
