@@ -6,9 +6,16 @@ from pathlib import Path
 
 import click
 
-from graphsvc.clitools import common_options, emit_json, init_settings, progress, run_reporting_errors, settings_from
+from graphsvc.clitools import (
+    common_options,
+    emit_json,
+    init_settings,
+    open_settings_store,
+    progress,
+    run_reporting_errors,
+    settings_from,
+)
 from graphsvc.errors import ConfigError
-from graphsvc.store import open_store
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,14 +66,11 @@ def _fanouts(value: str) -> tuple[int, ...]:
 @click.option("--include-system-collections", is_flag=True, help="Also restore _-prefixed collections.")
 @click.option("--create-database", is_flag=True,
               help="ArangoDB: create the database of the store URL when missing (the embedded file is always created).")
-@click.option("--password-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
-              help="ArangoDB: read the password from this file (else ARANGO_PASSWORD).")
 @json_option
 @click.pass_context
 @run_reporting_errors
 def restore_dumps_command(ctx, directories, collections, exclude, overwrite, resume, on_error, rejects_file,
-                          batch_size, threads, dry_run, include_system_collections, create_database, password_file,
-                          as_json):
+                          batch_size, threads, dry_run, include_system_collections, create_database, as_json):
     """Load arangodump DIRECTORIES into the store (upsert by _key), like arangorestore.
 
     Streams every data file in blocks with bounded memory; the progress of each
@@ -75,23 +79,16 @@ def restore_dumps_command(ctx, directories, collections, exclude, overwrite, res
     from graphsvc.store import is_server_url
     from jobs.restore_dumps import plan_restore, restore_dumps
 
-    url = settings_from(ctx).store
+    settings = settings_from(ctx)
     with progress(None, "restoring" if not dry_run else "reading", "lines") as bar:
         on_progress = lambda _name, n: bar.update(n)  # noqa: E731
         if dry_run:
             summary = plan_restore(list(directories), batch_size, include_system_collections,
                                    collections=collections, exclude=exclude, on_progress=on_progress)
         else:
-            options = {}
-            if is_server_url(url):
-                options["create"] = create_database
-                if password_file is not None:
-                    options["password_file"] = password_file
-            elif password_file is not None:
-                raise ConfigError("--password-file is for ArangoDB store URLs (arangodb://…); the embedded store has none")
-            else:
-                options["create"] = True
-            with open_store(url, **options) as store:
+            # arangorestore creates a database only when asked; the embedded file is its own database
+            create = create_database if is_server_url(settings.store) else True
+            with open_settings_store(settings, create=create) as store:
                 summary = restore_dumps(
                     store, list(directories), batch_size, include_system_collections, on_progress,
                     collections=collections, exclude=exclude, overwrite=overwrite, resume=resume,
@@ -197,7 +194,7 @@ def train_command(ctx, nodes, edges, features, label, out, epochs, hidden, fanou
         click.echo(f"epoch {record['epoch']:>3}  loss {record['loss']:.4f}  train {record['train']:.3f}  "
                    f"valid {record['valid']:.3f}", err=True)
 
-    with open_store(settings_from(ctx).store) as store:
+    with open_settings_store(settings_from(ctx)) as store:
         metrics = train_graphsage(store, out, nodes, edges, features, label, config, on_epoch=report)
     if as_json:
         emit_json(metrics)
@@ -233,24 +230,34 @@ def export_command(model_repository, checkpoint, graphsage, text, version, as_js
 @click.option("--nodes", default="products", show_default=True)
 @click.option("--edges", default="bought_together", show_default=True)
 @click.option("--features", default="features", show_default=True)
-@click.option("--model", default="graphsage", show_default=True, help="Triton model name.")
+@click.option("--model", default="graphsage", show_default=True,
+              help="Triton model name (layer-wise mode uses <model>_layer0, _layer1, …).")
+@click.option("--mode", type=click.Choice(["layerwise", "sampled"]), default="layerwise", show_default=True,
+              help="Full neighbourhoods one layer at a time, or one sampled computation graph per batch.")
 @click.option("--top-k", default=10, show_default=True, type=click.IntRange(1, 1000), help="Length of each `similar` list.")
-@click.option("--batch-size", default=512, show_default=True, type=click.IntRange(1), help="Target nodes per request.")
-@click.option("--fanouts", default="15,10,5", show_default=True, help="Neighbours sampled per hop (-1: all).")
+@click.option("--batch-size", default=512, show_default=True, type=click.IntRange(1),
+              help="Target nodes per request (sampled mode).")
+@click.option("--layer-batch-size", default=16_384, show_default=True, type=click.IntRange(1, 65_536),
+              help="Nodes per request (layer-wise mode).")
+@click.option("--fanouts", default="15,10,5", show_default=True, help="Neighbours sampled per hop, -1: all (sampled mode).")
 @click.option("--max-in-flight", default=2, show_default=True, type=click.IntRange(1))
 @click.option("--keep", default=3, show_default=True, type=click.IntRange(1), help="Index versions to keep.")
+@click.option("--arangodb-vector-index", is_flag=True,
+              help="Also create an ArangoDB vector index on `embedding` (ArangoDB >= 3.12.4).")
 @json_option
 @click.pass_context
 @run_reporting_errors
-def embed_products_command(ctx, nodes, edges, features, model, top_k, batch_size, fanouts, max_in_flight, keep, as_json):
+def embed_products_command(ctx, nodes, edges, features, model, mode, top_k, batch_size, layer_batch_size, fanouts,
+                           max_in_flight, keep, arangodb_vector_index, as_json):
     """Embed products with GraphSAGE on Triton, index them, write back, publish."""
     from graphsvc.triton.client import TritonClient
     from jobs.embed_products import EmbedProductsConfig, embed_products
 
-    config = EmbedProductsConfig(nodes=nodes, edges=edges, features=features, model=model, top_k=top_k,
-                                 batch_size=batch_size, fanouts=_fanouts(fanouts), max_in_flight=max_in_flight, keep=keep)
+    config = EmbedProductsConfig(nodes=nodes, edges=edges, features=features, model=model, mode=mode, top_k=top_k,
+                                 batch_size=batch_size, layer_batch_size=layer_batch_size, fanouts=_fanouts(fanouts),
+                                 max_in_flight=max_in_flight, keep=keep, arangodb_vector_index=arangodb_vector_index)
     settings = settings_from(ctx)
-    with open_store(settings.store) as store, TritonClient(settings.triton_url) as triton:
+    with open_settings_store(settings) as store, TritonClient(settings.triton_url) as triton:
         with progress(None, "embedding", "nodes") as bar:
             summary = embed_products(store, triton, settings.index_dir, config, on_progress=bar.update)
     if as_json:
@@ -269,18 +276,22 @@ def embed_products_command(ctx, nodes, edges, features, model, top_k, batch_size
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 64))
 @click.option("--max-in-flight", default=2, show_default=True, type=click.IntRange(1))
 @click.option("--keep", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--arangodb-vector-index", is_flag=True,
+              help="Also create an ArangoDB vector index on `embedding` (ArangoDB >= 3.12.4).")
 @json_option
 @click.pass_context
 @run_reporting_errors
-def embed_movies_command(ctx, collection, text_attribute, model, top_k, batch_size, max_in_flight, keep, as_json):
+def embed_movies_command(ctx, collection, text_attribute, model, top_k, batch_size, max_in_flight, keep,
+                         arangodb_vector_index, as_json):
     """Embed movie descriptions with the sentence encoder on Triton, index, write back, publish."""
     from graphsvc.triton.client import TritonClient
     from jobs.embed_movies import EmbedMoviesConfig, embed_movies
 
     config = EmbedMoviesConfig(collection=collection, text=text_attribute, model=model, top_k=top_k,
-                               batch_size=batch_size, max_in_flight=max_in_flight, keep=keep)
+                               batch_size=batch_size, max_in_flight=max_in_flight, keep=keep,
+                               arangodb_vector_index=arangodb_vector_index)
     settings = settings_from(ctx)
-    with open_store(settings.store) as store, TritonClient(settings.triton_url) as triton:
+    with open_settings_store(settings) as store, TritonClient(settings.triton_url) as triton:
         with progress(None, "embedding", "texts") as bar:
             summary = embed_movies(store, triton, settings.index_dir, config, on_progress=bar.update)
     if as_json:

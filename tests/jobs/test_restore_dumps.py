@@ -546,14 +546,6 @@ def test_dry_run_counts_and_writes_nothing(tmp_path):
     assert not store_path.exists()
 
 
-def test_password_file_is_refused_for_the_embedded_store(tmp_path):
-    dump = _two_collections(tmp_path)
-    secret = tmp_path / "pw"
-    secret.write_text("x")
-    result = _run([dump, "--password-file", secret], tmp_path / "s.duckdb")
-    assert result.exit_code == 1 and "--password-file is for ArangoDB" in result.stderr
-
-
 class _ConcurrentStore:
     """The embedded store behind a lock, claiming to take concurrent writers like ArangoDB."""
 
