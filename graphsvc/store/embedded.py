@@ -329,7 +329,8 @@ class EmbeddedStore(GraphStore):
                     columns[attribute] = existing = wider
                 select.append(f"CAST({column} AS {existing})" if existing != sql_type else column)
                 targets.append(column)
-            self._columns.pop(docs_table, None)  # re-read after ALTERs
+            if columns != self._attribute_columns(docs_table):
+                self._columns.pop(docs_table, None)  # ALTERed: read the table's columns again
             rev = self._next_rev()
             select.append(str(rev))
             targets.append(_REV)
