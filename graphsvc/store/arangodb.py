@@ -41,6 +41,14 @@ from arango import exceptions as arango_exceptions
 
 from graphsvc.errors import ArangoError, CollectionNotFound, ConfigError, DocumentNotFound, StoreError
 from graphsvc.store import aql
+from graphsvc.store.checks import (
+    DOCUMENT_ID_PATTERN,
+    DOCUMENT_KEY_PATTERN,
+    check_edge_ends,
+    check_keys,
+    keep_last_rows,
+    last_rows,
+)
 from graphsvc.store.base import (
     CollectionInfo,
     CollectionKind,
@@ -66,9 +74,7 @@ VECTOR_INDEX_MIN_VERSION = (3, 12, 4)
 
 # ArangoDB's rules for collection names and document keys
 _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,255}$")
-DOCUMENT_KEY_PATTERN = r"^[A-Za-z0-9_\-:.@()+,=;$!*'%]{1,254}$"
 _DOCUMENT_KEY = re.compile(DOCUMENT_KEY_PATTERN)
-_DOCUMENT_ID_PATTERN = r"^[A-Za-z0-9_\-]+/[A-Za-z0-9_\-:.@()+,=;$!*'%]+$"
 _SYSTEM_ATTRIBUTES = ("_key", "_id", "_rev", "_from", "_to")
 _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.\-_]*)(?::(\d{1,5}))?")
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
@@ -322,20 +328,6 @@ def table_to_documents(table: pa.Table | pa.RecordBatch) -> list[dict[str, Any]]
     if ready is None:
         return [{} for _ in range(table.num_rows)]
     return [{k: v for k, v in row.items() if v is not None} for row in ready.to_pylist()]
-
-
-def last_rows(keys: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
-    """Indices of the rows to keep so that each non-null key keeps its last row (in
-    order), or None when no key repeats."""
-    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
-    valid = keys.is_valid().to_numpy(zero_copy_only=False)
-    if pc.count_distinct(keys).as_py() == int(valid.sum()):
-        return None
-    positions = np.arange(len(keys))
-    keyed = positions[valid][::-1]
-    values = np.asarray(keys.to_numpy(zero_copy_only=False), dtype=object)[keyed]
-    _, first_from_end = np.unique(values.astype(str), return_index=True)
-    return np.sort(np.concatenate([keyed[first_from_end], positions[~valid]]))
 
 
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -625,7 +617,7 @@ class ArangoStore(GraphStore):
             if kind == "edge":
                 for end in ("_from", "_to"):
                     value = body.get(end)
-                    if not isinstance(value, str) or not re.match(_DOCUMENT_ID_PATTERN, value):
+                    if not isinstance(value, str) or not re.match(DOCUMENT_ID_PATTERN, value):
                         raise StoreError(f"{name}: edge {key!r} needs {end} as 'Collection/key', got {value!r}")
             if key is None:
                 unkeyed.append(body)
@@ -659,32 +651,11 @@ class ArangoStore(GraphStore):
             if pa.types.is_null(keys.type):  # all keys left to the server
                 table = table.drop_columns(["_key"])
         if "_key" in table.column_names:
-            keys = table.column("_key")
-            if not (pa.types.is_string(keys.type) or pa.types.is_large_string(keys.type)):
-                raise StoreError(f"{name}: _key must be a string column, got {keys.type}")
-            valid = pc.fill_null(pc.match_substring_regex(keys, DOCUMENT_KEY_PATTERN), True)
-            if not pc.all(valid).as_py():
-                bad = keys.filter(pc.invert(valid))[0].as_py()
-                raise StoreError(f"{name}: invalid _key {bad!r}")
+            check_keys(name, table.column("_key"))
         if kind == "edge":
-            for end in ("_from", "_to"):
-                if end not in table.column_names:
-                    raise StoreError(f"{name}: edges need {end} as 'Collection/key'")
-                ends = table.column(end)
-                if not (pa.types.is_string(ends.type) or pa.types.is_large_string(ends.type)):
-                    ends = ends.cast(pa.string())  # an all-null column comes typed as null
-                ok = pc.fill_null(pc.match_substring_regex(ends, _DOCUMENT_ID_PATTERN), False)
-                if not pc.all(ok).as_py():
-                    position = pc.index(ok, False).as_py()
-                    key = table.column("_key")[position].as_py() if "_key" in table.column_names else position
-                    raise StoreError(
-                        f"{name}: edge {key!r} needs {end} as 'Collection/key', "
-                        f"got {ends[position].as_py()!r}"
-                    )
+            check_edge_ends(name, table)
         if "_key" in table.column_names:
-            keep = last_rows(table.column("_key"))
-            if keep is not None:
-                table = table.take(keep)
+            table = keep_last_rows(table)
         return table
 
     def _import(self, name: str, documents: list[dict]) -> int:

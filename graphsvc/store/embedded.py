@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from graphsvc.errors import CollectionNotFound, DocumentNotFound, StoreError
+from graphsvc.store.checks import check_edge_ends, check_keys, keep_last_rows
 from graphsvc.store.base import (
     CollectionInfo,
     CollectionKind,
@@ -40,10 +41,8 @@ from graphsvc.store.base import (
     IndexOutcome,
 )
 
-# ArangoDB's rules for collection names and document keys
+# ArangoDB's rule for collection names
 _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,255}$")
-DOCUMENT_KEY_PATTERN = r"^[A-Za-z0-9_\-:.@()+,=;$!*'%]{1,254}$"
-_DOCUMENT_KEY = re.compile(DOCUMENT_KEY_PATTERN)
 _SYSTEM = ("_key", "_id", "_rev", "_from", "_to")
 _REV, _EXTRA = "__rev", "__extra"
 
@@ -360,40 +359,15 @@ class EmbeddedStore(GraphStore):
             table = table.append_column("_key", keys)
         table = table.drop_columns([c for c in ("_id", "_rev") if c in table.column_names])
         keys = table.column("_key")
-        if not pa.types.is_string(keys.type) and not pa.types.is_large_string(keys.type):
-            raise StoreError(f"{name}: _key must be a string, got {keys.type}")
-        if keys.null_count:
+        if keys.null_count and (pa.types.is_string(keys.type) or pa.types.is_null(keys.type)):
             generated = self._new_keys(keys.null_count)
             filled = np.array(keys.to_pylist(), dtype=object)
             filled[np.flatnonzero(pc.is_null(keys).to_numpy(zero_copy_only=False))] = generated.to_pylist()
             table = table.set_column(table.column_names.index("_key"), "_key", pa.array(filled, pa.string()))
-            keys = table.column("_key")
-        valid = pc.match_substring_regex(keys, DOCUMENT_KEY_PATTERN)
-        if not pc.all(valid).as_py():
-            bad = keys.filter(pc.invert(valid))[0].as_py()
-            raise StoreError(f"{name}: invalid _key {bad!r}")
+        check_keys(name, table.column("_key"))
         if kind == "edge":
-            for end in ("_from", "_to"):
-                if end not in table.column_names:
-                    raise StoreError(f"{name}: edges need {end} as 'Collection/key'")
-                values = table.column(end)
-                if not pa.types.is_string(values.type):
-                    try:
-                        values = values.cast(pa.string())
-                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                        raise StoreError(f"{name}: {end} must be a string 'Collection/key', got {values.type}") from None
-                ok = pc.fill_null(pc.match_substring_regex(values, r"^[^/]+/[^/]+$"), False)
-                if not pc.all(ok).as_py():
-                    position = pc.index(ok, False).as_py()
-                    raise StoreError(
-                        f"{name}: edge {keys[position].as_py()!r} needs {end} as 'Collection/key', "
-                        f"got {values[position].as_py()!r}"
-                    )
-        if pc.count_distinct(keys).as_py() != table.num_rows:
-            reversed_keys = keys.to_numpy(zero_copy_only=False)[::-1]
-            _, first_from_end = np.unique(reversed_keys, return_index=True)
-            table = table.take(np.sort(table.num_rows - 1 - first_from_end))
-        return table
+            check_edge_ends(name, table)
+        return keep_last_rows(table)
 
     def _new_keys(self, count: int) -> pa.Array:
         start = self._one("SELECT nextval('_key_seq')")[0]
@@ -426,11 +400,7 @@ class EmbeddedStore(GraphStore):
             raise StoreError(f"{name}: cannot write attribute(s) {', '.join(bad)}")
         if table.num_rows == 0 or not attributes:
             return 0
-        keys = table.column("_key")
-        if pc.count_distinct(keys).as_py() != table.num_rows:
-            reversed_keys = keys.to_numpy(zero_copy_only=False)[::-1]
-            _, first_from_end = np.unique(reversed_keys, return_index=True)
-            table = table.take(np.sort(table.num_rows - 1 - first_from_end))
+        table = keep_last_rows(table)
         attrs_table = f"attrs_{name}"
         with self._registered("_updates", table), self._transaction():
             missing = self._one(
