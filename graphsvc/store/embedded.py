@@ -147,6 +147,8 @@ class EmbeddedStore(GraphStore):
         self._run(f"SET memory_limit = '{os.environ.get('GRAPHSVC_EMBEDDED_MEMORY_LIMIT', '4GB')}'")
         if not read_only:
             self._run("SET force_compression = 'uncompressed'")
+            # bulk loads checkpoint when the connection closes rather than every 16 MB of WAL
+            self._run("SET checkpoint_threshold = '1GB'")
             self._run(_SCHEMA)
         self._columns: dict[str, dict[str, str]] = {}
 
