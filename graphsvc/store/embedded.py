@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -161,36 +162,25 @@ class EmbeddedStore(GraphStore):
         rows = self._run(sql, params)
         return rows[0] if rows else None
 
-    class _Transaction:
-        def __init__(self, store: "EmbeddedStore"):
-            self.store = store
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._run("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._run("ROLLBACK")
+            self._columns.clear()  # ALTERs inside were rolled back too
+            raise
+        self._run("COMMIT")
 
-        def __enter__(self):
-            self.store._run("BEGIN")
-
-        def __exit__(self, exc_type, exc, tb):
-            if exc_type:
-                self.store._run("ROLLBACK")
-                self.store._columns.clear()  # ALTERs inside were rolled back too
-            else:
-                self.store._run("COMMIT")
-            return False
-
-    def _transaction(self) -> "_Transaction":
-        return EmbeddedStore._Transaction(self)
-
-    def _registered(self, name: str, table: pa.Table):
-        store = self
-
-        class _Registered:
-            def __enter__(self):
-                store._db.register(name, table)
-
-            def __exit__(self, *exc):
-                store._db.unregister(name)
-                return False
-
-        return _Registered()
+    @contextmanager
+    def _registered(self, name: str, table: pa.Table) -> Iterator[None]:
+        """`table` visible to SQL as `name` for the duration."""
+        self._db.register(name, table)
+        try:
+            yield
+        finally:
+            self._db.unregister(name)
 
     def _table_columns(self, table: str) -> dict[str, str]:
         """Column name → DuckDB type of `docs_x` / `attrs_x` (empty when absent)."""
