@@ -152,6 +152,8 @@ class EmbeddedStore(GraphStore):
             self._run("SET checkpoint_threshold = '1GB'")
             self._run(_SCHEMA)
         self._columns: dict[str, dict[str, str]] = {}
+        self._kinds: dict[str, CollectionKind] = {}
+        self._empty: set[str] = set()  # collections created by this connection and not written yet
 
     # -- SQL helpers ---------------------------------------------------------------
     def _run(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
@@ -169,7 +171,10 @@ class EmbeddedStore(GraphStore):
             yield
         except BaseException:
             self._run("ROLLBACK")
-            self._columns.clear()  # ALTERs inside were rolled back too
+            # what the transaction changed is undone: forget what was cached about it
+            self._columns.clear()
+            self._kinds.clear()
+            self._empty.clear()
             raise
         self._run("COMMIT")
 
@@ -196,10 +201,13 @@ class EmbeddedStore(GraphStore):
         return {c: t for c, t in self._table_columns(table).items() if c not in ("_key", "_from", "_to", _REV, _EXTRA)}
 
     def _kind(self, name: str) -> CollectionKind:
-        row = self._one("SELECT kind FROM _collections WHERE name = ?", [name])
-        if row is None:
-            raise CollectionNotFound(name, self.url)
-        return row[0]
+        # cached: this connection is the store's only writer (DuckDB's file lock)
+        if name not in self._kinds:
+            row = self._one("SELECT kind FROM _collections WHERE name = ?", [name])
+            if row is None:
+                raise CollectionNotFound(name, self.url)
+            self._kinds[name] = row[0]
+        return self._kinds[name]
 
     def _next_rev(self) -> int:
         return self._one("SELECT nextval('_rev_seq')")[0]
@@ -238,7 +246,10 @@ class EmbeddedStore(GraphStore):
                 f" {_REV} BIGINT NOT NULL, {_EXTRA} JSON)"
             )
             self._run("INSERT INTO _collections (name, kind) VALUES (?, ?)", [name, kind])
-        self._columns.pop(f"docs_{name}", None)
+        self._columns[f"docs_{name}"] = {"_key": "VARCHAR", "_from": "VARCHAR", "_to": "VARCHAR", _REV: "BIGINT", _EXTRA: "JSON"}
+        self._columns[f"attrs_{name}"] = {}
+        self._kinds[name] = kind
+        self._empty.add(name)
         return CollectionInfo(name, kind, 0)
 
     def drop_collection(self, name: str) -> None:
@@ -249,6 +260,8 @@ class EmbeddedStore(GraphStore):
             self._run("DELETE FROM _overflow WHERE collection = ?", [name])
         self._columns.pop(f"docs_{name}", None)
         self._columns.pop(f"attrs_{name}", None)
+        self._kinds.pop(name, None)
+        self._empty.discard(name)
 
     # -- graphs ------------------------------------------------------------------------
     def create_graph(self, graph: GraphInfo) -> None:
@@ -320,8 +333,10 @@ class EmbeddedStore(GraphStore):
                     columns[attribute] = existing = wider
                 select.append(f"CAST({column} AS {existing})" if existing != sql_type else column)
                 targets.append(column)
-            if columns != self._attribute_columns(docs_table):
-                self._columns.pop(docs_table, None)  # ALTERed: read the table's columns again
+            before = self._attribute_columns(docs_table)
+            if columns != before:  # ALTERed: the table now has these columns
+                system = {c: t for c, t in self._table_columns(docs_table).items() if c not in before}
+                self._columns[docs_table] = {**system, **columns}
             rev = self._next_rev()
             select.append(str(rev))
             targets.append(_REV)
@@ -332,12 +347,14 @@ class EmbeddedStore(GraphStore):
                 targets.append(_EXTRA)
                 for attribute in overflow:
                     self._run("INSERT OR IGNORE INTO _overflow VALUES (?, ?)", [name, attribute])
-            self._run(f"DELETE FROM {_docs(name)} WHERE _key IN (SELECT _key FROM _incoming)")
+            if name not in self._empty:  # nothing to replace in a collection just created
+                self._run(f"DELETE FROM {_docs(name)} WHERE _key IN (SELECT _key FROM _incoming)")
             if self._table_columns(f"attrs_{name}"):
                 self._run(f"DELETE FROM {_attrs(name)} WHERE _key IN (SELECT _key FROM _incoming)")
             self._run(
                 f"INSERT INTO {_docs(name)} ({', '.join(targets)}) SELECT {', '.join(select)} FROM _incoming"
             )
+            self._empty.discard(name)
             self._bump(name, rev)
             if state:
                 self._put_state(*state)
