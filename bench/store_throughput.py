@@ -164,9 +164,9 @@ def main() -> None:
     rows = [
         ("load (upsert_table, 100k batches)", figures["load"]),
         ("pull features as Arrow", figures["pull"]),
-        (f"  workshop: one document at a time", figures["pull_one_by_one"]),
+        ("  workshop: one document at a time", figures["pull_one_by_one"]),
         ("write-back embedding+similar, bulk", figures["write_back"]),
-        (f"  workshop: batches of 250", figures["write_back_250"]),
+        ("  workshop: batches of 250", figures["write_back_250"]),
     ]
     for label, f in rows:
         print(f"{label:<34}{f['rows_per_s']:>12,.0f}{f['peak_rss_mb']:>14,.0f}")

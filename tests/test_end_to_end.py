@@ -4,11 +4,9 @@ the real Triton server (`graphsvc triton serve`) → embed jobs → FAISS → wr
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from arango import ArangoClient
