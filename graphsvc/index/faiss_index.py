@@ -306,6 +306,39 @@ class VectorIndex:
         self._ensure_direct_map()
         return np.asarray(self._index.reconstruct_batch(ids), dtype=np.float32).reshape(len(ids), self.dim)
 
+    def calibrate_nprobe(self, target_recall: float = 0.95, k: int = 10, sample: int = 1000,
+                         seed: int = 0) -> dict[str, Any]:
+        """For an IVF index: the smallest nprobe (8, 16, 32, …) whose recall@k on a sample
+        of the stored vectors, against exact search, reaches `target_recall`; it becomes
+        the index's nprobe. Exact indexes report recall 1.0. Returns what was measured."""
+        if self._ivf is None or self.count == 0:
+            return {"nprobe": None, "recall_at_k": 1.0, "k": k, "sample": 0}
+        rng = np.random.default_rng(seed)
+        chosen = np.sort(rng.choice(self.count, size=min(sample, self.count), replace=False))
+        queries = self.reconstruct_batch(chosen)
+        exact_index = faiss.IndexFlat(self.dim, self._index.metric_type)
+        exact_index.add(self._reconstruct_range(0, self.count))
+        fetch = min(k + 1, self.count)
+        _, exact = exact_index.search(queries, fetch)
+        del exact_index
+
+        def recall(found: np.ndarray) -> float:
+            hits = [
+                len((set(a.tolist()) - {own}) & (set(b.tolist()) - {own})) / max(1, len(set(b.tolist()) - {own}))
+                for own, a, b in zip(chosen, found, exact)
+            ]
+            return float(np.mean(hits))
+
+        nlist = self._ivf.nlist
+        nprobe, measured = min(8, nlist), 0.0
+        while True:
+            self.nprobe = nprobe
+            measured = recall(self._raw_search(queries, fetch)[1])
+            if measured >= target_recall or nprobe >= nlist:
+                break
+            nprobe = min(nlist, nprobe * 2)
+        return {"nprobe": nprobe, "recall_at_k": round(measured, 4), "k": k, "sample": len(chosen)}
+
     def neighbours_of_all(
         self, k: int, batch_size: int = 4096, exclude_self: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:

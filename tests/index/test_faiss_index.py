@@ -180,3 +180,20 @@ def test_save_load_round_trip(tmp_path, kind):
     np.testing.assert_array_equal(n1[1], n2[1])
     with pytest.raises(ValueError):
         VectorIndex.load(path, metric="l2")  # inner-product index, wrong metric
+
+
+def test_calibrated_nprobe_reaches_the_recall_it_reports():
+    n, d = 60_000, 32
+    base = clustered(n, d, 200, seed=8, spread=1.5)
+    ivf = VectorIndex.build(base, metric="cosine", kind="ivf", nprobe=1, seed=0)
+    measured = ivf.calibrate_nprobe(target_recall=0.95, k=10, sample=500, seed=1)
+    assert measured["recall_at_k"] >= 0.95
+    assert ivf.params["nprobe"] == measured["nprobe"] >= 8
+    # the reported recall holds on other stored vectors, against exact search
+    exact = VectorIndex.build(base, metric="cosine", kind="flat")
+    probe = np.arange(0, n, 97)
+    _, got = ivf.search(ivf.reconstruct_batch(probe), 11)
+    _, want = exact.search(exact.reconstruct_batch(probe), 11)
+    recall = np.mean([len((set(g) - {p}) & (set(w) - {p})) / 10 for p, g, w in zip(probe, got, want)])
+    assert recall >= measured["recall_at_k"] - 0.03
+    assert VectorIndex.build(base[:100], kind="flat").calibrate_nprobe()["recall_at_k"] == 1.0
