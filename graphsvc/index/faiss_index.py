@@ -308,9 +308,10 @@ class VectorIndex:
 
     def calibrate_nprobe(self, target_recall: float = 0.95, k: int = 10, sample: int = 1000,
                          seed: int = 0) -> dict[str, Any]:
-        """For an IVF index: the smallest nprobe (8, 16, 32, …) whose recall@k on a sample
-        of the stored vectors, against exact search, reaches `target_recall`; it becomes
-        the index's nprobe. Exact indexes report recall 1.0. Returns what was measured."""
+        """For an IVF index: the smallest nprobe (8, 16, 32, … up to the default nlist/16)
+        whose recall@k on a sample of the stored vectors, against exact search, reaches
+        `target_recall`; it becomes the index's nprobe. Exact indexes report recall 1.0.
+        Returns what was measured."""
         if self._ivf is None or self.count == 0:
             return {"nprobe": None, "recall_at_k": 1.0, "k": k, "sample": 0}
         rng = np.random.default_rng(seed)
@@ -329,14 +330,16 @@ class VectorIndex:
             ]
             return float(np.mean(hits))
 
-        nlist = self._ivf.nlist
-        nprobe, measured = min(8, nlist), 0.0
+        # never wider than the default: when the data does not cluster, an IVF index
+        # cannot reach the target at a sensible cost, and the recall says so
+        widest = max(8, default_nprobe(self._ivf.nlist))
+        nprobe, measured = min(8, widest), 0.0
         while True:
             self.nprobe = nprobe
             measured = recall(self._raw_search(queries, fetch)[1])
-            if measured >= target_recall or nprobe >= nlist:
+            if measured >= target_recall or nprobe >= widest:
                 break
-            nprobe = min(nlist, nprobe * 2)
+            nprobe = min(widest, nprobe * 2)
         return {"nprobe": nprobe, "recall_at_k": round(measured, 4), "k": k, "sample": len(chosen)}
 
     def neighbours_of_all(
