@@ -54,3 +54,21 @@ def load_node_graph(
     indexed = edges_to_positions(keys, store.pull_edges(edges, batch_size=batch_size), nodes)
     graph = CSRGraph.from_edges(indexed.source, indexed.target, table.num_rows)
     return NodeGraph(keys, matrix, labels, graph, indexed.dangling)
+
+
+def load_texts(store: GraphStore, collection: str, text: str, fallback: str) -> tuple[pa.Array, list[str], int]:
+    """Keys and texts (`text`, else `fallback`) of the documents that have one, and the
+    count of those without."""
+    import pyarrow.compute as pc
+
+    table = pa.Table.from_batches(
+        list(store.pull(collection, {text: pa.string(), fallback: pa.string()})),
+        schema=pa.schema([("_key", pa.string()), (text, pa.string()), (fallback, pa.string())]),
+    )
+    texts = pc.coalesce(table.column(text), table.column(fallback))
+    present = pc.and_(pc.is_valid(texts), pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0))
+    keys = table.column("_key").filter(present).combine_chunks()
+    kept = texts.filter(present).to_pylist()
+    if not kept:
+        raise StoreError(f"collection '{collection}' has no documents with '{text}' or '{fallback}'")
+    return keys, kept, table.num_rows - len(kept)

@@ -301,6 +301,63 @@ def embed_movies_command(ctx, collection, text_attribute, model, top_k, batch_si
                f"wrote embedding/similar, published index v{summary['index_version']} in {summary['seconds']['total']}s")
 
 
+@cli.command("reindex")
+@click.argument("target", type=click.Choice(["products", "movies"]))
+@click.option("--collection", default="", help="Collection to re-index [default: the TARGET's name].")
+@click.option("--edges", default="bought_together", show_default=True, help="Edge collection (products).")
+@click.option("--features", default="features", show_default=True, help="Feature attribute (products).")
+@click.option("--text", "text_attribute", default="description", show_default=True, help="Text attribute (movies).")
+@click.option("--model", default="", help="Triton model [default: graphsage / sentence_encoder].")
+@click.option("--top-k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--layer-batch-size", default=16_384, show_default=True, type=click.IntRange(1, 65_536))
+@click.option("--max-in-flight", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--keep", default=3, show_default=True, type=click.IntRange(1), help="Index versions to keep.")
+@click.option("--tolerance", default=1e-3, show_default=True, type=click.FloatRange(0),
+              help="Products: a change smaller than this share of a layer's typical input is not propagated "
+                   "(it accumulates per node until it passes); 0 recomputes every node within the model's depth.")
+@click.option("--rebuild-share", default=0.25, show_default=True, type=click.FloatRange(0, 1),
+              help="Rebuild the index (and all similar lists) when more than this share of vectors moved.")
+@click.option("--full", is_flag=True, help="Recompute everything and rebuild the index.")
+@click.option("--dry-run", is_flag=True, help="Report what would be recomputed; change nothing (no Triton needed).")
+@click.option("--stale-after", default=600.0, show_default=True, type=click.FloatRange(1),
+              help="Seconds without a heartbeat after which another host's lock counts as stale.")
+@json_option
+@click.pass_context
+@run_reporting_errors
+def reindex_command(ctx, target, collection, edges, features, text_attribute, model, top_k, layer_batch_size,
+                    max_in_flight, keep, tolerance, rebuild_share, full, dry_run, stale_after, as_json):
+    """Re-index TARGET (products or movies) incrementally: only what changed since the last run.
+
+    Exit codes: 0 done (or nothing to do), 1 error (one line on stderr), 75 another run
+    holds the lock (try later). A killed run leaves its finished batches behind; rerun it.
+    """
+    from graphsvc.triton.client import TritonClient
+    from jobs.reindex import ReindexConfig, reindex
+
+    config = ReindexConfig(target=target, collection=collection, edges=edges, features=features, text=text_attribute,
+                           model=model, top_k=top_k, layer_batch_size=layer_batch_size, max_in_flight=max_in_flight,
+                           keep=keep, tolerance=tolerance, rebuild_share=rebuild_share, full=full, dry_run=dry_run,
+                           stale_after=stale_after)
+    settings = settings_from(ctx)
+    with open_settings_store(settings) as store:
+        if dry_run:
+            summary = reindex(store, None, settings.index_dir, config)
+        else:
+            with TritonClient(settings.triton_url) as triton, progress(None, "re-embedding", "nodes") as bar:
+                summary = reindex(store, triton, settings.index_dir, config, on_progress=bar.update)
+    if as_json:
+        emit_json(summary)
+        return
+    if dry_run:
+        would = {k: v for k, v in summary.items() if k.startswith(("would", "within"))}
+        click.echo(f"{target}: {summary['mode']} run would recompute {would}; new {summary['new']}, "
+                   f"removed {summary['removed']} (dry run: nothing changed)")
+        return
+    click.echo(f"{target}: {summary['mode']} — {summary['documents']} documents, {summary['new']} new, "
+               f"{summary['removed']} removed, re-embedded {summary.get('re_embedded', 0)}, wrote {summary['written']}, "
+               f"index v{summary['index_version']} in {summary['seconds']['total']}s")
+
+
 def main() -> None:
     cli(prog_name="jobs")
 

@@ -15,9 +15,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from graphsvc.errors import StoreError, TritonInferenceError
+from graphsvc.datasets import load_texts
+from graphsvc.errors import TritonInferenceError
 from graphsvc.index.artifacts import publish
 from graphsvc.index.faiss_index import VectorIndex
 from graphsvc.index.similar import embedding_array, similar_lists
@@ -44,17 +44,7 @@ class EmbedMoviesConfig:
 
 def pull_texts(store: GraphStore, config: EmbedMoviesConfig) -> tuple[pa.Array, list[str], int]:
     """Keys and texts of the documents that have one; the count of those skipped."""
-    table = pa.Table.from_batches(
-        list(store.pull(config.collection, {config.text: pa.string(), config.fallback_text: pa.string()})),
-        schema=pa.schema([("_key", pa.string()), (config.text, pa.string()), (config.fallback_text, pa.string())]),
-    )
-    text = pc.coalesce(table.column(config.text), table.column(config.fallback_text))
-    present = pc.and_(pc.is_valid(text), pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0))
-    keys = table.column("_key").filter(present).combine_chunks()
-    texts = text.filter(present).to_pylist()
-    if not texts:
-        raise StoreError(f"collection '{config.collection}' has no documents with '{config.text}' or '{config.fallback_text}'")
-    return keys, texts, table.num_rows - len(texts)
+    return load_texts(store, config.collection, config.text, config.fallback_text)
 
 
 def embed_movies(

@@ -374,6 +374,50 @@ class VectorIndex:
             out_ids[start:stop] = ids
         return out_scores, out_ids
 
+    # ------------------------------------------------------- incremental updates
+
+    @property
+    def supports_updates(self) -> bool:
+        """Whether vectors can be removed and added by id in place (IVF: the trained
+        centroids stay and vectors move between inverted lists). A flat index is simply
+        rebuilt from all vectors — a copy, no training — so it reports False."""
+        return self._ivf is not None
+
+    def update(self, remove_ids: np.ndarray, add_ids: np.ndarray, add_vectors: np.ndarray) -> None:
+        """Remove `remove_ids`, then add `add_vectors` under `add_ids` (ids may be ones
+        just removed: that replaces a vector). The caller keeps ids 0..count-1 dense."""
+        if not self.supports_updates:
+            raise ValueError(f"a {self.kind} index cannot be updated in place; rebuild it")
+        remove_ids = np.ascontiguousarray(np.asarray(remove_ids, np.int64).reshape(-1))
+        add_ids = np.ascontiguousarray(np.asarray(add_ids, np.int64).reshape(-1))
+        x = _as_matrix(add_vectors, "vectors", self.dim) if len(add_ids) else np.empty((0, self.dim), np.float32)
+        if len(x) != len(add_ids):
+            raise ValueError(f"{len(add_ids)} ids for {len(x)} vectors")
+        if self._metric == "cosine":
+            x = l2_normalise(x)
+        # a hashtable direct map allows removals and arbitrary ids (an array one does not)
+        if self._ivf.direct_map.type != faiss.DirectMap.Hashtable:
+            self._ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+        if remove_ids.size:
+            self._index.remove_ids(remove_ids)
+        if add_ids.size:
+            self._index.add_with_ids(x, add_ids)
+        self._gpu = _to_gpu(self._index) if self._gpu is not None else None
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors by id (normalised for cosine)."""
+        return self.reconstruct_batch(ids)
+
+    def range_search(self, queries: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored vector scoring better than `radius` against each query:
+        (limits [q+1], scores, ids) in FAISS's layout — the results of query i are
+        `scores[limits[i]:limits[i+1]]`. Cosine/ip: score > radius; l2: distance < radius."""
+        q = self._prepare_queries(queries)
+        if q.shape[0] == 0:
+            return np.zeros(1, np.int64), np.empty(0, np.float32), np.empty(0, np.int64)
+        limits, scores, ids = self._index.range_search(q, float(radius))
+        return np.asarray(limits, np.int64), np.asarray(scores, np.float32), np.asarray(ids, np.int64)
+
     # ------------------------------------------------------------ save/load
 
     def save(self, path: str | os.PathLike) -> None:

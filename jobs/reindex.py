@@ -1,0 +1,597 @@
+"""`jobs reindex`: nightly re-indexing that costs in proportion to what changed.
+
+Recipe: lock → pull the inputs (products: features + co-purchases; movies: texts) →
+hash them per document and compare with the last run's snapshot → recompute only what
+depends on a change (products: layer by layer, the nodes whose layer inputs moved;
+movies: the changed texts) through Triton, batch by batch into a journal → update the
+FAISS index in place (or rebuild it) → refresh the `similar` lists that can have
+changed → write back the rows that changed, chunk by chunk → publish the next index
+version → commit the new snapshot.
+
+Crash safety: every finished batch, the index step, each write-back chunk and the
+publish are recorded in a journal directory named by a fingerprint of the plan (the
+last snapshot + tonight's input hashes), so a rerun after a crash with the same inputs
+redoes none of them; the snapshot is replaced only at the end, in one rename. Readers
+only ever see complete index versions (`graphsvc.index.artifacts.publish`).
+
+Exactness (products): a node's layer-l output is recomputed when its own input or the
+mean of its neighbours' inputs moved by more than `tolerance` × the layer's typical
+input size (mean of per-node max-abs), or its neighbour set changed. Changes below
+that are not propagated, but they accumulate per node and layer (`drift`) until they
+pass the tolerance, so skipped changes never add up unnoticed across nights. Layer 0
+is always exact: every node with a changed feature, neighbour set or a neighbour with
+changed features is recomputed. `tolerance=0` recomputes the exact closure.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from graphsvc.datasets import load_node_graph, load_texts
+from graphsvc.errors import ConfigError, IndexCorrupt, IndexNotFound, ModelRepositoryError, TritonInferenceError
+from graphsvc.graph import CSRGraph
+from graphsvc.incremental import (
+    SlotPlan,
+    Snapshot,
+    carried,
+    fingerprint,
+    mean_change,
+    neighbour_hashes,
+    neighbour_mean_rows,
+    plan_slots,
+    row_hashes,
+    text_hashes,
+)
+from graphsvc.index.artifacts import current_version, load_version, publish
+from graphsvc.index.faiss_index import AUTO_FLAT_MAX, VectorIndex, l2_normalise
+from graphsvc.index.similar import embedding_array, refresh_similar, similar_array
+from graphsvc.models.graphsage import LAYER_NEIGHBOURS, LAYER_OUT, LAYER_SELF, layer_model_name
+from graphsvc.runs import RunJournal, RunLock, kill_point
+from graphsvc.store.base import GraphStore
+from graphsvc.timing import PhaseTimer
+from graphsvc.triton.client import TritonClient
+
+TARGETS = ("products", "movies")
+STATE_DIR = ".reindex"
+
+
+@dataclass(frozen=True)
+class ReindexConfig:
+    target: str = "products"  # "products": GraphSAGE over a graph; "movies": sentence encoder over texts
+    collection: str = ""  # default: the target's name
+    edges: str = "bought_together"
+    features: str = "features"
+    text: str = "description"
+    fallback_text: str = "title"
+    model: str = ""  # default: graphsage / sentence_encoder
+    top_k: int = 10
+    layer_batch_size: int = 16_384
+    text_batch_size: int = 64
+    max_in_flight: int = 2
+    keep: int = 3
+    #: propagation tolerance, relative to the typical size of a layer's input (see module doc)
+    tolerance: float = 1e-3
+    #: a node's similar list is refreshed when some vector within it moved by more than
+    #: this in cosine space (L2 of the change of the unit vector); smaller moves keep their lists
+    similar_tolerance: float = 1e-4
+    #: rebuild the index (and all similar lists) when more than this share of vectors moved
+    rebuild_share: float = 0.25
+    write_batch: int = 100_000
+    full: bool = False
+    dry_run: bool = False
+    stale_after: float = 600.0
+    ready_timeout: float = 10.0
+
+    def resolved(self) -> "ReindexConfig":
+        if self.target not in TARGETS:
+            raise ConfigError(f"unknown reindex target '{self.target}' (products or movies)")
+        if self.tolerance < 0 or self.similar_tolerance < 0:
+            raise ConfigError("tolerances must not be negative")
+        return replace(
+            self,
+            collection=self.collection or self.target,
+            model=self.model or ("graphsage" if self.target == "products" else "sentence_encoder"),
+        )
+
+
+def state_dir(index_dir: Path, collection: str) -> Path:
+    return Path(index_dir) / STATE_DIR / collection
+
+
+def reindex(
+    store: GraphStore,
+    triton: TritonClient | None,
+    index_dir: Path,
+    config: ReindexConfig = ReindexConfig(),
+    on_progress: Callable[[int], None] | None = None,
+) -> dict:
+    config = config.resolved()
+    directory = state_dir(index_dir, config.collection)
+    if config.dry_run:
+        return _Run(store, triton, Path(index_dir), directory, config, on_progress).run()
+    with RunLock(directory / "LOCK", stale_after=config.stale_after) as lock:
+        summary = _Run(store, triton, Path(index_dir), directory, config, on_progress).run()
+        if lock.took_over:
+            summary["lock_taken_over_from"] = lock.took_over
+        return summary
+
+
+class _Run:
+    def __init__(self, store, triton, index_dir: Path, directory: Path, config: ReindexConfig, on_progress):
+        self.store, self.triton, self.index_dir, self.dir, self.config = store, triton, index_dir, directory, config
+        self.on_progress = on_progress
+        self.timer = PhaseTimer()
+        self.summary: dict = {"collection": config.collection, "target": config.target}
+
+    # ------------------------------------------------------------------ recipe
+    def run(self) -> dict:
+        config = self.config
+        snapshot = None if config.full else Snapshot.load(self.dir)
+        with self.timer("pull"):
+            inputs = self._pull_products() if config.target == "products" else self._pull_movies()
+        plan = plan_slots(snapshot.keys if snapshot else None, inputs["keys"])
+        with self.timer("diff"):
+            diff = self._diff(snapshot, plan, inputs)
+        model_version = self._model_version() if self.triton is not None and not config.dry_run else None
+        full, reason = self._full_reason(snapshot, model_version)
+        self.summary.update(
+            mode="full" if full else "incremental", full_reason=reason, documents=len(plan.order),
+            new=int(len(plan.added)), removed=int(len(plan.removed)), **diff["counts"],
+        )
+        if config.dry_run:
+            self.summary.update(self._dry_run_estimate(inputs, diff, plan, full))
+            self.summary["seconds"] = self.timer.summary()
+            return self.summary
+        if self.triton is None:
+            raise ConfigError("reindex needs a Triton client unless --dry-run")
+
+        run_id = fingerprint(snapshot.id if snapshot else None, inputs["keys"].take(pa.array(plan.order)),
+                             diff["hashes"], model_version, full, self._settings())
+        journal = RunJournal(self.dir / f"run-{run_id}")
+        for entry in self.dir.glob("run-*"):  # plans of other inputs are stale now
+            if entry != journal.directory:
+                RunJournal(entry).remove()
+        self.summary["run_id"] = run_id
+
+        with self.timer("embed"):
+            if config.target == "products":
+                result = self._embed_products(snapshot, plan, inputs, diff, full, journal)
+            else:
+                result = self._embed_movies(snapshot, plan, inputs, diff, full, journal)
+        if not full and not len(result["moved"]) and not len(plan.removed) and not len(result["written"]):
+            self._commit(snapshot, plan, inputs, diff, result, model_version, index_version=snapshot.meta["index_version"],
+                         journal=journal)
+            self.summary.update(mode="unchanged", index_version=snapshot.meta["index_version"], written=0,
+                                batches={"computed": journal.computed, "reused": journal.reused})
+            self.summary["seconds"] = self.timer.summary()
+            return self.summary
+
+        with self.timer("index"):
+            index, ids, scores, refreshed, index_info = self._index(snapshot, plan, result, full, journal)
+        with self.timer("write_back"):
+            written = self._write_back(plan, inputs["keys"], result, ids, scores, refreshed, full, journal)
+        with self.timer("publish"):
+            version = self._publish(index, plan, inputs["keys"], model_version, index_info, journal)
+        with self.timer("commit"):
+            result["similar_ids"], result["similar_scores"] = ids, scores
+            self._commit(snapshot, plan, inputs, diff, result, model_version, version, journal, index_info)
+        self.summary.update(
+            re_embedded=int(result["re_embedded"]), moved=int(len(result["moved"])), similar_refreshed=int(len(refreshed)),
+            written=written, index_version=version, index=index_info,
+            batches={"computed": journal.computed, "reused": journal.reused},
+        )
+        self.summary["seconds"] = self.timer.summary()
+        return self.summary
+
+    def _settings(self) -> dict:
+        c = self.config
+        return {"top_k": c.top_k, "tolerance": c.tolerance, "similar_tolerance": c.similar_tolerance,
+                "layer_batch_size": c.layer_batch_size, "text_batch_size": c.text_batch_size, "model": c.model,
+                "rebuild_share": c.rebuild_share}
+
+    def _model_version(self) -> str:
+        models = self._layer_models() if self.config.target == "products" else [self.config.model]
+        self.triton.wait_ready(timeout=self.config.ready_timeout, models=models)
+        return self.triton.latest_version(models[0])
+
+    def _full_reason(self, snapshot: Snapshot | None, model_version) -> tuple[bool, str | None]:
+        if self.config.full:
+            return True, "--full"
+        if snapshot is None:
+            return True, "no earlier run"
+        meta = snapshot.meta
+        if model_version is not None and meta.get("model_version") != model_version:
+            return True, f"model version {meta.get('model_version')} → {model_version}"
+        if meta.get("settings") != self._settings():
+            return True, "settings changed"
+        return False, None
+
+    # -------------------------------------------------------------------- pull
+    def _pull_products(self) -> dict:
+        c = self.config
+        data = load_node_graph(self.store, c.collection, c.edges, c.features)
+        return {"keys": data.keys, "features": data.features, "graph": data.graph, "dangling": data.dangling_edges}
+
+    def _pull_movies(self) -> dict:
+        c = self.config
+        keys, texts, skipped = load_texts(self.store, c.collection, c.text, c.fallback_text)
+        return {"keys": keys, "texts": texts, "skipped": skipped}
+
+    # -------------------------------------------------------------------- diff
+    def _diff(self, snapshot: Snapshot | None, plan: SlotPlan, inputs: dict) -> dict:
+        existing = plan.old_slot >= 0
+        if self.config.target == "products":
+            features = inputs["features"][plan.order]
+            graph = _permuted(inputs["graph"], plan.order)
+            inputs["slot_features"], inputs["slot_graph"] = features, graph
+            feature_hash = row_hashes(features)
+            # neighbours named by their slot of last run (new nodes by a number no slot has)
+            identity = np.where(existing, plan.old_slot, np.int64(1 << 62) + np.arange(len(plan.order)))
+            against_old = neighbour_hashes(graph, identity.astype(np.uint64))
+            own = neighbour_hashes(graph, np.arange(len(plan.order), dtype=np.uint64))
+            old_features = carried(snapshot.array("feature_hash") if snapshot else None, plan)
+            old_neighbours = carried(snapshot.array("neighbour_hash") if snapshot else None, plan)
+            features_changed = existing & (feature_hash != old_features)
+            neighbours_changed = existing & (against_old != old_neighbours)
+            return {
+                "features_changed": features_changed, "neighbours_changed": neighbours_changed,
+                "hashes": [feature_hash, own], "arrays": {"feature_hash": feature_hash, "neighbour_hash": own},
+                "counts": {"features_changed": int(features_changed.sum()),
+                           "neighbour_sets_changed": int(neighbours_changed.sum()),
+                           "edges": int(graph.num_edges // 2), "dangling_edges": inputs["dangling"]},
+            }
+        texts = [inputs["texts"][i] for i in plan.order]
+        inputs["slot_texts"] = texts
+        text_hash = text_hashes(texts)
+        old = carried(snapshot.array("text_hash") if snapshot else None, plan)
+        changed = existing & (text_hash != old)
+        return {"texts_changed": changed, "hashes": [text_hash], "arrays": {"text_hash": text_hash},
+                "counts": {"texts_changed": int(changed.sum()), "skipped_without_text": inputs["skipped"]}}
+
+    def _dry_run_estimate(self, inputs: dict, diff: dict, plan: SlotPlan, full: bool) -> dict:
+        n = len(plan.order)
+        if full:
+            return {"would_recompute": n}
+        if self.config.target == "movies":
+            return {"would_recompute": int(diff["texts_changed"].sum() + len(plan.added))}
+        graph = inputs["slot_graph"]
+        first = _first_layer(graph, diff, plan)
+        # the exact closure: every node within the model's number of layers of a change
+        closure = first.copy()
+        for _ in range(2):
+            reached = np.zeros(n, bool)
+            rows = np.flatnonzero(closure)
+            if len(rows):
+                reached[_neighbours_of(graph, rows)] = True
+            closure |= reached
+        return {"would_recompute_layer0": int(first.sum()), "within_3_hops": int(closure.sum()),
+                "note": "later layers recompute only nodes whose inputs move by more than the tolerance"}
+
+    # ------------------------------------------------------------- embedding
+    def _layer_models(self) -> list[str]:
+        available = {status.name for status in self.triton.models()}
+        layers = []
+        while layer_model_name(self.config.model, len(layers)) in available:
+            layers.append(layer_model_name(self.config.model, len(layers)))
+        if not layers:
+            raise ModelRepositoryError(
+                f"Triton at {self.triton.url} serves no '{layer_model_name(self.config.model, 0)}' — "
+                "export the per-layer models with 'jobs export-models'"
+            )
+        return layers
+
+    def _apply_layer(self, model: str, layer: int, rows: np.ndarray, inputs: np.ndarray, graph: CSRGraph,
+                     journal: RunJournal) -> np.ndarray | None:
+        """Layer `layer` for `rows` through Triton, batch by batch; finished batches come
+        from the journal."""
+        size = self.config.layer_batch_size
+        chunks = [rows[s : s + size] for s in range(0, len(rows), size)]
+        results: list[np.ndarray | None] = [journal.load(f"L{layer}-B{b}") for b in range(len(chunks))]
+        todo = [b for b, r in enumerate(results) if r is None]
+
+        def requests():
+            for b in todo:
+                chunk = chunks[b]
+                yield {LAYER_SELF: inputs[chunk], LAYER_NEIGHBOURS: neighbour_mean_rows(graph, chunk, inputs)}
+
+        for b, result in zip(todo, self.triton.infer_many(model, requests(), max_in_flight=self.config.max_in_flight)):
+            out = result[LAYER_OUT]
+            if out.shape[0] != len(chunks[b]):
+                raise TritonInferenceError(f"model '{model}' returned {out.shape[0]} rows for {len(chunks[b])} nodes")
+            journal.save(f"L{layer}-B{b}", out)
+            results[b] = out
+            kill_point("embed", journal.computed)
+            if self.on_progress:
+                self.on_progress(len(chunks[b]))
+        return np.concatenate(results) if results else None
+
+    def _embed_products(self, snapshot, plan: SlotPlan, inputs: dict, diff: dict, full: bool,
+                        journal: RunJournal) -> dict:
+        graph, features = inputs["slot_graph"], inputs["slot_features"]
+        models = self._layer_models()
+        n, layers = len(plan.order), len(models)
+        old = [None if full or snapshot is None else snapshot.array(f"h{layer + 1}") for layer in range(layers)]
+        outputs = [carried(old[layer], plan) if old[layer] is not None else None for layer in range(layers)]
+        drift = [carried(None if full or snapshot is None else snapshot.array(f"drift{layer}"), plan)
+                 for layer in range(layers)]
+        scales = (snapshot.meta.get("scales") if snapshot and not full else None) or [0.0] * layers
+        structural = ~(plan.old_slot >= 0)
+        if not full:
+            structural = structural | diff["neighbours_changed"]
+        recomputed = []
+        layer_inputs = features
+        need = np.ones(n, bool) if full else _first_layer(graph, diff, plan)
+        for layer, model in enumerate(models):
+            rows = np.flatnonzero(need)
+            out = self._apply_layer(model, layer, rows, layer_inputs, graph, journal)
+            if outputs[layer] is None:
+                outputs[layer] = np.zeros((n, out.shape[1]), np.float32)
+            before = outputs[layer][rows]  # a copy (fancy indexing)
+            if out is not None:
+                outputs[layer][rows] = out
+            drift[layer][rows] = 0.0
+            recomputed.append(int(len(rows)))
+            layer_inputs = outputs[layer]
+            if layer + 1 == layers:
+                break
+            if full:
+                continue
+            # by how much each node's next-layer input moved: its own row, and the mean of
+            # its neighbours' rows (new nodes need no delta: their neighbours are structural)
+            kept = plan.old_slot[rows] >= 0
+            existing, delta = rows[kept], (outputs[layer][rows] - before)[kept]
+            change = np.zeros(n, np.float32)
+            if len(existing):
+                change[existing] = np.abs(delta).max(axis=1)
+                affected, moved_mean = mean_change(graph, existing, delta)
+                change[affected] += moved_mean
+            drift[layer + 1] += change
+            need = structural | (drift[layer + 1] > self.config.tolerance * scales[layer + 1])
+        # typical input size of each layer (mean per-node max-abs), for the next run's thresholds
+        inputs_by_layer = [features] + outputs[:-1]
+        self.scales = [float(np.abs(x).max(axis=1).mean()) if len(x) else 0.0 for x in inputs_by_layer]
+        self.summary["recomputed_per_layer"] = recomputed
+        embedding, logits = outputs[-2], outputs[-1]
+        old_embedding = old[-2] if not full else None
+        moved = _moved(embedding, carried(old_embedding, plan) if old_embedding is not None else None, plan,
+                       self.config.similar_tolerance, full)
+        return {
+            "embedding": embedding, "predicted": logits.argmax(axis=1), "moved": moved,
+            "written": _rows_changed(outputs[-2:], old[-2:], plan, full),
+            "re_embedded": recomputed[-2] if len(recomputed) >= 2 else recomputed[-1],
+            "arrays": {**{f"h{i + 1}": outputs[i] for i in range(layers)}, **{f"drift{i}": drift[i] for i in range(layers)}},
+        }
+
+    def _embed_movies(self, snapshot, plan: SlotPlan, inputs: dict, diff: dict, full: bool,
+                      journal: RunJournal) -> dict:
+        from graphsvc.models.text import EMBEDDING, Tokenizer
+
+        texts = inputs["slot_texts"]
+        n = len(texts)
+        rows = np.arange(n) if full else np.flatnonzero(diff["texts_changed"] | (plan.old_slot < 0))
+        old = None if full or snapshot is None else snapshot.array("embedding")
+        embedding = carried(old, plan) if old is not None else None
+        tokenizer = Tokenizer()
+        # length-sorted batches: each request pads only to its own longest sentence
+        order = rows[np.argsort(tokenizer.lengths([texts[i] for i in rows]), kind="stable")] if len(rows) else rows
+        size = self.config.text_batch_size
+        chunks = [order[s : s + size] for s in range(0, len(order), size)]
+        results = [journal.load(f"T-B{b}") for b in range(len(chunks))]
+        todo = [b for b, r in enumerate(results) if r is None]
+        requests = (tokenizer.request([texts[i] for i in chunks[b]]) for b in todo)
+        for b, result in zip(todo, self.triton.infer_many(self.config.model, requests,
+                                                           max_in_flight=self.config.max_in_flight)):
+            vectors = result[EMBEDDING]
+            if vectors.shape[0] != len(chunks[b]):
+                raise TritonInferenceError(f"model '{self.config.model}' returned {vectors.shape[0]} vectors "
+                                           f"for {len(chunks[b])} texts")
+            journal.save(f"T-B{b}", vectors)
+            results[b] = vectors
+            kill_point("embed", journal.computed)
+            if self.on_progress:
+                self.on_progress(len(chunks[b]))
+        for chunk, vectors in zip(chunks, results):
+            if embedding is None:
+                embedding = np.zeros((n, vectors.shape[1]), np.float32)
+            embedding[chunk] = vectors
+        self.scales = []
+        self.summary["recomputed_per_layer"] = [int(len(rows))]
+        moved = _moved(embedding, carried(old, plan) if old is not None else None, plan,
+                       self.config.similar_tolerance, full)
+        changed = _rows_changed([embedding], [old], plan, full)
+        return {"embedding": embedding, "predicted": None, "moved": moved, "written": changed,
+                "re_embedded": len(rows), "arrays": {"embedding": embedding}}
+
+    # ------------------------------------------------------------------ index
+    def _index(self, snapshot, plan: SlotPlan, result: dict, full: bool, journal: RunJournal):
+        if journal.done("indexed"):
+            info = journal.value("indexed")
+            index = VectorIndex.load(journal.directory / "index.faiss", metric="cosine")
+            return (index, np.load(journal.directory / "similar_ids.npy"),
+                    np.load(journal.directory / "similar_scores.npy"),
+                    np.load(journal.directory / "refreshed.npy"), info)
+        embedding, moved, k = result["embedding"], result["moved"], self.config.top_k
+        n = len(embedding)
+        index, reason = None, None
+        if full:
+            reason = "full run"
+        elif len(moved) + len(plan.removed) > self.config.rebuild_share * max(n, 1):
+            reason = (f"{len(moved) + len(plan.removed)} of {n} vectors moved or removed "
+                      f"(> {self.config.rebuild_share:.0%}: centroids trained on the old vectors would degrade)")
+        else:
+            index, reason = self._published_index(snapshot)
+            if index is not None and not index.supports_updates:
+                index, reason = None, f"a {index.kind} index is rebuilt (a copy of {n} vectors, no training)"
+            elif index is not None and (n < AUTO_FLAT_MAX or n > 2 * snapshot.meta.get("trained_count", n)
+                                        or n < snapshot.meta.get("trained_count", n) // 2):
+                index, reason = None, f"{n} vectors: outside the range the IVF index was trained for"
+        if index is None:
+            index = VectorIndex.build(embedding, metric="cosine")
+            calibration = index.calibrate_nprobe(target_recall=0.95, k=k)
+            scores, ids = index.neighbours_of_all(k) if n > 1 else (np.full((n, k), -np.inf, np.float32),
+                                                                     np.full((n, k), -1, np.int64))
+            refreshed = np.arange(n)
+            info = {"action": "rebuilt", "reason": reason, "kind": index.kind, "calibration": calibration,
+                    "trained_count": n}
+        else:
+            remove = np.union1d(plan.removed, plan.old_slot[plan.relocated])
+            unmoved_position = moved[(plan.old_slot[moved] >= 0) & (plan.old_slot[moved] == moved)]
+            remove = np.union1d(remove, unmoved_position)
+            add = np.union1d(np.union1d(plan.relocated, moved), plan.added)
+            index.update(remove, add, embedding[add])
+            ids, scores, stale = _carried_similar(snapshot, plan, k)
+            refreshed = refresh_similar(index, ids, scores, moved, stale)
+            info = {"action": "updated", "reason": "in place: removed/replaced by id",
+                    "kind": index.kind, "removed_ids": int(len(remove)), "added_ids": int(len(add)),
+                    "calibration": snapshot.meta.get("calibration"),
+                    "trained_count": snapshot.meta.get("trained_count", n)}
+        index.save(journal.directory / ".index.faiss")
+        os.replace(journal.directory / ".index.faiss", journal.directory / "index.faiss")
+        for name, array in (("similar_ids", ids), ("similar_scores", scores), ("refreshed", refreshed)):
+            np.save(journal.directory / f"{name}.npy", array)
+        journal.mark("indexed", info)
+        return index, ids, scores, refreshed, info
+
+    def _published_index(self, snapshot) -> tuple[VectorIndex | None, str | None]:
+        version = snapshot.meta.get("index_version")
+        try:
+            if current_version(self.index_dir, self.config.collection) != version:
+                return None, f"the published version is not v{version} of the last run"
+            return load_version(self.index_dir, self.config.collection, version).index, None
+        except (IndexCorrupt, IndexNotFound) as exc:
+            return None, f"the published index cannot be read ({exc})"
+
+    # ------------------------------------------------------------- write back
+    def _write_back(self, plan: SlotPlan, pulled_keys: pa.Array, result: dict, ids, scores, refreshed,
+                    full: bool, journal: RunJournal) -> int:
+        keys = pulled_keys.take(pa.array(plan.order))
+        rows = np.arange(len(plan.order)) if full else np.union1d(np.union1d(result["written"], refreshed),
+                                                                  np.union1d(plan.added, result["moved"]))
+        size = self.config.write_batch
+        for number, start in enumerate(range(0, len(rows), size)):
+            if journal.done(f"write-{number}"):
+                continue
+            chunk = rows[start : start + size]
+            columns = {
+                "_key": keys.take(pa.array(chunk)),
+                "embedding": embedding_array(result["embedding"][chunk]),
+                "similar": similar_array(keys, ids[chunk], scores[chunk]),
+            }
+            if result["predicted"] is not None:
+                columns["predicted_category"] = pa.array(result["predicted"][chunk])
+            self.store.update_attributes(self.config.collection, pa.table(columns))
+            journal.mark(f"write-{number}", {"rows": int(len(chunk))})
+            kill_point("write_back", number + 1)
+        return int(len(rows))
+
+    def _publish(self, index: VectorIndex, plan: SlotPlan, pulled_keys: pa.Array, model_version, info: dict,
+                 journal: RunJournal) -> int:
+        if journal.done("published"):
+            return journal.value("published")["version"]
+        kill_point("publish")
+        manifest = publish(
+            self.index_dir, self.config.collection, index, pulled_keys.take(pa.array(plan.order)),
+            model={"name": self.config.model, "version": model_version},
+            extra={"job": "reindex", "top_k": self.config.top_k, "calibration": info.get("calibration"),
+                   "index_update": info["action"], "run_id": self.summary["run_id"]},
+            keep=self.config.keep,
+        )
+        journal.mark("published", {"version": manifest.version})
+        kill_point("published")
+        return manifest.version
+
+    def _commit(self, snapshot, plan, inputs, diff, result, model_version, index_version, journal, info=None) -> None:
+        arrays = {**diff["arrays"], **result["arrays"]}
+        if "similar_ids" in result:
+            arrays["similar_ids"], arrays["similar_scores"] = result["similar_ids"], result["similar_scores"]
+        else:  # nothing moved: the lists stay, in tonight's slots
+            ids, scores, _ = _carried_similar(snapshot, plan, self.config.top_k)
+            arrays["similar_ids"], arrays["similar_scores"] = ids, scores
+        previous = snapshot.meta if snapshot else {}
+        info = info or {}
+        meta = {
+            "collection": self.config.collection, "target": self.config.target, "model_version": model_version,
+            "settings": self._settings(), "index_version": index_version, "scales": self.scales,
+            "calibration": info.get("calibration", previous.get("calibration")),
+            "trained_count": info.get("trained_count", previous.get("trained_count")),
+            "run_id": self.summary.get("run_id"), "finished_at": time.time(),
+        }
+        keys = inputs["keys"].take(pa.array(plan.order))
+        Snapshot.save(self.dir, meta, keys, arrays)
+        self.store.put_state(f"reindex:{self.config.collection}", {
+            "run_id": meta["run_id"], "index_version": index_version, "finished_at": meta["finished_at"],
+        })
+        journal.remove()
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def _permuted(graph: CSRGraph, order: np.ndarray) -> CSRGraph:
+    """The graph with node order[s] renumbered s."""
+    if len(order) == graph.num_nodes and np.array_equal(order, np.arange(len(order))):
+        return graph
+    position = np.empty(graph.num_nodes, np.int64)
+    position[order] = np.arange(len(order))
+    sources = np.repeat(np.arange(graph.num_nodes), graph.degree())
+    return CSRGraph.from_edges(position[sources], position[graph.indices], len(order), undirected=False)
+
+
+def _neighbours_of(graph: CSRGraph, rows: np.ndarray) -> np.ndarray:
+    starts, degrees = graph.indptr[rows], graph.degree(rows)
+    offsets = np.cumsum(degrees) - degrees
+    owners = np.repeat(np.arange(len(rows)), degrees)
+    return graph.indices[starts[owners] + np.arange(int(degrees.sum())) - offsets[owners]]
+
+
+def _first_layer(graph: CSRGraph, diff: dict, plan: SlotPlan) -> np.ndarray:
+    """Nodes whose layer-0 output depends on a change: new nodes, changed features or
+    neighbour sets, and the neighbours of nodes with changed features (exact)."""
+    need = (plan.old_slot < 0) | diff["features_changed"] | diff["neighbours_changed"]
+    changed = np.flatnonzero(diff["features_changed"] | (plan.old_slot < 0))
+    if len(changed):
+        need[_neighbours_of(graph, changed)] = True
+    return need
+
+
+def _moved(embedding: np.ndarray, old: np.ndarray | None, plan: SlotPlan, tolerance: float, full: bool) -> np.ndarray:
+    """Rows whose unit vector moved by more than `tolerance` (L2), and new rows."""
+    if full or old is None:
+        return np.arange(len(embedding))
+    candidates = np.flatnonzero((plan.old_slot >= 0) & (embedding != old).any(axis=1))
+    shift = np.linalg.norm(l2_normalise(embedding[candidates]) - l2_normalise(old[candidates]), axis=1)
+    return np.union1d(candidates[shift > tolerance], plan.added)
+
+
+def _rows_changed(now: list, before: list, plan: SlotPlan, full: bool) -> np.ndarray:
+    """Rows where any of the arrays differs from last run's (new rows included)."""
+    n = len(plan.order)
+    if full or any(b is None for b in before):
+        return np.arange(n)
+    changed = plan.old_slot < 0
+    for current, old in zip(now, before):
+        changed |= (current != carried(old, plan)).any(axis=1)
+    return np.flatnonzero(changed)
+
+
+def _carried_similar(snapshot, plan: SlotPlan, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Last run's similar lists in tonight's slots, ids renumbered; rows naming a removed
+    document are marked stale."""
+    n = len(plan.order)
+    old_ids = snapshot.array("similar_ids") if snapshot else None
+    if old_ids is None or old_ids.shape[1] != k:
+        return np.full((n, k), -1, np.int64), np.full((n, k), -np.inf, np.float32), np.ones(n, bool)
+    ids = carried(old_ids, plan, fill=-1)
+    scores = carried(snapshot.array("similar_scores"), plan, fill=-np.inf)
+    valid = ids >= 0
+    renumbered = np.where(valid, plan.new_slot_of_old[np.where(valid, ids, 0)], -1)
+    stale = (valid & (renumbered < 0)).any(axis=1) | (plan.old_slot < 0)
+    return renumbered, scores, stale
+
