@@ -78,10 +78,12 @@ class ReindexConfig:
     keep: int = 3
     #: propagation tolerance, relative to the typical size of a layer's input (see module doc)
     tolerance: float = 1e-3
-    #: a node's similar list is refreshed when some vector within it moved by more than
-    #: this in cosine space (L2 of the change of the unit vector); smaller moves keep their lists
-    similar_tolerance: float = 1e-4
-    #: rebuild the index (and all similar lists) when more than this share of vectors moved
+    #: a vector that moved by more than this (L2 of the change of its unit vector, which
+    #: bounds the change of any cosine score with it) is searched for the similar windows
+    #: it now enters; smaller moves re-score the entries they are in (see refresh_similar)
+    similar_tolerance: float = 0.05
+    #: rebuild the index (and all similar lists) when more than this share of vectors
+    #: moved farther than similar_tolerance or were removed
     rebuild_share: float = 0.25
     write_batch: int = 100_000
     full: bool = False
@@ -165,7 +167,7 @@ class _Run:
                 result = self._embed_products(snapshot, plan, inputs, diff, full, journal)
             else:
                 result = self._embed_movies(snapshot, plan, inputs, diff, full, journal)
-        if not full and not len(result["moved"]) and not len(plan.removed) and not len(result["written"]):
+        if not full and not (result["shift"] > 0).any() and not len(plan.removed) and not len(result["written"]):
             self._commit(snapshot, plan, inputs, diff, result, model_version, index_version=snapshot.meta["index_version"],
                          journal=journal)
             self.summary.update(mode="unchanged", index_version=snapshot.meta["index_version"], written=0,
@@ -174,16 +176,18 @@ class _Run:
             return self.summary
 
         with self.timer("index"):
-            index, ids, scores, refreshed, index_info = self._index(snapshot, plan, result, full, journal)
+            index, lists, index_info = self._index(snapshot, plan, result, full, journal)
         with self.timer("write_back"):
-            written = self._write_back(plan, inputs["keys"], result, ids, scores, refreshed, full, journal)
+            written = self._write_back(plan, inputs["keys"], result, lists, full, journal)
         with self.timer("publish"):
             version = self._publish(index, plan, inputs["keys"], model_version, index_info, journal)
         with self.timer("commit"):
-            result["similar_ids"], result["similar_scores"] = ids, scores
+            result["lists"] = lists
             self._commit(snapshot, plan, inputs, diff, result, model_version, version, journal, index_info)
         self.summary.update(
-            re_embedded=int(result["re_embedded"]), moved=int(len(result["moved"])), similar_refreshed=int(len(refreshed)),
+            re_embedded=int(result["re_embedded"]), moved=int((result["shift"] > 0).sum()),
+            moved_far=index_info["far_movers"], similar_searched=index_info["similar_searched"],
+            similar_changed=index_info["similar_changed"],
             written=written, index_version=version, index=index_info,
             batches={"computed": journal.computed, "reused": journal.reused},
         )
@@ -209,8 +213,10 @@ class _Run:
         meta = snapshot.meta
         if model_version is not None and meta.get("model_version") != model_version:
             return True, f"model version {meta.get('model_version')} → {model_version}"
-        if meta.get("settings") != self._settings():
-            return True, "settings changed"
+        before = meta.get("settings") or {}
+        for name in ("top_k", "model"):  # what the stored windows and hidden states depend on
+            if before.get(name) != self._settings()[name]:
+                return True, f"{name} changed ({before.get(name)} → {self._settings()[name]})"
         return False, None
 
     # -------------------------------------------------------------------- pull
@@ -360,10 +366,9 @@ class _Run:
         self.summary["recomputed_per_layer"] = recomputed
         embedding, logits = outputs[-2], outputs[-1]
         old_embedding = old[-2] if not full else None
-        moved = _moved(embedding, carried(old_embedding, plan) if old_embedding is not None else None, plan,
-                       self.config.similar_tolerance, full)
+        shift = _shift(embedding, carried(old_embedding, plan) if old_embedding is not None else None, plan, full)
         return {
-            "embedding": embedding, "predicted": logits.argmax(axis=1), "moved": moved,
+            "embedding": embedding, "predicted": logits.argmax(axis=1), "shift": shift,
             "written": _rows_changed(outputs[-2:], old[-2:], plan, full),
             "re_embedded": recomputed[-2] if len(recomputed) >= 2 else recomputed[-1],
             "arrays": {**{f"h{i + 1}": outputs[i] for i in range(layers)}, **{f"drift{i}": drift[i] for i in range(layers)}},
@@ -403,61 +408,78 @@ class _Run:
             embedding[chunk] = vectors
         self.scales = []
         self.summary["recomputed_per_layer"] = [int(len(rows))]
-        moved = _moved(embedding, carried(old, plan) if old is not None else None, plan,
-                       self.config.similar_tolerance, full)
+        shift = _shift(embedding, carried(old, plan) if old is not None else None, plan, full)
         changed = _rows_changed([embedding], [old], plan, full)
-        return {"embedding": embedding, "predicted": None, "moved": moved, "written": changed,
+        return {"embedding": embedding, "predicted": None, "shift": shift, "written": changed,
                 "re_embedded": len(rows), "arrays": {"embedding": embedding}}
 
     # ------------------------------------------------------------------ index
     def _index(self, snapshot, plan: SlotPlan, result: dict, full: bool, journal: RunJournal):
+        """The updated (or rebuilt) index and every row's similar window."""
         if journal.done("indexed"):
             info = journal.value("indexed")
             index = VectorIndex.load(journal.directory / "index.faiss", metric="cosine")
-            return (index, np.load(journal.directory / "similar_ids.npy"),
-                    np.load(journal.directory / "similar_scores.npy"),
-                    np.load(journal.directory / "refreshed.npy"), info)
-        embedding, moved, k = result["embedding"], result["moved"], self.config.top_k
+            lists = {name: np.load(journal.directory / f"{name}.npy") for name in _LIST_ARRAYS}
+            return index, lists, info
+        embedding, shift, k = result["embedding"], result["shift"], self.config.top_k
+        window = 2 * k
         n = len(embedding)
-        index, reason = None, None
+        far = int((shift > self.config.similar_tolerance).sum())
+        index, reason, refresh = None, None, False
         if full:
             reason = "full run"
-        elif len(moved) + len(plan.removed) > self.config.rebuild_share * max(n, 1):
-            reason = (f"{len(moved) + len(plan.removed)} of {n} vectors moved or removed "
+        elif far + len(plan.removed) > self.config.rebuild_share * max(n, 1):
+            reason = (f"{far + len(plan.removed)} of {n} vectors moved far or were removed "
                       f"(> {self.config.rebuild_share:.0%}: centroids trained on the old vectors would degrade)")
         else:
             index, reason = self._published_index(snapshot)
+            trained = snapshot.meta.get("trained_count") or n
             if index is not None and not index.supports_updates:
-                index, reason = None, f"a {index.kind} index is rebuilt (a copy of {n} vectors, no training)"
-            elif index is not None and (n < AUTO_FLAT_MAX or n > 2 * snapshot.meta.get("trained_count", n)
-                                        or n < snapshot.meta.get("trained_count", n) // 2):
-                index, reason = None, f"{n} vectors: outside the range the IVF index was trained for"
-        if index is None:
+                if n < AUTO_FLAT_MAX:  # exact search: a copy of the vectors, no training
+                    index, reason, refresh = VectorIndex.build(embedding, kind="flat"), "flat: rebuilt by copy", True
+                else:
+                    index, reason = None, f"{n} vectors: too many for a {index.kind} index"
+            elif index is not None and (n < AUTO_FLAT_MAX or n > 2 * trained or n < trained // 2):
+                index, reason = None, f"{n} vectors: outside the range the IVF index was trained for ({trained})"
+            elif index is not None:
+                moved = np.flatnonzero(shift > 0)
+                remove = np.union1d(np.union1d(plan.removed, plan.old_slot[plan.relocated]),
+                                    moved[(plan.old_slot[moved] >= 0) & (plan.old_slot[moved] == moved)])
+                add = np.union1d(np.union1d(plan.relocated, moved), plan.added)
+                index.update(remove, add, embedding[add])
+                reason, refresh = f"in place: {len(remove)} vectors removed, {len(add)} added by id", True
+        if refresh:
+            lists = _carried_similar(snapshot, plan, window)
+            outcome = refresh_similar(index, l2_normalise(embedding), lists["similar_ids"], lists["similar_scores"],
+                                      lists["similar_boundary"], shift, k, self.config.similar_tolerance)
+            searched, changed = len(outcome["searched"]), len(outcome["changed"])
+            lists["similar_changed"] = outcome["changed"]
+            info = {"action": "updated", "reason": reason, "kind": index.kind,
+                    "calibration": snapshot.meta.get("calibration"), "trained_count": snapshot.meta.get("trained_count")}
+        else:
             index = VectorIndex.build(embedding, metric="cosine")
             calibration = index.calibrate_nprobe(target_recall=0.95, k=k)
-            scores, ids = index.neighbours_of_all(k) if n > 1 else (np.full((n, k), -np.inf, np.float32),
-                                                                     np.full((n, k), -1, np.int64))
-            refreshed = np.arange(n)
+            if n > 1:
+                scores, ids = index.neighbours_of_all(min(window, n - 1))
+                if ids.shape[1] < window:
+                    pad = window - ids.shape[1]
+                    ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+                    scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            else:
+                ids, scores = np.full((n, window), -1, np.int64), np.full((n, window), -np.inf, np.float32)
+            boundary = np.where(ids[:, -1] >= 0, scores[:, -1], -np.inf).astype(np.float32)
+            lists = {"similar_ids": ids, "similar_scores": scores, "similar_boundary": boundary}
+            searched, changed = n, n
             info = {"action": "rebuilt", "reason": reason, "kind": index.kind, "calibration": calibration,
                     "trained_count": n}
-        else:
-            remove = np.union1d(plan.removed, plan.old_slot[plan.relocated])
-            unmoved_position = moved[(plan.old_slot[moved] >= 0) & (plan.old_slot[moved] == moved)]
-            remove = np.union1d(remove, unmoved_position)
-            add = np.union1d(np.union1d(plan.relocated, moved), plan.added)
-            index.update(remove, add, embedding[add])
-            ids, scores, stale = _carried_similar(snapshot, plan, k)
-            refreshed = refresh_similar(index, ids, scores, moved, stale)
-            info = {"action": "updated", "reason": "in place: removed/replaced by id",
-                    "kind": index.kind, "removed_ids": int(len(remove)), "added_ids": int(len(add)),
-                    "calibration": snapshot.meta.get("calibration"),
-                    "trained_count": snapshot.meta.get("trained_count", n)}
+        info.update(similar_searched=int(searched), similar_changed=int(changed), far_movers=far)
         index.save(journal.directory / ".index.faiss")
         os.replace(journal.directory / ".index.faiss", journal.directory / "index.faiss")
-        for name, array in (("similar_ids", ids), ("similar_scores", scores), ("refreshed", refreshed)):
-            np.save(journal.directory / f"{name}.npy", array)
+        for name in _LIST_ARRAYS:
+            if name in lists:
+                np.save(journal.directory / f"{name}.npy", lists[name])
         journal.mark("indexed", info)
-        return index, ids, scores, refreshed, info
+        return index, lists, info
 
     def _published_index(self, snapshot) -> tuple[VectorIndex | None, str | None]:
         version = snapshot.meta.get("index_version")
@@ -469,11 +491,13 @@ class _Run:
             return None, f"the published index cannot be read ({exc})"
 
     # ------------------------------------------------------------- write back
-    def _write_back(self, plan: SlotPlan, pulled_keys: pa.Array, result: dict, ids, scores, refreshed,
-                    full: bool, journal: RunJournal) -> int:
+    def _write_back(self, plan: SlotPlan, pulled_keys: pa.Array, result: dict, lists: dict, full: bool,
+                    journal: RunJournal) -> int:
+        """The rows whose embedding, prediction or top-k list changed, chunk by chunk."""
         keys = pulled_keys.take(pa.array(plan.order))
-        rows = np.arange(len(plan.order)) if full else np.union1d(np.union1d(result["written"], refreshed),
-                                                                  np.union1d(plan.added, result["moved"]))
+        ids, scores, k = lists["similar_ids"], lists["similar_scores"], self.config.top_k
+        rows = (np.arange(len(plan.order)) if full or "similar_changed" not in lists
+                else np.union1d(np.union1d(result["written"], lists["similar_changed"]), plan.added))
         size = self.config.write_batch
         for number, start in enumerate(range(0, len(rows), size)):
             if journal.done(f"write-{number}"):
@@ -482,7 +506,7 @@ class _Run:
             columns = {
                 "_key": keys.take(pa.array(chunk)),
                 "embedding": embedding_array(result["embedding"][chunk]),
-                "similar": similar_array(keys, ids[chunk], scores[chunk]),
+                "similar": similar_array(keys, ids[chunk, :k], scores[chunk, :k]),
             }
             if result["predicted"] is not None:
                 columns["predicted_category"] = pa.array(result["predicted"][chunk])
@@ -509,11 +533,8 @@ class _Run:
 
     def _commit(self, snapshot, plan, inputs, diff, result, model_version, index_version, journal, info=None) -> None:
         arrays = {**diff["arrays"], **result["arrays"]}
-        if "similar_ids" in result:
-            arrays["similar_ids"], arrays["similar_scores"] = result["similar_ids"], result["similar_scores"]
-        else:  # nothing moved: the lists stay, in tonight's slots
-            ids, scores, _ = _carried_similar(snapshot, plan, self.config.top_k)
-            arrays["similar_ids"], arrays["similar_scores"] = ids, scores
+        lists = result.get("lists") or _carried_similar(snapshot, plan, 2 * self.config.top_k)
+        arrays.update({name: lists[name] for name in _LIST_ARRAYS if name != "similar_changed"})
         previous = snapshot.meta if snapshot else {}
         info = info or {}
         meta = {
@@ -561,13 +582,16 @@ def _first_layer(graph: CSRGraph, diff: dict, plan: SlotPlan) -> np.ndarray:
     return need
 
 
-def _moved(embedding: np.ndarray, old: np.ndarray | None, plan: SlotPlan, tolerance: float, full: bool) -> np.ndarray:
-    """Rows whose unit vector moved by more than `tolerance` (L2), and new rows."""
+def _shift(embedding: np.ndarray, old: np.ndarray | None, plan: SlotPlan, full: bool) -> np.ndarray:
+    """How far each row's unit vector moved since last run (L2); inf for new rows."""
+    shift = np.zeros(len(embedding), np.float32)
     if full or old is None:
-        return np.arange(len(embedding))
+        shift[:] = np.inf
+        return shift
     candidates = np.flatnonzero((plan.old_slot >= 0) & (embedding != old).any(axis=1))
-    shift = np.linalg.norm(l2_normalise(embedding[candidates]) - l2_normalise(old[candidates]), axis=1)
-    return np.union1d(candidates[shift > tolerance], plan.added)
+    shift[candidates] = np.linalg.norm(l2_normalise(embedding[candidates]) - l2_normalise(old[candidates]), axis=1)
+    shift[plan.old_slot < 0] = np.inf
+    return shift
 
 
 def _rows_changed(now: list, before: list, plan: SlotPlan, full: bool) -> np.ndarray:
@@ -581,17 +605,21 @@ def _rows_changed(now: list, before: list, plan: SlotPlan, full: bool) -> np.nda
     return np.flatnonzero(changed)
 
 
-def _carried_similar(snapshot, plan: SlotPlan, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Last run's similar lists in tonight's slots, ids renumbered; rows naming a removed
-    document are marked stale."""
+_LIST_ARRAYS = ("similar_ids", "similar_scores", "similar_boundary", "similar_changed")
+
+
+def _carried_similar(snapshot, plan: SlotPlan, window: int) -> dict[str, np.ndarray]:
+    """Last run's similar windows in tonight's slots, ids renumbered; entries naming a
+    removed document are dropped. Without them (or of another width), every row is new."""
     n = len(plan.order)
     old_ids = snapshot.array("similar_ids") if snapshot else None
-    if old_ids is None or old_ids.shape[1] != k:
-        return np.full((n, k), -1, np.int64), np.full((n, k), -np.inf, np.float32), np.ones(n, bool)
+    if old_ids is None or old_ids.shape[1] != window:
+        return {"similar_ids": np.full((n, window), -1, np.int64),
+                "similar_scores": np.full((n, window), -np.inf, np.float32),
+                "similar_boundary": np.full(n, np.inf, np.float32)}
     ids = carried(old_ids, plan, fill=-1)
-    scores = carried(snapshot.array("similar_scores"), plan, fill=-np.inf)
     valid = ids >= 0
-    renumbered = np.where(valid, plan.new_slot_of_old[np.where(valid, ids, 0)], -1)
-    stale = (valid & (renumbered < 0)).any(axis=1) | (plan.old_slot < 0)
-    return renumbered, scores, stale
-
+    ids = np.where(valid, plan.new_slot_of_old[np.where(valid, ids, 0)], -1)
+    scores = np.where(ids >= 0, carried(snapshot.array("similar_scores"), plan, fill=-np.inf), -np.inf)
+    boundary = carried(snapshot.array("similar_boundary"), plan, fill=np.inf).astype(np.float32)
+    return {"similar_ids": ids, "similar_scores": scores.astype(np.float32), "similar_boundary": boundary}

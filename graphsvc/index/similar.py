@@ -57,48 +57,75 @@ def neighbours_of_rows(index: VectorIndex, rows: np.ndarray, k: int, batch_size:
     return out_scores, out_ids
 
 
-def refresh_similar(index: VectorIndex, ids: np.ndarray, scores: np.ndarray, moved: np.ndarray,
-                    stale: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Bring the similar lists (`ids`/`scores` [N, k], best first, -1/-inf padding) up to
-    date after the vectors of rows `moved` changed (or were added), in place; `stale`
-    (bool [N]) marks rows whose lists must be recomputed anyway (e.g. they named a
-    removed document). Returns the rows whose lists were recomputed:
+def refresh_similar(index: VectorIndex, vectors: np.ndarray, ids: np.ndarray, scores: np.ndarray,
+                    boundary: np.ndarray, shift: np.ndarray, k: int, tolerance: float,
+                    chunk: int = 4096) -> dict[str, np.ndarray]:
+    """Bring similar lists up to date after some vectors moved, in place.
 
-    - the moved rows themselves and the stale rows;
-    - rows whose list names a moved row (its score changed, it may have dropped out);
-    - rows for which a moved row now scores above their k-th entry — found by an exact
-      scan (flat index) or a FAISS range search at the lowest k-th score (IVF: the
-      inverted lists a moved vector probes, as a full search would).
+    Each row keeps a window of up to k' = ids.shape[1] > k entries (best first, -1 /
+    -inf padding) and a `boundary`: the k'-th score when it was last searched, which no
+    document outside the window beat then. `vectors` are tonight's unit vectors (row i =
+    index id i); `shift` is how far each row's unit vector moved (L2; 0 unchanged, inf
+    for a new row). Then:
 
-    Every other list is unchanged by the update: none of its entries moved, and no moved
-    vector beats its k-th entry."""
-    n, k = ids.shape
-    refresh = np.asarray(stale, bool).copy()
-    moved = np.asarray(moved, np.int64)
-    refresh[moved] = True
-    if len(moved):
-        is_moved = np.zeros(n, bool)
-        is_moved[moved] = True
-        refresh |= (is_moved[np.where(ids >= 0, ids, 0)] & (ids >= 0)).any(axis=1)
-        kth = np.where(ids[:, -1] >= 0, scores[:, -1], -np.inf).astype(np.float32)
-        if index.kind == "flat":
-            everything = index.vectors(np.arange(n))
-            for start in range(0, len(moved), batch_size):
-                chunk = moved[start : start + batch_size]
-                beats = (everything @ everything[chunk].T) > kth[:, None]
-                beats[chunk, np.arange(len(chunk))] = False
-                refresh |= beats.any(axis=1)
-        else:
-            refresh |= ids[:, -1] < 0  # a list that is not full: any vector may join it
-            open_rows = ~refresh
-            if open_rows.any():
-                radius = float(kth[open_rows].min())
-                limits, found_scores, found_ids = index.range_search(index.vectors(moved), radius)
-                owners = np.repeat(moved, np.diff(limits))
-                hit = (found_ids >= 0) & (found_ids != owners)
-                hit[hit] = found_scores[hit] > kth[found_ids[hit]]
-                refresh[found_ids[hit]] = True
-    rows = np.flatnonzero(refresh)
-    if len(rows):
-        scores[rows], ids[rows] = neighbours_of_rows(index, rows, k)
-    return rows
+    1. every entry of a row whose owner or entry moved is re-scored exactly;
+    2. each vector that moved by more than `tolerance` is searched (a FAISS range
+       search down to the lowest k-th score) and enters the windows it now beats;
+    3. entries that fell below their row's boundary leave its window (an unseen
+       document could now be ahead of them);
+    4. rows left with fewer than k entries above their boundary, rows that moved by
+       more than `tolerance` and new rows are searched again (k' entries, a fresh boundary).
+
+    Vectors that moved by at most `tolerance` only change scores (step 1): they may
+    miss a window they now belong to by at most that much — the tolerance of the
+    lists. Returns {"searched": rows searched again, "changed": rows whose top k changed}.
+    """
+    n, window = ids.shape
+    before_ids, before_scores = ids[:, :k].copy(), scores[:, :k].copy()
+    shift = np.asarray(shift, np.float32)
+    moved = shift > 0
+    # 1. exact scores wherever the owner or an entry moved
+    touched = moved | (moved[np.where(ids >= 0, ids, 0)] & (ids >= 0)).any(axis=1)
+    rows = np.flatnonzero(touched & np.isfinite(shift))
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        entries = ids[part]
+        valid = entries >= 0
+        fresh = np.einsum("rd,rkd->rk", vectors[part], vectors[np.where(valid, entries, 0)])
+        scores[part] = np.where(valid, fresh, -np.inf)
+    # 2. far movers join the windows they now beat
+    far = np.flatnonzero((shift > tolerance) & np.isfinite(shift))
+    if len(far) and np.isfinite(boundary).any():
+        radius = float(boundary[np.isfinite(boundary)].min())
+        limits, found, found_ids = index.range_search(vectors[far], radius)
+        owners = np.repeat(far, np.diff(limits))
+        # the pairs (row, far mover) where the mover now beats the row's boundary
+        keep = (found_ids >= 0) & (found_ids != owners) & (found > boundary[np.clip(found_ids, 0, n - 1)])
+        targets, movers, values = found_ids[keep], owners[keep], found[keep]
+        for row in np.unique(targets):
+            pick = targets == row
+            merged_ids = np.concatenate([ids[row], movers[pick]])
+            merged_scores = np.concatenate([scores[row], values[pick]])
+            _, first = np.unique(merged_ids, return_index=True)  # a mover may already be listed
+            order = first[np.argsort(-merged_scores[first], kind="stable")]
+            order = order[merged_ids[order] >= 0][:window]
+            ids[row] = -1
+            scores[row] = -np.inf
+            ids[row, : len(order)], scores[row, : len(order)] = merged_ids[order], merged_scores[order]
+    # 3. keep entries at or above the boundary, best first
+    order = np.argsort(-np.where(ids >= 0, scores, -np.inf), axis=1, kind="stable")
+    ids[:] = np.take_along_axis(ids, order, axis=1)
+    scores[:] = np.take_along_axis(scores, order, axis=1)
+    below = (scores < boundary[:, None]) | (ids < 0)
+    ids[below], scores[below] = -1, -np.inf
+    # 4. search again where fewer than k entries are certain, and for new rows
+    certain = (~below).sum(axis=1)
+    wanted = min(k, max(index.count - 1, 0))
+    # (a far mover's own window is searched again too: every score in it moved)
+    again = np.flatnonzero((certain < wanted) | (shift > tolerance))
+    if len(again):
+        scores[again], ids[again] = neighbours_of_rows(index, again, window)
+        last = np.where(ids[again, -1] >= 0, scores[again, -1], -np.inf)
+        boundary[again] = last
+    changed = np.flatnonzero((ids[:, :k] != before_ids).any(axis=1) | (scores[:, :k] != before_scores).any(axis=1))
+    return {"searched": again, "changed": changed}
