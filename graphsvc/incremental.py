@@ -133,6 +133,18 @@ def plan_slots(old_keys: pa.Array | None, pulled_keys: pa.Array) -> SlotPlan:
     return SlotPlan(order, old_slot, slot_of_old, removed, added)
 
 
+def revisions_by_key(store, collection: str, keys: pa.Array) -> pa.Array | None:
+    """The store's document revisions for `keys` (in that order), or None when the store
+    keeps none."""
+    try:
+        table = pa.Table.from_batches(list(store.pull_revisions(collection)),
+                                      schema=pa.schema([("_key", pa.string()), ("_rev", pa.string())]))
+    except NotImplementedError:
+        return None
+    where = pc.index_in(keys, value_set=table.column("_key").combine_chunks())
+    return table.column("_rev").combine_chunks().take(where)
+
+
 def carried(old: np.ndarray | None, plan: SlotPlan, width: int | None = None, fill: float = 0.0) -> np.ndarray:
     """An array of the last run moved to tonight's slots; new slots get `fill`."""
     n = len(plan.old_slot)
@@ -211,10 +223,11 @@ SNAPSHOT_CURRENT = "CURRENT"
 class Snapshot:
     """The arrays and metadata of the last successful run of a collection."""
 
-    def __init__(self, directory: Path, meta: dict, keys: pa.Array):
+    def __init__(self, directory: Path, meta: dict, keys: pa.Array, revisions: pa.Array | None = None):
         self.directory = directory
         self.meta = meta
         self.keys = keys
+        self.revisions = revisions  # per slot: the document revision after the run's write-back
 
     @property
     def id(self) -> str:
@@ -233,17 +246,19 @@ class Snapshot:
         directory = state_dir / name
         meta = json.loads((directory / "meta.json").read_text())
         with pa.OSFile(str(directory / "keys.arrow"), "rb") as source:
-            keys = pa.ipc.open_file(source).read_all().column("_key").combine_chunks()
-        return cls(directory, meta, keys)
+            table = pa.ipc.open_file(source).read_all()
+        revisions = table.column("_rev").combine_chunks() if "_rev" in table.column_names else None
+        return cls(directory, meta, table.column("_key").combine_chunks(), revisions)
 
     @staticmethod
-    def save(state_dir: Path, meta: dict, keys: pa.Array, arrays: dict[str, np.ndarray]) -> "Snapshot":
+    def save(state_dir: Path, meta: dict, keys: pa.Array, arrays: dict[str, np.ndarray],
+             revisions: pa.Array | None = None) -> "Snapshot":
         """Write a complete snapshot next to the current one, then switch CURRENT to it
         (one rename) and remove the old one."""
         state_dir.mkdir(parents=True, exist_ok=True)
         tmp = state_dir / f".tmp-snapshot-{secrets.token_hex(6)}"
         tmp.mkdir()
-        table = pa.table({"_key": keys})
+        table = pa.table({"_key": keys} if revisions is None else {"_key": keys, "_rev": revisions})
         with pa.OSFile(str(tmp / "keys.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
         for name, array in arrays.items():
@@ -260,4 +275,4 @@ class Snapshot:
         for entry in state_dir.iterdir():  # the previous snapshot and leftovers of crashed saves
             if entry.name.startswith((".tmp-snapshot-", "snapshot-")) and entry.name != final.name:
                 shutil.rmtree(entry, ignore_errors=True)
-        return Snapshot(final, meta, keys)
+        return Snapshot(final, meta, keys, revisions)

@@ -33,6 +33,7 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from graphsvc.datasets import load_node_graph, load_texts
 from graphsvc.errors import ConfigError, IndexCorrupt, IndexNotFound, ModelRepositoryError, TritonInferenceError
@@ -46,6 +47,7 @@ from graphsvc.incremental import (
     neighbour_hashes,
     neighbour_mean_rows,
     plan_slots,
+    revisions_by_key,
     row_hashes,
     text_hashes,
 )
@@ -167,10 +169,17 @@ class _Run:
                 result = self._embed_products(snapshot, plan, inputs, diff, full, journal)
             else:
                 result = self._embed_movies(snapshot, plan, inputs, diff, full, journal)
-        if not full and not (result["shift"] > 0).any() and not len(plan.removed) and not len(result["written"]):
+        result["written"] = np.union1d(result["written"], np.flatnonzero(self.rewritten))
+        if not full and not (result["shift"] > 0).any() and not len(plan.removed) and not len(plan.added):
+            # no vector moved: the published index stands; rewrite only what others replaced
+            lists = {**_carried_similar(snapshot, plan, 2 * self.config.top_k), "similar_changed": np.zeros(0, np.int64)}
+            with self.timer("write_back"):
+                written = self._write_back(plan, inputs["keys"], result, lists, False, journal)
+            result["lists"] = lists
             self._commit(snapshot, plan, inputs, diff, result, model_version, index_version=snapshot.meta["index_version"],
                          journal=journal)
-            self.summary.update(mode="unchanged", index_version=snapshot.meta["index_version"], written=0,
+            self.summary.update(mode="unchanged", index_version=snapshot.meta["index_version"], written=written,
+                                re_embedded=int(result["re_embedded"]),
                                 batches={"computed": journal.computed, "reused": journal.reused})
             self.summary["seconds"] = self.timer.summary()
             return self.summary
@@ -233,6 +242,15 @@ class _Run:
     # -------------------------------------------------------------------- diff
     def _diff(self, snapshot: Snapshot | None, plan: SlotPlan, inputs: dict) -> dict:
         existing = plan.old_slot >= 0
+        revisions = revisions_by_key(self.store, self.config.collection, inputs["keys"].take(pa.array(plan.order)))
+        # documents replaced by someone else since our write-back: a replace drops what we wrote
+        rewritten = np.zeros(len(plan.order), bool)
+        if revisions is not None and snapshot is not None and snapshot.revisions is not None:
+            present = np.flatnonzero(existing)
+            before = snapshot.revisions.take(pa.array(plan.old_slot[present]))
+            differs = pc.fill_null(pc.not_equal(revisions.take(pa.array(present)), before), True)
+            rewritten[present] = differs.to_numpy(zero_copy_only=False)
+        self.rewritten = rewritten
         if self.config.target == "products":
             features = inputs["features"][plan.order]
             graph = _permuted(inputs["graph"], plan.order)
@@ -249,7 +267,7 @@ class _Run:
             return {
                 "features_changed": features_changed, "neighbours_changed": neighbours_changed,
                 "hashes": [feature_hash, own], "arrays": {"feature_hash": feature_hash, "neighbour_hash": own},
-                "counts": {"features_changed": int(features_changed.sum()),
+                "counts": {"rewritten_documents": int(rewritten.sum()), "features_changed": int(features_changed.sum()),
                            "neighbour_sets_changed": int(neighbours_changed.sum()),
                            "edges": int(graph.num_edges // 2), "dangling_edges": inputs["dangling"]},
             }
@@ -259,7 +277,8 @@ class _Run:
         old = carried(snapshot.array("text_hash") if snapshot else None, plan)
         changed = existing & (text_hash != old)
         return {"texts_changed": changed, "hashes": [text_hash], "arrays": {"text_hash": text_hash},
-                "counts": {"texts_changed": int(changed.sum()), "skipped_without_text": inputs["skipped"]}}
+                "counts": {"rewritten_documents": int(rewritten.sum()), "texts_changed": int(changed.sum()),
+                           "skipped_without_text": inputs["skipped"]}}
 
     def _dry_run_estimate(self, inputs: dict, diff: dict, plan: SlotPlan, full: bool) -> dict:
         n = len(plan.order)
@@ -545,7 +564,8 @@ class _Run:
             "run_id": self.summary.get("run_id"), "finished_at": time.time(),
         }
         keys = inputs["keys"].take(pa.array(plan.order))
-        Snapshot.save(self.dir, meta, keys, arrays)
+        # revisions as they are after our write-back (on ArangoDB it changes them too)
+        Snapshot.save(self.dir, meta, keys, arrays, revisions_by_key(self.store, self.config.collection, keys))
         self.store.put_state(f"reindex:{self.config.collection}", {
             "run_id": meta["run_id"], "index_version": index_version, "finished_at": meta["finished_at"],
         })

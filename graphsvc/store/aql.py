@@ -21,6 +21,11 @@ FOR d IN @@collection
   RETURN KEEP(d, @attributes)
 """
 
+PULL_REVISIONS = """
+FOR d IN @@collection
+  RETURN [d._key, d._rev]
+"""
+
 PULL_EDGES = """
 FOR e IN @@collection
   RETURN [e._from, e._to]

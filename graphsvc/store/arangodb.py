@@ -735,6 +735,18 @@ class ArangoStore(GraphStore):
         rows = self._row_batches(aql.PULL_EDGES, {"@collection": name}, name)
         return _rebatched(rows, batch_size, edge_rows_to_record_batch)
 
+    def pull_revisions(self, name: str, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        self._kind(name)
+        rows = self._row_batches(aql.PULL_REVISIONS, {"@collection": name}, name)
+
+        def to_batch(part):
+            return pa.RecordBatch.from_arrays(
+                [pa.array([r[0] for r in part], pa.string()), pa.array([r[1] for r in part], pa.string())],
+                names=["_key", "_rev"],
+            )
+
+        return _rebatched(rows, batch_size, to_batch)
+
     def get_documents(self, name: str, keys: Sequence[str]) -> list[dict[str, Any] | None]:
         self._kind(name)
         found: dict[str, dict] = {}

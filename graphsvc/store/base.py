@@ -150,6 +150,14 @@ class GraphStore(ABC):
     def change_marker(self, name: str) -> int:
         """A number that grows whenever a document of the collection is written."""
 
+    def pull_revisions(self, name: str, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """Stream `_key` and `_rev` (strings): a document's revision changes whenever the
+        document is replaced or updated. Incremental jobs compare it with the revision
+        they saw after their own write-back, to find documents someone else rewrote (a
+        replace drops the attributes a job wrote back). Embedded: the revision of the
+        stored document (write-backs keep their own); ArangoDB: `_rev`."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no document revisions")
+
     # -- indexes -----------------------------------------------------------------
     @abstractmethod
     def create_index(self, name: str, definition: Mapping[str, Any]) -> IndexOutcome:

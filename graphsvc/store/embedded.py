@@ -587,6 +587,11 @@ class EmbeddedStore(GraphStore):
 
         return batches()
 
+    def pull_revisions(self, name: str, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        self._kind(name)
+        schema = pa.schema([("_key", pa.string()), ("_rev", pa.string())])
+        return self._stream(f"SELECT _key, CAST({_REV} AS VARCHAR) FROM {_docs(name)}", [], batch_size, schema)
+
     def get_documents(self, name: str, keys: Sequence[str]) -> list[dict[str, Any] | None]:
         self._kind(name)
         if not keys:

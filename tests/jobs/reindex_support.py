@@ -96,3 +96,10 @@ def copy_store(source: Path, target: Path) -> Path:
     if wal.exists():
         shutil.copy(wal, Path(str(target) + ".wal"))
     return target
+
+
+def fresh_copy(root: Path, target: Path) -> tuple[Path, Path]:
+    """A copy of a re-indexed store and its index directory (with the reindex state)."""
+    copy_store(root / "store.duckdb", target / "store.duckdb")
+    shutil.copytree(root / "indexes", target / "indexes")
+    return target / "store.duckdb", target / "indexes"

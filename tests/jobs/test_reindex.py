@@ -13,43 +13,23 @@ from click.testing import CliRunner
 
 from graphsvc.index.artifacts import current_version, list_versions, load_current
 from graphsvc.store import open_store
-from graphsvc.triton.client import TritonClient
-from graphsvc.triton.server import TritonServer
 from jobs.cli import cli as jobs_cli
 from jobs.reindex import ReindexConfig, reindex
-from tests.jobs.reindex_support import SPEC, attributes, change_catalogue, copy_store, export_model, write_graph
-from tests.support import free_ports
+from tests.jobs.reindex_support import SPEC, attributes, change_catalogue, copy_store, fresh_copy
 
 
-@pytest.fixture(scope="module")
-def triton(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reindex-triton")
-    export_model(root / "repository", root / "graphsage.pth.tar")
-    http, grpc, metrics = free_ports(3)
-    with TritonServer(root / "repository", http_port=http, grpc_port=grpc, metrics_port=metrics,
-                      runtime_dir=root / "runtime") as server:
-        with TritonClient(server.grpc_url) as client:
-            client.wait_ready(timeout=180, models=["graphsage_layer0", "graphsage_layer1", "graphsage_layer2"])
-            yield client
+@pytest.fixture
+def triton(reindex_triton):
+    return reindex_triton
 
 
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory, triton):
-    """A store embedded once by reindex (a full first run)."""
-    root = tmp_path_factory.mktemp("reindex-baseline")
-    write_graph(root / "store.duckdb")
-    with open_store(str(root / "store.duckdb")) as store:
-        summary = reindex(store, triton, root / "indexes", ReindexConfig(layer_batch_size=256))
-    return root, summary
+@pytest.fixture
+def baseline(reindex_baseline):
+    return reindex_baseline
 
 
 def _fresh(baseline, tmp_path):
-    root, _ = baseline
-    copy_store(root / "store.duckdb", tmp_path / "store.duckdb")
-    import shutil
-
-    shutil.copytree(root / "indexes", tmp_path / "indexes")
-    return tmp_path / "store.duckdb", tmp_path / "indexes"
+    return fresh_copy(baseline[0], tmp_path)
 
 
 def run_reindex(triton, store_path, index_dir, **options):
@@ -122,3 +102,61 @@ def test_default_tolerances_stay_within_what_they_state(baseline, triton, tmp_pa
     # list tolerance (twice: both ends of a pair may have moved)
     assert diff["shortfall"] < 2 * config.similar_tolerance
     assert diff["identical_lists"] > 0.9
+
+
+def test_touching_an_unrelated_attribute_re_embeds_nothing(baseline, triton, tmp_path):
+    store_path, index_dir = _fresh(baseline, tmp_path)
+    before = attributes(store_path)
+    with open_store(str(store_path)) as store:
+        # a replace with the same features and a new price: the written-back attributes go
+        touched = store.get_documents("products", ["P0000007", "P0000008"])
+        store.upsert_documents("products", [{**{k: v for k, v in d.items() if k not in ("embedding", "similar",
+                                                                                         "predicted_category")},
+                                             "price": 9.99} for d in touched])
+        assert store.get_documents("products", ["P0000007"])[0].get("embedding") is None
+    summary = run_reindex(triton, store_path, index_dir)
+    assert summary["mode"] == "unchanged"
+    assert summary["rewritten_documents"] == 2 and summary["features_changed"] == 0
+    assert summary["recomputed_per_layer"] == [0, 0, 0]
+    assert summary["written"] == 2  # what the replace dropped is written again
+    assert summary["index_version"] == baseline[1]["index_version"]
+    assert list_versions(index_dir, "products") == [baseline[1]["index_version"]]
+    after = attributes(store_path)
+    assert after["P0000007"]["embedding"] == before["P0000007"]["embedding"]
+    assert after["P0000008"]["similar"] == before["P0000008"]["similar"]
+    again = run_reindex(triton, store_path, index_dir)
+    assert again["mode"] == "unchanged" and again["written"] == 0 and again["rewritten_documents"] == 0
+
+
+def test_dry_run_reports_the_plan_and_changes_nothing(baseline, tmp_path):
+    store_path, index_dir = _fresh(baseline, tmp_path)
+    changed = change_catalogue(store_path, share=0.02, seed=4)
+    result = CliRunner().invoke(jobs_cli, ["--store", str(store_path), "--index-dir", str(index_dir),
+                                           "--triton-url", "grpc://127.0.0.1:9", "reindex", "products", "--dry-run",
+                                           "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["mode"] == "incremental" and plan["new"] == changed["added"] and plan["removed"] == changed["removed"]
+    assert plan["features_changed"] == changed["edited"]
+    assert 0 < plan["would_recompute_layer0"] <= plan["within_3_hops"] <= plan["documents"]
+    assert list_versions(index_dir, "products") == [1]
+    assert not list((index_dir / ".reindex" / "products").glob("run-*"))
+
+
+def test_cli_summary_and_keep_prunes_old_versions(baseline, triton, tmp_path):
+    store_path, index_dir = _fresh(baseline, tmp_path)
+    settings = ["--store", str(store_path), "--index-dir", str(index_dir), "--triton-url", triton.url]
+    for night in range(3):
+        change_catalogue(store_path, share=0.01, seed=10 + night)
+        result = CliRunner().invoke(jobs_cli, [*settings, "reindex", "products", "--layer-batch-size", "256",
+                                               "--keep", "2", "--json"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)
+        assert summary["mode"] == "incremental" and summary["index_version"] == night + 2
+        assert set(summary["seconds"]) >= {"pull", "diff", "embed", "index", "write_back", "publish", "total"}
+    assert list_versions(index_dir, "products") == [3, 4]
+    published = load_current(index_dir, "products")
+    assert published.version == 4 and published.manifest.extra["job"] == "reindex"
+    assert len(published.keys) == len(attributes(store_path))
+    text = CliRunner().invoke(jobs_cli, [*settings, "reindex", "products"], catch_exceptions=False)
+    assert text.exit_code == 0 and "unchanged" in text.output and "index v4" in text.output

@@ -312,6 +312,20 @@ def test_change_marker_grows_with_every_kind_of_write(products):
     assert products.change_marker("products") == markers[-1]  # reading does not move it
 
 
+def test_revisions_change_when_a_document_is_replaced_and_only_then(products):
+    def revisions():
+        return {r["_key"]: r["_rev"] for b in products.pull_revisions("products") for r in b.to_pylist()}
+
+    before = revisions()
+    assert sorted(before) == ["a", "b", "c"] and all(isinstance(v, str) for v in before.values())
+    products.upsert_documents("products", [{"_key": "a", "title": "Anvil", "category": 3, "price": 9.5}])
+    after = revisions()
+    assert after["a"] != before["a"]
+    assert (after["b"], after["c"]) == (before["b"], before["c"])
+    products.remove_documents("products", ["c"])
+    assert sorted(revisions()) == ["a", "b"]
+
+
 # -- indexes, checks, state, graphs ---------------------------------------------------------------------------
 def test_create_index_reports_what_became_of_each_definition(products):
     products.create_collection("bought_with", "edge")
