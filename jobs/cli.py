@@ -317,6 +317,8 @@ def embed_movies_command(ctx, collection, text_attribute, model, top_k, batch_si
                    "(it accumulates per node until it passes); 0 recomputes every node within the model's depth.")
 @click.option("--rebuild-share", default=0.25, show_default=True, type=click.FloatRange(0, 1),
               help="Rebuild the index (and all similar lists) when more than this share of vectors moved.")
+@click.option("--write-batch", default=100_000, show_default=True, type=click.IntRange(1),
+              help="Rows per write-back transaction (each one is journaled: a rerun skips those done).")
 @click.option("--full", is_flag=True, help="Recompute everything and rebuild the index.")
 @click.option("--dry-run", is_flag=True, help="Report what would be recomputed; change nothing (no Triton needed).")
 @click.option("--stale-after", default=600.0, show_default=True, type=click.FloatRange(1),
@@ -325,7 +327,7 @@ def embed_movies_command(ctx, collection, text_attribute, model, top_k, batch_si
 @click.pass_context
 @run_reporting_errors
 def reindex_command(ctx, target, collection, edges, features, text_attribute, model, top_k, layer_batch_size,
-                    max_in_flight, keep, tolerance, rebuild_share, full, dry_run, stale_after, as_json):
+                    max_in_flight, keep, tolerance, rebuild_share, write_batch, full, dry_run, stale_after, as_json):
     """Re-index TARGET (products or movies) incrementally: only what changed since the last run.
 
     Exit codes: 0 done (or nothing to do), 1 error (one line on stderr), 75 another run
@@ -336,7 +338,8 @@ def reindex_command(ctx, target, collection, edges, features, text_attribute, mo
 
     config = ReindexConfig(target=target, collection=collection, edges=edges, features=features, text=text_attribute,
                            model=model, top_k=top_k, layer_batch_size=layer_batch_size, max_in_flight=max_in_flight,
-                           keep=keep, tolerance=tolerance, rebuild_share=rebuild_share, full=full, dry_run=dry_run,
+                           keep=keep, tolerance=tolerance, rebuild_share=rebuild_share, write_batch=write_batch,
+                           full=full, dry_run=dry_run,
                            stale_after=stale_after)
     settings = settings_from(ctx)
     with open_settings_store(settings) as store:

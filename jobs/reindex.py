@@ -438,7 +438,8 @@ class _Run:
         if journal.done("indexed"):
             info = journal.value("indexed")
             index = VectorIndex.load(journal.directory / "index.faiss", metric="cosine")
-            lists = {name: np.load(journal.directory / f"{name}.npy") for name in _LIST_ARRAYS}
+            lists = {name: np.load(journal.directory / f"{name}.npy") for name in _LIST_ARRAYS
+                     if (journal.directory / f"{name}.npy").exists()}
             return index, lists, info
         embedding, shift, k = result["embedding"], result["shift"], self.config.top_k
         window = 2 * k

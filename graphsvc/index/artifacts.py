@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 
 from graphsvc.errors import IndexCorrupt, IndexNotFound
 from graphsvc.index.faiss_index import VectorIndex
+from graphsvc.runs import kill_point
 
 try:  # POSIX only; elsewhere publishes are not serialised
     import fcntl
@@ -454,6 +455,7 @@ def publish(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         _fsync_dir(coll_dir)
+        kill_point("publish_renamed")  # tests: a version directory that CURRENT does not name yet
 
         cur_tmp = coll_dir / f"{TMP_PREFIX}{CURRENT_FILE}-{secrets.token_hex(8)}"
         _write_text_durable(cur_tmp, version_dirname(version) + "\n")
