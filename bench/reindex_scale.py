@@ -141,7 +141,8 @@ def main() -> None:
                        "vs_full": round(seconds / full_seconds, 4), "mode": summary["mode"],
                        "recomputed_per_layer": summary["recomputed_per_layer"],
                        "re_embedded": summary["re_embedded"], "moved": summary["moved"],
-                       "similar_refreshed": summary["similar_refreshed"], "written": summary["written"],
+                       "moved_far": summary["moved_far"], "similar_searched": summary["similar_searched"],
+                       "similar_changed": summary["similar_changed"], "written": summary["written"],
                        "index": summary["index"]["action"], "index_reason": summary["index"]["reason"],
                        "phases": summary["seconds"], **quality}
                 say(json.dumps(run))
@@ -157,7 +158,8 @@ def main() -> None:
     print(f"  full run {full_seconds:8.1f}s  (similar recall@10 vs exact {reference['similar_recall_at_10']})")
     for run in runs:
         print(f"  {run['share']:>6.1%} changed  {run['seconds']:7.1f}s = {run['vs_full']:6.1%} of full   "
-              f"recomputed per layer {run['recomputed_per_layer']}  similar refreshed {run['similar_refreshed']:,}  "
+              f"recomputed per layer {run['recomputed_per_layer']}  far movers {run['moved_far']:,}  "
+              f"lists searched {run['similar_searched']:,}  "
               f"index {run['index']}   max|Δ| {run['embedding_max_abs_diff']:.2e} (scale {run['embedding_scale']:.2f}) "
               f"min cos {run['embedding_min_cosine']:.7f}  recall@10 {run['similar_recall_at_10']}")
     one = [r for r in runs if r["share"] == 0.01]
