@@ -194,20 +194,27 @@ class RunJournal:
     def _path(self, name: str) -> Path:
         return self.directory / f"{name}.npy"
 
-    def load(self, name: str) -> np.ndarray | None:
+    def load(self, name: str) -> np.ndarray | dict[str, np.ndarray] | None:
+        """A finished batch: its array, or its arrays by name when it saved several."""
         path = self._path(name)
-        if not path.exists():
-            return None
-        self.reused += 1
-        return np.load(path)
+        if path.exists():
+            self.reused += 1
+            return np.load(path)
+        if path.with_suffix(".npz").exists():
+            self.reused += 1
+            with np.load(path.with_suffix(".npz")) as arrays:
+                return dict(arrays)
+        return None
 
-    def save(self, name: str, array: np.ndarray) -> None:
-        tmp = self.directory / f".{name}.{secrets.token_hex(4)}.npy"
+    def save(self, name: str, array: np.ndarray | dict[str, np.ndarray]) -> None:
+        several = isinstance(array, dict)
+        suffix = ".npz" if several else ".npy"
+        tmp = self.directory / f".{name}.{secrets.token_hex(4)}{suffix}"
         with open(tmp, "wb") as f:
-            np.save(f, array)
+            np.savez(f, **array) if several else np.save(f, array)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, self._path(name))
+        os.replace(tmp, self._path(name).with_suffix(suffix))
         self.computed += 1
 
     def done(self, step: str) -> bool:
@@ -229,3 +236,15 @@ class RunJournal:
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def job_journal(index_dir: Path, collection: str, job: str, plan: str) -> RunJournal:
+    """The journal of `job` on `collection` for the plan named `plan` (a fingerprint of
+    its inputs), under `<index_dir>/.jobs/<collection>/`; journals of the same job for
+    other inputs are stale and removed."""
+    base = Path(index_dir) / ".jobs" / collection
+    if base.is_dir():
+        for entry in base.glob(f"{job}-*"):
+            if entry.name != f"{job}-{plan}":
+                shutil.rmtree(entry, ignore_errors=True)
+    return RunJournal(base / f"{job}-{plan}")

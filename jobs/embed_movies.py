@@ -24,6 +24,8 @@ from graphsvc.index.similar import embedding_array, similar_lists
 from graphsvc.models.text import EMBEDDING, Tokenizer
 from graphsvc.store import require_vector_index
 from graphsvc.store.base import GraphStore
+from graphsvc.incremental import fingerprint, text_hashes
+from graphsvc.runs import RunJournal, job_journal, kill_point
 from graphsvc.timing import PhaseTimer
 from graphsvc.triton.client import TritonClient
 
@@ -62,8 +64,11 @@ def embed_movies(
 
     triton.wait_ready(timeout=config.ready_timeout, models=[config.model])
     model_version = triton.latest_version(config.model)
+    # finished batches are journaled: a rerun on the same texts skips them
+    journal = job_journal(index_dir, config.collection, "embed-movies", fingerprint(
+        keys, text_hashes(texts), model_version, config.model, config.batch_size))
     with timer("embed"):
-        embeddings = _embed(texts, triton, config, on_progress)
+        embeddings = _embed(texts, triton, config, on_progress, journal)
 
     with timer("index"):
         index = VectorIndex.build(embeddings, metric="cosine")
@@ -92,6 +97,7 @@ def embed_movies(
             extra={"job": "embed-movies", "top_k": config.top_k, "calibration": calibration, "text_attribute": config.text},
             keep=config.keep,
         )
+    journal.remove()
     return {
         "collection": config.collection,
         "embedded": len(texts),
@@ -102,30 +108,39 @@ def embed_movies(
         "index_recall_at_k": calibration["recall_at_k"],
         "arangodb_vector_index": vector_index,
         "sentences_per_second": round(len(texts) / timer.seconds["embed"], 1),
+        "batches": {"computed": journal.computed, "reused": journal.reused},
         "seconds": timer.summary(),
     }
 
 
 def _embed(texts: list[str], triton: TritonClient, config: EmbedMoviesConfig,
-           on_progress: Callable[[int], None] | None) -> np.ndarray:
+           on_progress: Callable[[int], None] | None, journal: RunJournal | None = None) -> np.ndarray:
     """Unit vectors [N, d] from Triton, in the order of `texts`."""
     tokenizer = Tokenizer()
     # length-sorted batches: each request pads only to its own longest sentence
     order = np.argsort(tokenizer.lengths(texts), kind="stable")
     batches = [order[s : s + config.batch_size] for s in range(0, len(order), config.batch_size)]
 
+    saved = [journal.load(f"T-B{b}") if journal else None for b in range(len(batches))]
+    todo = [b for b, vectors in enumerate(saved) if vectors is None]
+
     def requests() -> Iterator[dict]:
-        for rows in batches:
-            yield tokenizer.request([texts[i] for i in rows])
+        for b in todo:
+            yield tokenizer.request([texts[i] for i in batches[b]])
+
+    for b, result in zip(todo, triton.infer_many(config.model, requests(), max_in_flight=config.max_in_flight)):
+        saved[b] = result[EMBEDDING]
+        if journal:
+            journal.save(f"T-B{b}", saved[b])
+            kill_point("embed", journal.computed)
+        if on_progress:
+            on_progress(len(batches[b]))
 
     embeddings = None
-    for rows, result in zip(batches, triton.infer_many(config.model, requests(), max_in_flight=config.max_in_flight)):
-        vectors = result[EMBEDDING]
+    for rows, vectors in zip(batches, saved):
         if vectors.shape[0] != len(rows):
             raise TritonInferenceError(f"model '{config.model}' returned {vectors.shape[0]} vectors for {len(rows)} texts")
         if embeddings is None:
             embeddings = np.zeros((len(texts), vectors.shape[1]), np.float32)
         embeddings[rows] = vectors
-        if on_progress:
-            on_progress(len(rows))
     return embeddings

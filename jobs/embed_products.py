@@ -34,6 +34,8 @@ from graphsvc.index.faiss_index import VectorIndex
 from graphsvc.index.similar import embedding_array, similar_lists
 from graphsvc.store import require_vector_index
 from graphsvc.store.base import GraphStore
+from graphsvc.incremental import fingerprint, row_hashes
+from graphsvc.runs import RunJournal, job_journal, kill_point
 from graphsvc.timing import PhaseTimer
 from graphsvc.triton.client import TritonClient
 
@@ -74,11 +76,15 @@ def embed_products(
     models = _layer_models(triton, config) if config.mode == "layerwise" else [config.model]
     triton.wait_ready(timeout=config.ready_timeout, models=models)
     model_version = triton.latest_version(models[0])
+    # finished batches are journaled: a rerun on the same inputs skips them
+    journal = job_journal(index_dir, config.nodes, "embed-products", fingerprint(
+        data.keys, row_hashes(data.features), data.graph.indptr, data.graph.indices, model_version,
+        config.model, config.mode, config.layer_batch_size, config.batch_size, list(config.fanouts), config.seed))
     with timer("embed"):
         if config.mode == "layerwise":
-            embeddings, predicted = _embed_layerwise(data, triton, models, config, on_progress)
+            embeddings, predicted = _embed_layerwise(data, triton, models, config, on_progress, journal)
         else:
-            embeddings, predicted = _embed(data, triton, config, on_progress)
+            embeddings, predicted = _embed(data, triton, config, on_progress, journal)
 
     with timer("index"):
         index = VectorIndex.build(embeddings, metric="cosine")
@@ -115,6 +121,7 @@ def embed_products(
                "fanouts": list(config.fanouts) if config.mode == "sampled" else None},
             keep=config.keep,
         )
+    journal.remove()
     return {
         "collection": config.nodes,
         "embedded": len(data.keys),
@@ -126,6 +133,7 @@ def embed_products(
         "index_recall_at_k": calibration["recall_at_k"],
         "arangodb_vector_index": vector_index,
         "nodes_per_second": round(len(data.keys) / timer.seconds["embed"], 1),
+        "batches": {"computed": journal.computed, "reused": journal.reused},
         "seconds": timer.summary(),
     }
 
@@ -145,7 +153,8 @@ def _layer_models(triton: TritonClient, config: EmbedProductsConfig) -> list[str
 
 
 def _embed_layerwise(data: NodeGraph, triton: TritonClient, models: list[str], config: EmbedProductsConfig,
-                     on_progress: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray]:
+                     on_progress: Callable[[int], None] | None,
+                     journal: RunJournal | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Full-neighbourhood inference one layer at a time: each layer's input for every
     node is computed once (no overlapping sampled subgraphs), the neighbour mean is one
     sparse product here, and Triton applies the layer's weights in large batches."""
@@ -154,16 +163,20 @@ def _embed_layerwise(data: NodeGraph, triton: TritonClient, models: list[str], c
     chunks = [slice(s, min(s + config.layer_batch_size, num_nodes)) for s in range(0, num_nodes, config.layer_batch_size)]
     rows, embedding = data.features, None
     for layer, model in enumerate(models):
-        neighbours = mean(rows)
-        requests = ({LAYER_SELF: rows[c], LAYER_NEIGHBOURS: neighbours[c]} for c in chunks)
-        outputs = None
-        for chunk, result in zip(chunks, triton.infer_many(model, requests, max_in_flight=config.max_in_flight)):
-            out = result[LAYER_OUT]
-            if outputs is None:
-                outputs = np.empty((num_nodes, out.shape[1]), np.float32)
-            outputs[chunk] = out
+        done = [journal.load(f"L{layer}-B{b}") if journal else None for b in range(len(chunks))]
+        todo = [b for b, out in enumerate(done) if out is None]
+        neighbours = mean(rows) if todo else None
+        requests = ({LAYER_SELF: rows[chunks[b]], LAYER_NEIGHBOURS: neighbours[chunks[b]]} for b in todo)
+        for b, result in zip(todo, triton.infer_many(model, requests, max_in_flight=config.max_in_flight)):
+            done[b] = result[LAYER_OUT]
+            if journal:
+                journal.save(f"L{layer}-B{b}", done[b])
+                kill_point("embed", journal.computed)
             if on_progress:
-                on_progress((chunk.stop - chunk.start) / len(models))
+                on_progress((chunks[b].stop - chunks[b].start) / len(models))
+        outputs = np.empty((num_nodes, done[0].shape[1]), np.float32)
+        for chunk, out in zip(chunks, done):
+            outputs[chunk] = out
         if layer == len(models) - 2:
             embedding = outputs
         rows = outputs
@@ -171,19 +184,34 @@ def _embed_layerwise(data: NodeGraph, triton: TritonClient, models: list[str], c
 
 
 def _embed(data: NodeGraph, triton: TritonClient, config: EmbedProductsConfig,
-           on_progress: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray]:
+           on_progress: Callable[[int], None] | None, journal: RunJournal | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings [N, d], predicted category [N]) from Triton, one sampled subgraph per batch."""
     sampler = NeighbourSampler(data.graph, config.fanouts, seed=config.seed)
     num_nodes = len(data.keys)
     batches = [np.arange(s, min(s + config.batch_size, num_nodes)) for s in range(0, num_nodes, config.batch_size)]
 
+    saved = [journal.load(f"S-B{b}") if journal else None for b in range(len(batches))]
+    todo = [b for b, out in enumerate(saved) if out is None]
+
     def requests() -> Iterator[dict]:
-        for number, targets in enumerate(batches):
-            yield subgraph_request(data.features, sampler.sample(targets, batch_number=number))
+        for number in todo:
+            yield subgraph_request(data.features, sampler.sample(batches[number], batch_number=number))
+
+    def results() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(embedding, logits) per batch: journaled ones from disk, the rest from Triton."""
+        fresh = zip(todo, triton.infer_many(config.model, requests(), max_in_flight=config.max_in_flight))
+        for number in range(len(batches)):
+            if saved[number] is not None:
+                yield saved[number][EMBEDDING], saved[number][LOGITS]
+                continue
+            _, result = next(fresh)
+            if journal:
+                journal.save(f"S-B{number}", {EMBEDDING: result[EMBEDDING], LOGITS: result[LOGITS]})
+                kill_point("embed", journal.computed)
+            yield result[EMBEDDING], result[LOGITS]
 
     embeddings, predicted = None, np.zeros(num_nodes, np.int64)
-    for targets, result in zip(batches, triton.infer_many(config.model, requests(), max_in_flight=config.max_in_flight)):
-        embedding, logits = result[EMBEDDING], result[LOGITS]
+    for targets, (embedding, logits) in zip(batches, results()):
         if embedding.shape[0] != len(targets):
             raise TritonInferenceError(
                 f"model '{config.model}' returned {embedding.shape[0]} embeddings for {len(targets)} nodes"
