@@ -231,9 +231,6 @@ class RunJournal:
         except FileNotFoundError:
             return None
 
-    def batches_done(self) -> int:
-        return sum(1 for p in self.directory.glob("*.npy") if not p.name.startswith("."))
-
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
 

@@ -312,7 +312,7 @@ def embed_movies_command(ctx, collection, text_attribute, model, top_k, batch_si
 @click.option("--layer-batch-size", default=16_384, show_default=True, type=click.IntRange(1, 65_536))
 @click.option("--max-in-flight", default=2, show_default=True, type=click.IntRange(1))
 @click.option("--keep", default=3, show_default=True, type=click.IntRange(1), help="Index versions to keep.")
-@click.option("--tolerance", default=1e-3, show_default=True, type=click.FloatRange(0),
+@click.option("--tolerance", default=0.01, show_default=True, type=click.FloatRange(0),
               help="Products: a change smaller than this share of a layer's typical input is not propagated "
                    "(it accumulates per node until it passes); 0 recomputes every node within the model's depth.")
 @click.option("--rebuild-share", default=0.25, show_default=True, type=click.FloatRange(0, 1),

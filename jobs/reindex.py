@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 
 from graphsvc.datasets import load_node_graph, load_texts
 from graphsvc.errors import ConfigError, IndexCorrupt, IndexNotFound, ModelRepositoryError, TritonInferenceError
-from graphsvc.graph import CSRGraph
+from graphsvc.graph import CSRGraph, NeighbourMean
 from graphsvc.incremental import (
     SlotPlan,
     Snapshot,
@@ -79,7 +79,7 @@ class ReindexConfig:
     max_in_flight: int = 2
     keep: int = 3
     #: propagation tolerance, relative to the typical size of a layer's input (see module doc)
-    tolerance: float = 1e-3
+    tolerance: float = 0.01
     #: a vector that moved by more than this (L2 of the change of its unit vector, which
     #: bounds the change of any cosine score with it) is searched for the similar windows
     #: it now enters; smaller moves re-score the entries they are in (see refresh_similar)
@@ -320,11 +320,14 @@ class _Run:
         chunks = [rows[s : s + size] for s in range(0, len(rows), size)]
         results: list[np.ndarray | None] = [journal.load(f"L{layer}-B{b}") for b in range(len(chunks))]
         todo = [b for b, r in enumerate(results) if r is None]
+        # most of the graph: one sparse product for all nodes is cheaper than many row subsets
+        means = NeighbourMean(graph)(inputs) if todo and len(rows) > graph.num_nodes // 3 else None
 
         def requests():
             for b in todo:
                 chunk = chunks[b]
-                yield {LAYER_SELF: inputs[chunk], LAYER_NEIGHBOURS: neighbour_mean_rows(graph, chunk, inputs)}
+                neighbours = means[chunk] if means is not None else neighbour_mean_rows(graph, chunk, inputs)
+                yield {LAYER_SELF: inputs[chunk], LAYER_NEIGHBOURS: neighbours}
 
         for b, result in zip(todo, self.triton.infer_many(model, requests(), max_in_flight=self.config.max_in_flight)):
             out = result[LAYER_OUT]
@@ -471,7 +474,8 @@ class _Run:
         if refresh:
             lists = _carried_similar(snapshot, plan, window)
             outcome = refresh_similar(index, l2_normalise(embedding), lists["similar_ids"], lists["similar_scores"],
-                                      lists["similar_boundary"], shift, k, self.config.similar_tolerance)
+                                      lists["similar_boundary"], shift, k, self.config.similar_tolerance,
+                                      score_tolerance=min(1e-3, self.config.similar_tolerance))
             searched, changed = len(outcome["searched"]), len(outcome["changed"])
             lists["similar_changed"] = outcome["changed"]
             info = {"action": "updated", "reason": reason, "kind": index.kind,

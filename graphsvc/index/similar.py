@@ -59,7 +59,7 @@ def neighbours_of_rows(index: VectorIndex, rows: np.ndarray, k: int, batch_size:
 
 def refresh_similar(index: VectorIndex, vectors: np.ndarray, ids: np.ndarray, scores: np.ndarray,
                     boundary: np.ndarray, shift: np.ndarray, k: int, tolerance: float,
-                    chunk: int = 4096) -> dict[str, np.ndarray]:
+                    score_tolerance: float = 1e-3, chunk: int = 4096) -> dict[str, np.ndarray]:
     """Bring similar lists up to date after some vectors moved, in place.
 
     Each row keeps a window of up to k' = ids.shape[1] > k entries (best first, -1 /
@@ -78,10 +78,12 @@ def refresh_similar(index: VectorIndex, vectors: np.ndarray, ids: np.ndarray, sc
 
     Vectors that moved by at most `tolerance` only change scores (step 1): they may
     miss a window they now belong to by at most that much — the tolerance of the
-    lists. Returns {"searched": rows searched again, "changed": rows whose top k changed}.
+    lists. A row whose window keeps its entries in order, each score within
+    `score_tolerance`, keeps its old scores (and need not be written again).
+    Returns {"searched": rows searched again, "changed": rows whose top k changed}.
     """
     n, window = ids.shape
-    before_ids, before_scores = ids[:, :k].copy(), scores[:, :k].copy()
+    before_ids, before_scores = ids.copy(), scores.copy()
     shift = np.asarray(shift, np.float32)
     moved = shift > 0
     # 1. exact scores wherever the owner or an entry moved
@@ -127,5 +129,11 @@ def refresh_similar(index: VectorIndex, vectors: np.ndarray, ids: np.ndarray, sc
         scores[again], ids[again] = neighbours_of_rows(index, again, window)
         last = np.where(ids[again, -1] >= 0, scores[again, -1], -np.inf)
         boundary[again] = last
-    changed = np.flatnonzero((ids[:, :k] != before_ids).any(axis=1) | (scores[:, :k] != before_scores).any(axis=1))
+    same_entries = (ids == before_ids).all(axis=1)
+    with np.errstate(invalid="ignore"):  # -inf padding on both sides
+        close = np.where(ids >= 0, np.abs(scores - before_scores), 0.0).max(axis=1) <= score_tolerance
+    keep = same_entries & close
+    scores[keep] = before_scores[keep]
+    changed = np.flatnonzero((ids[:, :k] != before_ids[:, :k]).any(axis=1)
+                             | (scores[:, :k] != before_scores[:, :k]).any(axis=1))
     return {"searched": again, "changed": changed}
