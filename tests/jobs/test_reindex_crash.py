@@ -91,7 +91,10 @@ def published_equal(a, b):
     np.testing.assert_allclose(a.index.vectors(ids), b.index.vectors(ids), atol=1e-6)
 
 
-@pytest.mark.parametrize("kill_at", ["embed:3", "write_back:1", "publish", "publish_renamed", "published"])
+# during embedding; between write-back transactions; inside publish, after the version
+# directory is renamed into place but before CURRENT names it; after publishing, before
+# the snapshot is committed
+@pytest.mark.parametrize("kill_at", ["embed:3", "write_back:1", "publish_renamed", "published"])
 def test_killed_run_reruns_to_the_same_result_without_redoing_finished_batches(
         kill_at, changed_catalogue, uninterrupted, reindex_triton, tmp_path):
     _, pristine = changed_catalogue
