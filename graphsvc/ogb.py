@@ -78,7 +78,7 @@ def _column_count(path: Path, what: str) -> int:
     return first.count(",") + 1
 
 
-def _check_indices(path: Path, values: np.ndarray, num_nodes: int, columns: int = 1) -> None:
+def _check_indices(path: Path, values: np.ndarray, num_nodes: int) -> None:
     bad = np.flatnonzero(((values < 0) | (values >= num_nodes)).reshape(len(values), -1).any(axis=1)) \
         if values.size else np.zeros(0, np.int64)
     if bad.size:
@@ -124,7 +124,7 @@ def _read_raw(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | Non
     num_edges = _read_count(raw / "num-edge-list.csv.gz", "the number of edges")
     if num_edges is not None and num_edges != len(edges):
         raise DatasetFormatError(str(edge_path), f"has {len(edges)} edges, raw/num-edge-list.csv.gz says {num_edges}")
-    _check_indices(edge_path, edges, num_nodes, columns=2)
+    _check_indices(edge_path, edges, num_nodes)
 
     labels = None
     label_path = raw / "node-label.csv.gz"
@@ -168,7 +168,7 @@ def _read_processed(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
     if features.ndim != 2 or len(features) != num_nodes:
         raise DatasetFormatError(str(path), f"node_feat has shape {features.shape} for {num_nodes} nodes")
     edges = edge_index.T
-    _check_indices(path, edges, num_nodes, columns=2)
+    _check_indices(path, edges, num_nodes)
     if labels is not None:
         labels = _labels(path, np.asarray(labels, np.float64), num_nodes)
     return edges, features, labels, num_nodes

@@ -11,7 +11,6 @@ of a sample of embeddings coloured by category → report.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,7 +44,6 @@ from graphsvc.splits import hold_out_edges, random_split
 from graphsvc.store.base import GraphStore
 from graphsvc.timing import PhaseTimer
 
-log = logging.getLogger(__name__)
 
 DEFAULT_HOLDOUT = 0.1  # what `jobs train-graphsage` holds out unless told otherwise
 DEFAULT_SPLIT = (0.6, 0.2)
@@ -171,7 +169,8 @@ def _holdout_settings(training: dict | None, config: EvaluateConfig, notes: list
         return config.holdout_edges, int((recorded or {}).get("seed", 0))
     if recorded is not None:
         return float(recorded["fraction"]), int(recorded["seed"])
-    notes.append(f"the checkpoint has no training metrics: {DEFAULT_HOLDOUT:.0%} of edges (seed 0) are held out "
+    why = "has no training metrics" if training is None else "has training metrics that do not say which edges were held out"
+    notes.append(f"the checkpoint {why}: {DEFAULT_HOLDOUT:.0%} of edges (seed 0) are held out "
                  "here, but the model may have trained with them; link recall may be flattered")
     return DEFAULT_HOLDOUT, 0
 
