@@ -390,10 +390,10 @@ class _Restorer:
                 row.removed += store.remove_documents(name, operation.keys)
             elif operation.table is not None:
                 if last:
-                    row.written += _distinct_keys(operation)
-                    store.upsert_table(name, operation.table, state=(key, state()))
+                    row.written += operation.table.num_rows if operation.checked else _distinct_keys(operation)
+                    store.upsert_table(name, operation.table, state=(key, state()), checked=operation.checked)
                     return
-                row.written += store.upsert_table(name, operation.table)
+                row.written += store.upsert_table(name, operation.table, checked=operation.checked)
             else:
                 row.written += store.upsert_documents(name, operation.documents or [])
         store.put_state(key, state())

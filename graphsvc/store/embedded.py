@@ -294,12 +294,17 @@ class EmbeddedStore(GraphStore):
         table, json_columns = _documents_to_arrow(rows)
         return self._upsert(name, table, json_columns, None)
 
-    def upsert_table(self, name: str, table: pa.Table, state: tuple[str, dict] | None = None) -> int:
-        return self._upsert(name, table, set(), state)
+    def upsert_table(
+        self, name: str, table: pa.Table, state: tuple[str, dict] | None = None, *, checked: bool = False
+    ) -> int:
+        return self._upsert(name, table, set(), state, checked)
 
-    def _upsert(self, name: str, table: pa.Table, json_columns: set[str], state: tuple[str, dict] | None) -> int:
+    def _upsert(
+        self, name: str, table: pa.Table, json_columns: set[str], state: tuple[str, dict] | None, checked: bool = False
+    ) -> int:
         kind = self._kind(name)
-        table = self._checked(name, kind, table)
+        if not checked:
+            table = self._checked(name, kind, table)
         if table.num_rows == 0:
             if state:
                 self.put_state(*state)
