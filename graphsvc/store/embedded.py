@@ -682,9 +682,13 @@ class EmbeddedStore(GraphStore):
             f"WITH known AS ({known}) SELECT e._key, e._from, e._to FROM {_docs(name)} e "
             "WHERE e._from NOT IN (SELECT id FROM known) OR e._to NOT IN (SELECT id FROM known)"
         )
-        count = self._one(f"SELECT count(*) FROM ({dangling})")[0]
-        rows = self._run(f"{dangling} ORDER BY e._key LIMIT ?", [examples]) if count else []
-        return DanglingEdges(name, count, tuple({"_key": k, "_from": f, "_to": t} for k, f, t in rows))
+        # the count and the first examples in one pass (no rows: nothing dangles)
+        rows = self._run(
+            f"SELECT * FROM (SELECT *, count(*) OVER () AS n FROM ({dangling})) ORDER BY _key LIMIT ?",
+            [max(examples, 1)],
+        )
+        count = rows[0][3] if rows else 0
+        return DanglingEdges(name, count, tuple({"_key": k, "_from": f, "_to": t} for k, f, t, _n in rows[:examples]))
 
     # -- job state -----------------------------------------------------------------------
     def get_state(self, key: str) -> dict | None:
