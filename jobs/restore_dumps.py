@@ -352,10 +352,9 @@ class _Restorer:
         for index in range(first_file, len(files)):
             path = files[index]
             skip = start_line if index == first_file else 0
-            blocks = (
-                (block, parse_block(block, collection.kind, stop_at_error=stop))
-                for block in iter_line_blocks(path, skip, self.batch_size, self.max_block_bytes, _FIRST_BLOCK_LINES)
-            )
+            # three stages in three threads: gunzip and split lines, parse, write (each mostly outside the GIL)
+            lines = _read_ahead(iter_line_blocks(path, skip, self.batch_size, self.max_block_bytes, _FIRST_BLOCK_LINES))
+            blocks = ((block, parse_block(block, collection.kind, stop_at_error=stop)) for block in lines)
             for block, parsed in _read_ahead(blocks):
                 if parsed.rejected:
                     self.rejects.write(parsed.rejected)  # type: ignore[union-attr]
