@@ -353,8 +353,13 @@ class _Restorer:
             path = files[index]
             skip = start_line if index == first_file else 0
             # three stages in three threads: gunzip and split lines, parse, write (each mostly outside the GIL)
-            lines = _read_ahead(iter_line_blocks(path, skip, self.batch_size, self.max_block_bytes, _FIRST_BLOCK_LINES))
-            blocks = ((block, parse_block(block, collection.kind, stop_at_error=stop)) for block in lines)
+            # (the generator expression holds the only reference: closing it stops the first stage too)
+            blocks = (
+                (block, parse_block(block, collection.kind, stop_at_error=stop))
+                for block in _read_ahead(
+                    iter_line_blocks(path, skip, self.batch_size, self.max_block_bytes, _FIRST_BLOCK_LINES)
+                )
+            )
             for block, parsed in _read_ahead(blocks):
                 if parsed.rejected:
                     self.rejects.write(parsed.rejected)  # type: ignore[union-attr]

@@ -642,3 +642,19 @@ def test_parsed_tables_arrive_checked_with_the_last_row_of_a_repeated_key(tmp_pa
     for op in parsed.operations:
         store.upsert_table("links", op.table, checked=True)
     assert [d["_to"] for d in store.get_documents("links", ["e1", "e2"])] == ["p/d", "p/c"]
+
+
+def test_a_stop_mid_file_leaves_no_reading_threads_behind(tmp_path):
+    lines = [json.dumps({"_key": f"k{i}", "n": i}).encode() for i in range(30_000)]
+    lines[5_000] = b'{"_key": "broken", '
+    dump = _hand_dump(tmp_path / "d", {
+        f"things_{_md5('things')}.structure.json": _structure("things"),
+        f"things_{_md5('things')}.data.json.gz": _lines(lines),
+    })
+    with open_store(str(tmp_path / "s.duckdb"), create=True) as store:
+        with pytest.raises(DumpFormatError, match="line 5001") as caught:
+            restore_dumps(store, [dump], batch_size=1_000)
+        assert len(store.select_keys("things")) == 5_000
+    # checked while the error (and the frames its traceback holds) is still alive
+    assert [t.name for t in threading.enumerate() if t.name == "restore-read-ahead"] == []
+    assert caught.value.line == 5_001
