@@ -346,7 +346,7 @@ def embed_movies_command(ctx, collection, text_attribute, model, top_k, batch_si
 @click.option("--label", default="category", show_default=True)
 @click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False),
               default=Path("checkpoints/graphsage_products.pth.tar"), show_default=True,
-              help="The GraphSAGE checkpoint; its OUT.metrics.json says which split and held-out edges training used.")
+              help="The GraphSAGE checkpoint; CHECKPOINT.metrics.json beside it says which split and held-out edges training used.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Report directory [default: var/evaluation/<nodes>].")
 @click.option("-k", "--k", "k", default=10, show_default=True, type=click.IntRange(1, 1000))
