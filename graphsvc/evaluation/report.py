@@ -109,6 +109,8 @@ def render_html(report: dict) -> str:
     parts = [f"<h1>Evaluation of {html.escape(report['nodes'])}</h1>",
              f"<p>checkpoint <code>{html.escape(report['checkpoint'])}</code>, "
              f"{report['num_nodes']:,} nodes, {report['num_edges']:,} edges, generated {html.escape(report['created_at'])}</p>"]
+    if report["notes"]:
+        parts.append("<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in report["notes"]) + "</ul>")
     accuracy = report["category_accuracy"]
     parts.append("<h2>Category accuracy per split</h2>")
     parts.append(f"<p>{html.escape(accuracy['note'])}</p>")

@@ -165,6 +165,7 @@ def test_checkpoint_without_training_metrics_says_what_it_assumed(trained, tmp_p
     assert "recall@10 of" in result.stdout and str(tmp_path / "r" / "index.html") in result.stdout
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert len(report["notes"]) == 2 and report["link_prediction"]["rankings"]["embeddings"]["queries"] == 200
+    assert "may have trained with them" in (tmp_path / "r" / "index.html").read_text()
 
 
 def test_checkpoint_for_other_features_is_a_one_line_error(trained, tmp_path):
