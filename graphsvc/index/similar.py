@@ -78,8 +78,8 @@ def refresh_similar(index: VectorIndex, vectors: np.ndarray, ids: np.ndarray, sc
 
     Vectors that moved by at most `tolerance` only change scores (step 1): they may
     miss a window they now belong to by at most that much — the tolerance of the
-    lists. A row whose window keeps its entries in order, each score within
-    `score_tolerance`, keeps its old scores (and need not be written again).
+    lists. A row whose top k keeps its entries in order, each score within
+    `score_tolerance`, keeps its old top-k scores (and need not be written again).
     Returns {"searched": rows searched again, "changed": rows whose top k changed}.
     """
     n, window = ids.shape
@@ -129,11 +129,13 @@ def refresh_similar(index: VectorIndex, vectors: np.ndarray, ids: np.ndarray, sc
         scores[again], ids[again] = neighbours_of_rows(index, again, window)
         last = np.where(ids[again, -1] >= 0, scores[again, -1], -np.inf)
         boundary[again] = last
-    same_entries = (ids == before_ids).all(axis=1)
+    # what is written back is the top k: where its entries and order hold and every score
+    # is within score_tolerance, the old scores stay (the row need not be written again)
+    same_entries = (ids[:, :k] == before_ids[:, :k]).all(axis=1)
     with np.errstate(invalid="ignore"):  # -inf padding on both sides
-        close = np.where(ids >= 0, np.abs(scores - before_scores), 0.0).max(axis=1) <= score_tolerance
-    keep = same_entries & close
-    scores[keep] = before_scores[keep]
+        close = np.where(ids[:, :k] >= 0, np.abs(scores[:, :k] - before_scores[:, :k]), 0.0).max(axis=1)
+    keep = np.flatnonzero(same_entries & (close <= score_tolerance))
+    scores[keep, :k] = before_scores[keep, :k]
     changed = np.flatnonzero((ids[:, :k] != before_ids[:, :k]).any(axis=1)
                              | (scores[:, :k] != before_scores[:, :k]).any(axis=1))
     return {"searched": again, "changed": changed}

@@ -105,3 +105,61 @@ def test_default_tolerances_stay_within_what_they_state(baseline, triton, tmp_pa
     # a listed neighbour is never worse than the full recompute's 10th by more than the
     # list tolerance (twice: both ends of a pair may have moved)
     assert diff["shortfall"] < 2 * config.similar_tolerance
+
+
+def test_touching_an_unrelated_attribute_re_embeds_nothing(baseline, triton, tmp_path):
+    store_path, index_dir = _fresh(baseline, tmp_path)
+    before = attributes(store_path)
+    with open_store(str(store_path)) as store:
+        # a replace with the same features and a new price: the written-back attributes go
+        touched = store.get_documents("products", ["P0000007", "P0000008"])
+        store.upsert_documents("products", [{**{k: v for k, v in d.items() if k not in ("embedding", "similar",
+                                                                                         "predicted_category")},
+                                             "price": 9.99} for d in touched])
+        assert store.get_documents("products", ["P0000007"])[0].get("embedding") is None
+    summary = run_reindex(triton, store_path, index_dir)
+    assert summary["mode"] == "unchanged"
+    assert summary["rewritten_documents"] == 2 and summary["features_changed"] == 0
+    assert summary["recomputed_per_layer"] == [0, 0, 0]
+    assert summary["written"] == 2  # what the replace dropped is written again
+    assert summary["index_version"] == baseline[1]["index_version"]
+    assert list_versions(index_dir, "products") == [baseline[1]["index_version"]]
+    after = attributes(store_path)
+    assert after["P0000007"]["embedding"] == before["P0000007"]["embedding"]
+    assert after["P0000008"]["similar"] == before["P0000008"]["similar"]
+    again = run_reindex(triton, store_path, index_dir)
+    assert again["mode"] == "unchanged" and again["written"] == 0 and again["rewritten_documents"] == 0
+
+
+def test_dry_run_reports_the_plan_and_changes_nothing(baseline, tmp_path):
+    store_path, index_dir = _fresh(baseline, tmp_path)
+    changed = change_catalogue(store_path, share=0.02, seed=4)
+    result = CliRunner().invoke(jobs_cli, ["--store", str(store_path), "--index-dir", str(index_dir),
+                                           "--triton-url", "grpc://127.0.0.1:9", "reindex", "products", "--dry-run",
+                                           "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["mode"] == "incremental" and plan["new"] == changed["added"] and plan["removed"] == changed["removed"]
+    assert plan["features_changed"] == changed["edited"]
+    assert 0 < plan["would_recompute_layer0"] <= plan["within_3_hops"] <= plan["documents"]
+    assert list_versions(index_dir, "products") == [1]
+    assert not list((index_dir / ".reindex" / "products").glob("run-*"))
+
+
+def test_cli_summary_and_keep_prunes_old_versions(baseline, triton, tmp_path):
+    store_path, index_dir = _fresh(baseline, tmp_path)
+    settings = ["--store", str(store_path), "--index-dir", str(index_dir), "--triton-url", triton.url]
+    for night in range(3):
+        change_catalogue(store_path, share=0.01, seed=10 + night)
+        result = CliRunner().invoke(jobs_cli, [*settings, "reindex", "products", "--layer-batch-size", "256",
+                                               "--keep", "2", "--json"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)
+        assert summary["mode"] == "incremental" and summary["index_version"] == night + 2
+        assert set(summary["seconds"]) >= {"pull", "diff", "embed", "index", "write_back", "publish", "total"}
+    assert list_versions(index_dir, "products") == [3, 4]
+    published = load_current(index_dir, "products")
+    assert published.version == 4 and published.manifest.extra["job"] == "reindex"
+    assert len(published.keys) == len(attributes(store_path))
+    text = CliRunner().invoke(jobs_cli, [*settings, "reindex", "products"], catch_exceptions=False)
+    assert text.exit_code == 0 and "unchanged" in text.output and "index v4" in text.output
