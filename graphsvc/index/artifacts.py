@@ -162,6 +162,15 @@ class LoadedIndex:
                 positions = self._positions
         return positions.get(key)
 
+    def warm(self) -> "LoadedIndex":
+        """Build what the first queries would otherwise build on the request path: the
+        key → id map and, for IVF indexes, the direct map that reconstructs a stored
+        vector. A service calls this before swapping the index in."""
+        if len(self.keys):
+            self.position(self.keys[0].as_py())
+            self.index.reconstruct_batch([0])
+        return self
+
     def key_at(self, ids: Iterable[int] | np.ndarray | int) -> list[str | None]:
         """Keys for faiss ids; -1 (missing result) maps to None."""
         arr = np.asarray(ids, dtype=np.int64).reshape(-1)
