@@ -231,7 +231,8 @@ class SimilarityService:
         else:
             if any(len(v) != index.index.dim for v in vectors):
                 raise BadRequest(f"query vectors must have {index.index.dim} dimensions for '{collection}'")
-            queries = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), index.index.dim)
+            with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused as such
+                queries = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), index.index.dim)
         allowed = self._allowed(collection, index, conditions)
         ranked = top_k(index, queries, k, allowed=allowed)
         hits = self._hits(collection, ranked, fields)
