@@ -166,9 +166,13 @@ def collections(ctx, as_json):
 @click.option("--request-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds before a request is answered with 503.")
 @click.option("--no-store", is_flag=True, help="Answer keys and scores from the indexes alone (no fields, no filters).")
+@click.option("--hold-store", is_flag=True,
+              help="Keep the embedded store open (faster fields/filters; jobs writing to it must wait for the service "
+                   "to stop). By default it is opened read-only per request that needs it.")
 @click.pass_context
 @run_reporting_errors
-def serve(ctx, host, port, workers, collections, reload_interval, max_batch, max_body_bytes, request_timeout, no_store):
+def serve(ctx, host, port, workers, collections, reload_interval, max_batch, max_body_bytes, request_timeout, no_store,
+          hold_store):
     """The HTTP API: similar documents, search by vector or text, filters, hot-reloaded indexes.
 
     The bearer token comes from GRAPHSVC_API_TOKEN (never from the command line)."""
@@ -184,6 +188,7 @@ def serve(ctx, host, port, workers, collections, reload_interval, max_batch, max
         password_file=str(settings.password_file) if settings.password_file else None,
         triton_url=settings.triton_url, collections=list(collections) or None, max_batch=max_batch,
         max_body_bytes=max_body_bytes, request_timeout=request_timeout, reload_interval=reload_interval,
+        hold_store=hold_store,
     )
     if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(TOKEN_VARIABLE):
         click.echo(f"warning: serving on {host} without a token — set {TOKEN_VARIABLE} to require one", err=True)

@@ -63,6 +63,7 @@ class ServiceConfig:
     max_body_bytes: int = 1 << 20
     request_timeout: float = 10.0
     reload_interval: float = 1.0
+    hold_store: bool = False
     token: str | None = field(default=None, repr=False)
 
     def to_json(self) -> str:
@@ -180,7 +181,7 @@ def create_app(config: ServiceConfig, start_reloader: bool = True) -> "Guard":
                             loaded.version if loaded else None, len(loaded) if loaded else None)
 
     reloader = IndexReloader(config.index_dir, config.collections, interval=config.reload_interval, on_event=on_event)
-    service = SimilarityService(reloader, StoreAccess(config.store, config.password_file), config.triton_url,
+    service = SimilarityService(reloader, StoreAccess(config.store, config.password_file, hold=config.hold_store), config.triton_url,
                                 max_k=min(config.max_k, MAX_K))
 
     async def lifespan(_app):
@@ -231,6 +232,10 @@ def create_app(config: ServiceConfig, start_reloader: bool = True) -> "Guard":
     async def similar(
         collection: Collection, key: DocumentKey, k: KQuery = 10, fields: FieldsQuery = None, filter: FilterQuery = None,
     ):
+        if fields is None and filter is None:
+            # the hot path: memory only and bounded (one probe of the index), so it runs
+            # on the event loop; a hop to a worker thread would cost more than the search
+            return _json(service.similar(collection, key, k))
         return _json(await run(service.similar, collection, key, k, _fields(fields), filter))
 
     @app.post("/v1/{collection}/similar", response_model=BatchAnswer, responses=ERRORS,

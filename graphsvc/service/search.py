@@ -53,8 +53,10 @@ class Ranked:
     scores: list[float]
 
 
-def _prepared(index: LoadedIndex, queries: np.ndarray) -> np.ndarray:
+def _prepared(index: LoadedIndex, queries: np.ndarray, stored: bool = False) -> np.ndarray:
     vi = index.index
+    if stored:  # vectors reconstructed from this index: already float32, finite and normalised
+        return queries
     try:
         x = np.asarray(queries, dtype=np.float32)
     except (TypeError, ValueError):
@@ -109,17 +111,19 @@ def top_k(
     k: int,
     exclude: list[int | None] | None = None,
     allowed: Candidates | None = None,
+    stored: bool = False,
 ) -> list[Ranked]:
     """The k best keys and scores per query row. `exclude[i]` is a faiss id left out of
-    row i's answer (the document a "similar to" query starts from)."""
-    x = _prepared(index, queries)
+    row i's answer (the document a "similar to" query starts from); `stored` says the
+    queries are vectors reconstructed from this index (no checks or normalising needed)."""
+    x = _prepared(index, queries, stored)
     excluding = exclude is not None and any(e is not None for e in exclude)
     pool = len(index) if allowed is None else len(allowed)
     fetch = min(k + (1 if excluding else 0), pool)
     if fetch <= 0 or len(x) == 0:
         return [Ranked([], []) for _ in range(len(x))]
     if allowed is None:
-        scores, ids = index.index.search(x, fetch)
+        scores, ids = index.index.faiss_index.search(x, fetch)
     elif len(allowed) <= EXACT_SUBSET_MAX:
         scores, ids = _exact_over(index, x, allowed, fetch)
     else:
@@ -132,5 +136,5 @@ def top_k(
         if own is not None:
             keep &= row_ids != own
         row_ids, row_scores = row_ids[keep][:k], row_scores[keep][:k]
-        answers.append(Ranked(index.key_at(row_ids), [float(s) for s in row_scores]))
+        answers.append(Ranked(index.keys_at(row_ids), row_scores.tolist()))
     return answers

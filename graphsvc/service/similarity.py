@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,35 +34,42 @@ TEXT_BATCH = 32  # sentences per Triton request
 class StoreAccess:
     """The store, opened only when a request needs it.
 
-    The embedded store is a DuckDB file that one writer locks: the service opens it
-    read-only for each request that reads it and closes it right after, so that a job can
-    write back and publish while the service runs (requests that need the store get a 503
-    while that job holds the file). ArangoDB is one shared connection."""
+    The embedded store is a DuckDB file that one writer locks. By default the service
+    opens it read-only for each request that reads it and closes it right after, so that
+    a job can write back and publish while the service runs (requests that need the store
+    get a 503 while that job holds the file); an open costs ~20 ms. With `hold=True` one
+    read-only connection stays open (requests are faster; jobs that write to that file
+    must run while the service is stopped). ArangoDB is one shared connection."""
 
-    def __init__(self, url: str | None, password_file: str | Path | None = None):
+    def __init__(self, url: str | None, password_file: str | Path | None = None, hold: bool = False):
         self.url = url
         self.password_file = password_file
+        self.hold = hold
         self._shared: GraphStore | None = None
         self._lock = threading.Lock()
+
+    def _open_embedded(self) -> GraphStore:
+        from graphsvc.store.embedded import EmbeddedStore
+
+        try:
+            return EmbeddedStore(self.url.removeprefix("duckdb://"), create=False, read_only=True)
+        except StoreError as exc:
+            if "lock" in str(exc).lower():
+                raise Unavailable(f"the store {self.url} is being written by a job; fields and filters are back when it finishes") from None
+            raise Unavailable(str(exc)) from None
 
     @contextlib.contextmanager
     def open(self) -> Iterator[GraphStore]:
         if not self.url:
             raise Unavailable("this service has no store: fields and filters need --store / GRAPHSVC_STORE")
-        if is_server_url(self.url):
-            with self._lock:
+        if is_server_url(self.url) or self.hold:
+            with self._lock:  # one connection, one request at a time on it
                 if self._shared is None:
-                    self._shared = open_store(self.url, password_file=self.password_file)
+                    self._shared = (open_store(self.url, password_file=self.password_file) if is_server_url(self.url)
+                                    else self._open_embedded())
                 yield self._shared
             return
-        from graphsvc.store.embedded import EmbeddedStore
-
-        try:
-            store = EmbeddedStore(self.url.removeprefix("duckdb://"), create=False, read_only=True)
-        except StoreError as exc:
-            if "lock" in str(exc).lower():
-                raise Unavailable(f"the store {self.url} is being written by a job; fields and filters are back when it finishes") from None
-            raise Unavailable(str(exc)) from None
+        store = self._open_embedded()
         try:
             yield store
         finally:
@@ -95,7 +103,11 @@ class _CandidateCache:
 
 
 class SimilarityService:
+    #: how long a collection's change marker is trusted before the store is asked again
+    MARKER_TTL = 1.0
+
     def __init__(self, reloader: IndexReloader, store: StoreAccess, triton_url: str | None = None, max_k: int = 1000):
+        self._markers: dict[str, tuple[int, float]] = {}
         self.reloader = reloader
         self.store = store
         self.triton_url = triton_url
@@ -114,13 +126,19 @@ class SimilarityService:
     def _allowed(self, collection: str, index: LoadedIndex, conditions: list[Condition]) -> Candidates | None:
         if not conditions:
             return None
-        with self.store.open() as store:
-            marker = store.change_marker(collection)
-            key = (collection, index.version, canonical(conditions), marker)
-            found = self._cache.get(key)
-            if found is None:
+        # a repeated filter costs no store access: the candidates are cached per filter,
+        # index version and change marker, and the marker is re-read at most once a second
+        marker, read_at = self._markers.get(collection, (None, 0.0))
+        if marker is None or time.monotonic() - read_at > self.MARKER_TTL:
+            with self.store.open() as store:
+                marker = store.change_marker(collection)
+            self._markers[collection] = (marker, time.monotonic())
+        key = (collection, index.version, canonical(conditions), marker)
+        found = self._cache.get(key)
+        if found is None:
+            with self.store.open() as store:
                 found = candidates(index, store.filter_keys(collection, conditions))
-                self._cache.put(key, found)
+            self._cache.put(key, found)
         return found
 
     def _hits(self, collection: str, ranked: list[Ranked], fields: Sequence[str] | None) -> list[list[dict[str, Any]]]:
@@ -155,7 +173,7 @@ class SimilarityService:
         filter = filter_object(filter)
         conditions = parse_filter(filter)
         allowed = self._allowed(collection, index, conditions)
-        ranked = top_k(index, index.index.reconstruct_batch([position]), k, exclude=[position], allowed=allowed)
+        ranked = top_k(index, index.index.reconstruct_batch([position]), k, exclude=[position], allowed=allowed, stored=True)
         query = {"key": key, "k": k} | ({"filter": filter} if conditions else {})
         return self._answer(collection, index.version, query, self._hits(collection, ranked, fields)[0])
 
@@ -167,7 +185,8 @@ class SimilarityService:
         positions = [index.position(key) for key in keys]
         known = [p for p in positions if p is not None]
         allowed = self._allowed(collection, index, conditions)
-        ranked = iter(top_k(index, index.index.reconstruct_batch(known), k, exclude=known, allowed=allowed)) if known else iter(())
+        ranked = iter(top_k(index, index.index.reconstruct_batch(known), k, exclude=known, allowed=allowed, stored=True)) \
+            if known else iter(())
         ranked_list = [next(ranked) if p is not None else None for p in positions]
         found = [r for r in ranked_list if r is not None]
         hits = iter(self._hits(collection, found, fields))
