@@ -22,6 +22,7 @@ import asyncio
 import hmac
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,6 +50,9 @@ COLLECTION_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_\-.]*$"
 CONFIG_VARIABLE = "GRAPHSVC_SERVE_CONFIG"
 TOKEN_VARIABLE = "GRAPHSVC_API_TOKEN"
 OPEN_PATHS = ("/healthz", "/readyz")
+SIMILAR_ROUTE = "/v1/{collection}/{key}/similar"
+_SIMILAR_PATH = re.compile(r"^/v1/([A-Za-z0-9_][A-Za-z0-9_\-.]{0,255})/([^/]{1,254})/similar$")
+_K_ONLY = re.compile(rb"^(?:k=(\d{1,4}))?$")
 
 
 @dataclass
@@ -275,17 +279,25 @@ def create_app(config: ServiceConfig, start_reloader: bool = True) -> "Guard":
     async def prometheus():
         return Response(metrics.render(), media_type=metrics.content_type)
 
-    return Guard(app, config, metrics)
+    return Guard(app, config, metrics, service)
 
 
 class Guard:
     """ASGI wrapper around the app: bearer token, body size limit and request metrics,
-    before any routing or parsing happens."""
+    before any routing or parsing happens.
 
-    def __init__(self, app: FastAPI, config: ServiceConfig, metrics: ServiceMetrics):
+    It also answers the hot request itself — `GET /v1/{collection}/{key}/similar` with at
+    most `k` — when it succeeds: FastAPI's routing and parameter validation cost about as
+    much CPU as the search. The checks are the route's own (collection pattern, key
+    length, 1 ≤ k ≤ 1000); anything else, and every error, goes through the app, so
+    answers and error bodies are the app's."""
+
+    def __init__(self, app: FastAPI, config: ServiceConfig, metrics: ServiceMetrics,
+                 service: SimilarityService | None = None):
         self.app = app
         self.config = config
         self.metrics = metrics
+        self.service = service
         self.expected = f"Bearer {config.token}".encode() if config.token else None
 
     @property
@@ -303,8 +315,14 @@ class Guard:
                 status["code"] = message["status"]
             await send(message)
 
+        route_label = None
         try:
             rejection = self._rejection(scope)
+            if rejection is None and scope["method"] == "GET" and self.service is not None:
+                answer = self._hot_answer(scope)
+                if answer is not None:
+                    route_label = SIMILAR_ROUTE
+                    return await answer(scope, receive, send_recording)
             if rejection is None:
                 receive, rejection = await self._bounded_body(scope, receive)
             if rejection is not None:
@@ -312,9 +330,23 @@ class Guard:
             else:
                 await self.app(scope, receive, send_recording)
         finally:
-            route = scope.get("route")
-            self.metrics.observe(scope["method"], getattr(route, "path", "unmatched"), status["code"],
-                                 time.perf_counter() - started)
+            route = route_label or getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.observe(scope["method"], route, status["code"], time.perf_counter() - started)
+
+    def _hot_answer(self, scope) -> Response | None:
+        match = _SIMILAR_PATH.match(scope["path"])
+        if match is None:
+            return None
+        k_only = _K_ONLY.match(scope["query_string"])
+        if k_only is None:
+            return None
+        k = int(k_only.group(1)) if k_only.group(1) else 10
+        if not 1 <= k <= MAX_K:
+            return None
+        try:
+            return _json(self.service.similar(match.group(1), match.group(2), k))
+        except GraphsvcError:
+            return None  # the app answers it again, with its own error
 
     def _rejection(self, scope) -> Response | None:
         if self.expected is None or scope["path"] in OPEN_PATHS:

@@ -165,3 +165,16 @@ def test_openapi_schema_documents_the_routes(client):
     schema = client.get("/openapi.json").json()
     assert {"/v1/{collection}/{key}/similar", "/v1/{collection}/search", "/v1/{collection}/similar",
             "/v1/{collection}/search/batch", "/healthz", "/readyz", "/metrics"} <= set(schema["paths"])
+
+
+def test_the_hot_route_answers_exactly_what_the_app_answers(client):
+    fast = client.get("/v1/products/P00021/similar?k=7")
+    through_app = client.get("/v1/products/P00021/similar", params={"k": 7, "fields": ""})
+    assert fast.status_code == through_app.status_code == 200
+    assert fast.json() == through_app.json()
+    assert client.get("/v1/products/P00021/similar").json()["query"] == {"key": "P00021", "k": 10}
+    missing = client.get("/v1/products/NOPE/similar?k=3")
+    assert missing.status_code == 404 and missing.json() == {"error": "'products/NOPE' is not in index version 1 of 'products'"}
+    assert client.get("/v1/products/P00021/similar?k=1001").status_code == 400
+    metrics = client.get("/metrics").text
+    assert 'graphsvc_requests_total{method="GET",route="/v1/{collection}/{key}/similar",status="200"} 3.0' in metrics
