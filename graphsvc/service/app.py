@@ -25,12 +25,11 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
-from fastapi import FastAPI, Path as PathParam, Query, Request
+from fastapi import FastAPI, Path as PathParam, Query
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -398,4 +397,4 @@ def app_from_env() -> Guard:
     return create_app(ServiceConfig.from_env())
 
 
-__all__ = ["ServiceConfig", "create_app", "app_from_env", "Path"]
+__all__ = ["ServiceConfig", "create_app", "app_from_env"]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from graphsvc.errors import GraphsvcError
-from graphsvc.index.artifacts import CURRENT_FILE, LoadedIndex, current_version, load_version
+from graphsvc.index.artifacts import LoadedIndex, current_version, load_version
 from graphsvc.service.errors import NotFound, Unavailable
 
 LOG = logging.getLogger(__name__)
@@ -164,5 +164,3 @@ class IndexReloader:
             self._thread.join(timeout=30)
             self._thread = None
 
-
-__all__ = ["IndexReloader", "ReloadEvent", "CURRENT_FILE"]

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from graphsvc.errors import GraphsvcError, StoreError
+from graphsvc.errors import StoreError
 from graphsvc.index.artifacts import LoadedIndex
 from graphsvc.service.errors import BadRequest, NotFound, Unavailable
 from graphsvc.service.filters import canonical, filter_object, parse_filter
@@ -273,4 +273,4 @@ class SimilarityService:
         return out
 
 
-__all__ = ["SimilarityService", "StoreAccess", "GraphsvcError"]
+__all__ = ["SimilarityService", "StoreAccess"]
