@@ -45,6 +45,9 @@ _CONNECTION_HINTS = (
 )
 # ... but Triton itself answers UNAVAILABLE for models that are not ready
 _SERVER_SIDE_HINTS = ("model", "request for unknown", "not ready", "not found")
+# what a server says about a model while it starts, reloads or shuts down: worth a retry
+_TRANSIENT_MODEL_HINTS = ("has no available versions", "is not ready", "not at ready state", "shutting down",
+                          "is unloading", "being unloaded")
 
 
 @dataclass(frozen=True)
@@ -308,9 +311,12 @@ class TritonClient:
                 error = self._error(exc, model=model, what=what)
                 if error is None:
                     raise
-                if not isinstance(error, TritonUnavailable):
+                transient = not isinstance(error, TritonUnavailable) and any(
+                    hint in str(error).lower() for hint in _TRANSIENT_MODEL_HINTS)
+                if not isinstance(error, TritonUnavailable) and not transient:
                     raise error from None
-                connection.reset()
+                if not transient:
+                    connection.reset()
                 if retry and attempt < policy.retries:
                     attempt += 1
                     delay = policy.delay(attempt)
@@ -322,8 +328,12 @@ class TritonClient:
                 if retry and attempt:
                     detail = (f"{_describe(exc)}; gave up after {attempt + 1} attempts over "
                               f"{time.monotonic() - started:.1f}s")
-                    error = TritonUnavailable(self.url, detail)
-                    error.detail = detail
+                    if transient:
+                        error = TritonInferenceError(f"{error}; gave up after {attempt + 1} attempts over "
+                                                     f"{time.monotonic() - started:.1f}s")
+                    else:
+                        error = TritonUnavailable(self.url, detail)
+                        error.detail = detail
                 error.attempts = attempt + 1
                 raise error from None
 
@@ -384,6 +394,19 @@ class TritonClient:
         if self._http:
             return response
         return json_format.MessageToDict(response, preserving_proto_field_name=True)
+
+    def inference_statistics(self, name: str, version: str = "") -> dict[str, int]:
+        """{"inference_count", "execution_count", "success_count"} summed over the model's
+        versions: with dynamic batching, several requests run in one execution."""
+        response = self._call(lambda c: c.get_inference_statistics(name, version), model=name)
+        if not self._http:
+            response = json_format.MessageToDict(response, preserving_proto_field_name=True)
+        totals = {"inference_count": 0, "execution_count": 0, "success_count": 0}
+        for entry in response.get("model_stats", []):
+            totals["inference_count"] += int(entry.get("inference_count", 0))
+            totals["execution_count"] += int(entry.get("execution_count", 0))
+            totals["success_count"] += int(entry.get("inference_stats", {}).get("success", {}).get("count", 0))
+        return totals
 
     def latest_version(self, name: str) -> str:
         """The newest version of `name` the server serves (what a job records in its manifest)."""

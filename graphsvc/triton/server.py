@@ -425,6 +425,23 @@ def _port_free(address: str, port: int) -> bool:
     return True
 
 
+def python_stub_processes(work_dir: str | os.PathLike) -> dict[int, str]:
+    """{pid: model directory} of the Python-backend stubs running out of a server's work dir
+    (one per model instance), read from /proc."""
+    marker = str(Path(work_dir).resolve() / "backends" / "python" / "triton_python_backend_stub")
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(args) > 1 and args[0].decode(errors="replace") == marker:
+            found[int(entry.name)] = str(Path(args[1].decode(errors="replace")).parent.parent)
+    return found
+
+
 def _set_parent_death_signal() -> None:  # runs in the child between fork and exec
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -507,6 +524,11 @@ class TritonServer:
         if self._log_path is not None:
             return self._log_path
         return self._work_dir / "tritonserver.log" if self._work_dir else None
+
+    @property
+    def work_dir(self) -> Path | None:
+        """Runtime repository, backends and (by default) the log, while the server runs."""
+        return self._work_dir
 
     @property
     def pid(self) -> int | None:
