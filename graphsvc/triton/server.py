@@ -5,8 +5,14 @@ TorchScript, `onnxruntime_onnx`), but the pytriton build only has the Python bac
 So `TritonServer` first generates a *runtime repository* in a work directory: each model
 keeps its name, inputs, outputs, batching, instance groups and version policy, but runs
 on `backend: "python"` through a generic shim (`_python_model.py`, copied as
-`<version>/model.py`) that loads the original file with `torch.jit.load`; the original
-files are symlinked next to it.
+`<version>/model.py`) that loads the original file with `torch.jit.load` (TorchScript) or
+an onnxruntime session (ONNX); the original files are symlinked next to it.
+
+The server runs in explicit model-control mode (every model loaded at start). With
+`poll_secs`, a watcher thread plays the part of `--model-control-mode=poll`: once a change
+in the model repository has settled, it rebuilds the changed models' runtime directories
+(aside, then swapped in) and loads them through Triton's repository API, so new versions
+and changed model files are served without a restart (see `TritonServer._watch`).
 
 Work directory layout (`runtime_dir`, or a temporary directory removed on stop):
 
