@@ -63,6 +63,7 @@ def serve(model_repository, bind_address, http_port, grpc_port, metrics_port, ru
     from graphsvc.triton.server import TritonServer
 
     _setup_logging(verbose)
+    logging.getLogger("graphsvc.triton.server").setLevel(logging.INFO)  # live updates are worth a line each
     server = TritonServer(
         model_repository,
         http_port=http_port,

@@ -214,7 +214,7 @@ class TritonClient:
         self._local = threading.local()
         self._connections: list[_Connection] = []
         self._lock = threading.Lock()
-        self._closed = threading.Event()
+        self._closed_count = 0  # close() increments it: requests waiting to retry give up
         self._output_names: dict[tuple[str, str], list[str]] = {}
 
     @property
@@ -255,13 +255,12 @@ class TritonClient:
         return self._connection().get()
 
     def close(self) -> None:
-        self._closed.set()  # wakes requests waiting to retry: they give up
         with self._lock:
+            self._closed_count += 1
             connections, self._connections = self._connections, []
         for connection in connections:
             connection.reset()
         self._local = threading.local()
-        self._closed.clear()
 
     def __enter__(self) -> "TritonClient":
         return self
@@ -286,15 +285,19 @@ class TritonClient:
         return None
 
     def _interrupted_wait(self, seconds: float, cancel: threading.Event | None) -> bool:
-        """Sleep; True (at once) when the client is closed or `cancel` is set meanwhile."""
+        """Sleep; True (within 0.1 s) when the client is closed or `cancel` is set meanwhile."""
+        closed_count = self._closed_count
         deadline = time.monotonic() + seconds
         while True:
-            if self._closed.is_set() or (cancel is not None and cancel.is_set()):
+            if self._closed_count != closed_count or (cancel is not None and cancel.is_set()):
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            (cancel or self._closed).wait(min(remaining, 0.1))
+            if cancel is not None:
+                cancel.wait(min(remaining, 0.1))
+            else:
+                time.sleep(min(remaining, 0.1))
 
     def _call(self, fn: Callable[[Any], Any], *, model: str | None = None, what: str = "", retry: bool = True,
               connection: _Connection | None = None, cancel: threading.Event | None = None):
@@ -323,6 +326,7 @@ class TritonClient:
                     LOG.warning("Triton at %s: %s; retry %d/%d in %.1fs", self.url, _describe(exc), attempt,
                                 policy.retries, delay)
                     if self._interrupted_wait(delay, cancel):
+                        error.attempts = attempt  # the retry that was due is not made
                         raise error from None
                     continue
                 if retry and attempt:

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -203,6 +204,27 @@ def test_giving_up_on_a_down_server_takes_the_backoff_budget():
     elapsed = time.monotonic() - started
     assert info.value.attempts == 4
     assert 0.9 * (0.2 + 0.4 + 0.4) <= elapsed < 10  # it waited between attempts, and gave up
+
+
+def test_closing_the_client_stops_a_request_waiting_to_retry():
+    (port,) = free_ports(1)
+    client = TritonClient(f"grpc://127.0.0.1:{port}", retries=5, backoff=5.0)
+    outcome = []
+
+    def call():
+        started = time.monotonic()
+        try:
+            client.infer("addmul", {"x__0": np.zeros((1, 4), np.float32)})
+        except TritonUnavailable as exc:
+            outcome.append((exc, time.monotonic() - started))
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    time.sleep(0.5)
+    client.close()
+    thread.join(timeout=10)
+    (error, seconds), = outcome
+    assert seconds < 3 and error.attempts == 1  # it did not sit out the 5 s backoff
 
 
 # -- against the running server ---------------------------------------------------------------
