@@ -30,7 +30,13 @@ from graphsvc.models.repository import (
 )
 from graphsvc.triton.cli import triton as triton_cli
 from graphsvc.triton.client import RetryPolicy, TritonClient, parse_url
-from graphsvc.triton.server import TritonServer, build_runtime_repository, find_tritonserver, python_stub_processes
+from graphsvc.triton.server import (
+    TritonServer,
+    build_runtime_repository,
+    find_tritonserver,
+    python_stub_processes,
+    sync_runtime_repository,
+)
 from tests.support import free_ports
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -137,6 +143,28 @@ def test_runtime_repository_layout(modules_and_repo, tmp_path):
     before = (runtime / "addmul").stat().st_ino
     assert build_runtime_repository(repo, runtime) == ["addmul", "points"]
     assert (runtime / "addmul").stat().st_ino == before
+
+
+def test_sync_reports_changes_and_keeps_a_model_whose_update_is_broken(modules_and_repo, tmp_path):
+    _, good = modules_and_repo
+    repo, runtime = tmp_path / "repo", tmp_path / "rt"
+    shutil.copytree(good, repo)
+    first = sync_runtime_repository(repo, runtime)
+    assert first.changed == ["addmul", "points"] and first.removed == [] and first.errors == {}
+    assert sync_runtime_repository(repo, runtime).changed == []  # nothing changed, nothing rebuilt
+
+    (repo / "points" / "config.pbtxt").write_text("max_batch_size: 'eight'\n")  # a broken edit …
+    shutil.copytree(repo / "addmul" / "1", repo / "addmul" / "2")  # … beside a good one
+    sync = sync_runtime_repository(repo, runtime, strict=False)
+    assert sync.changed == ["addmul"] and "points" in sync.errors and "config.pbtxt" in sync.errors["points"]
+    assert sync.served == ["addmul", "points"]  # the old runtime copy of 'points' stays
+    assert (runtime / "points" / "1" / "model.py").exists() and (runtime / "addmul" / "2" / "model.py").exists()
+    with pytest.raises(ModelRepositoryError, match="points"):
+        sync_runtime_repository(repo, runtime)  # at start-up a broken model is an error
+
+    shutil.rmtree(repo / "points")
+    sync = sync_runtime_repository(repo, runtime, strict=False)
+    assert sync.removed == ["points"] and not (runtime / "points").exists()
 
 
 def test_runtime_dir_must_be_ours(modules_and_repo, tmp_path):
