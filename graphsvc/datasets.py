@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from graphsvc.errors import StoreError
 from graphsvc.graph import CSRGraph, edges_to_positions
+from graphsvc.splits import split_from_values
 from graphsvc.store.base import GraphStore
 
 
@@ -19,6 +20,10 @@ class NodeGraph:
     labels: np.ndarray | None  # [N] int64, -1 where missing
     graph: CSRGraph
     dangling_edges: int
+    # train/valid/test node positions when the data names them (a split attribute, an
+    # OGB split directory); None: the trainer draws a seeded random split
+    splits: dict[str, np.ndarray] | None = None
+    source: str = ""
 
 
 def load_node_graph(
@@ -28,10 +33,16 @@ def load_node_graph(
     features: str = "features",
     label: str | None = None,
     batch_size: int = 65_536,
+    split: str | None = None,
 ) -> NodeGraph:
+    """`split` names an attribute holding `train`/`valid`/`test` per document."""
     attributes = {features: pa.list_(pa.float32())}
     if label:
         attributes[label] = pa.int64()
+    if split:
+        if split in attributes:
+            raise StoreError(f"{nodes}: the split attribute '{split}' is also the features or the label")
+        attributes[split] = pa.string()
     table = pa.Table.from_batches(
         list(store.pull(nodes, attributes, batch_size=batch_size)),
         schema=pa.schema([("_key", pa.string())] + list(attributes.items())),
@@ -51,6 +62,7 @@ def load_node_graph(
         labels = table.column(label).to_numpy(zero_copy_only=False)
         labels = np.where(np.isnan(labels.astype(np.float64)), -1, labels).astype(np.int64)
     keys = table.column("_key").combine_chunks()
+    splits = split_from_values(keys, table.column(split), split, nodes) if split else None
     indexed = edges_to_positions(keys, store.pull_edges(edges, batch_size=batch_size), nodes)
     graph = CSRGraph.from_edges(indexed.source, indexed.target, table.num_rows)
-    return NodeGraph(keys, matrix, labels, graph, indexed.dangling)
+    return NodeGraph(keys, matrix, labels, graph, indexed.dangling, splits, source=f"store:{nodes}/{edges}")

@@ -100,3 +100,14 @@ class ArangoError(StoreError):
         self.http_status = http_status
         self.request = request
         self.collection = collection
+
+
+class DatasetFormatError(GraphsvcError):
+    """A dataset directory (e.g. an OGB download) is incomplete or a file in it is
+    malformed; names the file and, where known, the line."""
+
+    def __init__(self, path: str, message: str, line: int | None = None):
+        where = f"{path} line {line}" if line is not None else str(path)
+        super().__init__(f"{where}: {message}")
+        self.path = str(path)
+        self.line = line

@@ -170,38 +170,76 @@ def synth_movies(out, as_json):
     emit_json(counts) if as_json else click.echo(f"wrote {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
+def _split_fractions(value: str) -> tuple[float, float]:
+    try:
+        train, valid = (float(v) for v in value.split(","))
+    except ValueError:
+        raise ConfigError(f"--split must be TRAIN,VALID fractions (the rest is test), got '{value}'") from None
+    return train, valid
+
+
 @cli.command("train-graphsage")
-@click.option("--nodes", default="products", show_default=True)
-@click.option("--edges", default="bought_together", show_default=True)
-@click.option("--features", default="features", show_default=True)
-@click.option("--label", default="category", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("checkpoints/graphsage_products.pth.tar"), show_default=True)
+@click.option("--nodes", default="products", show_default=True, help="Node collection.")
+@click.option("--edges", default="bought_together", show_default=True, help="Edge collection between those nodes.")
+@click.option("--features", default="features", show_default=True, help="Attribute holding each node's feature vector.")
+@click.option("--label", default="category", show_default=True, help="Attribute holding each node's class id.")
+@click.option("--ogb-root", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Train on an OGB node dataset on disk instead of the store (ogbn_products/ as ogb writes it: "
+                   "raw/*.csv.gz or processed/, split/<name>/).")
+@click.option("--ogb-split", default=None, help="Split directory under split/ [default: the only one there].")
+@click.option("--split-attribute", default=None,
+              help="Attribute saying train/valid/test per document; without it, a seeded random split (--split).")
+@click.option("--split", "split_fractions", default="0.6,0.2", show_default=True,
+              help="Random split: TRAIN,VALID fractions of the labelled nodes; the rest is test.")
+@click.option("--holdout-edges", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Share of edges kept out of training (seeded), for 'jobs evaluate' to test link recall on.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
+              default=Path("checkpoints/graphsage_products.pth.tar"), show_default=True)
 @click.option("--epochs", default=20, show_default=True, type=click.IntRange(1))
+@click.option("--patience", default=5, show_default=True, type=click.IntRange(1),
+              help="Stop after this many epochs without a better validation accuracy.")
 @click.option("--hidden", default=256, show_default=True, type=click.IntRange(1))
-@click.option("--fanouts", default="15,10,5", show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--fanouts", default="15,10,5", show_default=True, help="Neighbours sampled per hop; one per layer.")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1), help="Training nodes per step.")
+@click.option("--lr", "learning_rate", default=0.005, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--seed", default=0, show_default=True, help="Seeds the split, held-out edges, sampling and weights.")
 @json_option
 @click.pass_context
 @run_reporting_errors
-def train_command(ctx, nodes, edges, features, label, out, epochs, hidden, fanouts, seed, as_json):
-    """Train GraphSAGE on a node collection; best checkpoint in the workshop's format."""
-    from jobs.train import TrainingConfig, train_graphsage
+def train_command(ctx, nodes, edges, features, label, ogb_root, ogb_split, split_attribute, split_fractions,
+                  holdout_edges, out, epochs, patience, hidden, fanouts, batch_size, learning_rate, dropout, seed,
+                  as_json):
+    """Train GraphSAGE (mean aggregation) with early stopping; the best checkpoint in the
+    workshop's format, metrics as JSON beside it (OUT.metrics.json)."""
+    from graphsvc.checkpoints import metrics_path
+    from jobs.train import TrainingConfig, train_graphsage, train_graphsage_ogb
 
     hops = _fanouts(fanouts)
-    config = TrainingConfig(hidden=hidden, epochs=epochs, fanouts=hops, num_layers=len(hops), seed=seed)
+    config = TrainingConfig(hidden=hidden, epochs=epochs, patience=patience, fanouts=hops, num_layers=len(hops),
+                            batch_size=batch_size, learning_rate=learning_rate, dropout=dropout,
+                            split=_split_fractions(split_fractions), split_attribute=split_attribute,
+                            holdout_edges=holdout_edges, seed=seed)
 
     def report(record):
+        mark = "  *" if record["best"] else ""
         click.echo(f"epoch {record['epoch']:>3}  loss {record['loss']:.4f}  train {record['train']:.3f}  "
-                   f"valid {record['valid']:.3f}", err=True)
+                   f"valid {record['valid']:.3f}  {record['seconds']:.1f}s{mark}", err=True)
 
-    with open_settings_store(settings_from(ctx)) as store:
-        metrics = train_graphsage(store, out, nodes, edges, features, label, config, on_epoch=report)
+    with progress(None, "training", "nodes") as bar:
+        if ogb_root is not None:
+            metrics = train_graphsage_ogb(ogb_root, out, config, ogb_split, on_epoch=report, on_batch=bar.update)
+        else:
+            with open_settings_store(settings_from(ctx)) as store:
+                metrics = train_graphsage(store, out, nodes, edges, features, label, config, on_epoch=report,
+                                          on_batch=bar.update)
     if as_json:
         emit_json(metrics)
         return
     accuracy = metrics["accuracy"]
-    click.echo(f"saved {out} (epoch {metrics['best_epoch']}): accuracy train {accuracy['train']:.3f} "
-               f"valid {accuracy['valid']:.3f} test {accuracy['test']:.3f} in {metrics['seconds']}s")
+    click.echo(f"saved {out} (epoch {metrics['best_epoch']} of {metrics['epochs_run']}): accuracy "
+               + " ".join(f"{k} {v:.3f}" for k, v in accuracy.items() if v is not None)
+               + f" in {metrics['seconds']}s; metrics in {metrics_path(out)}")
 
 
 @cli.command("export-models")
@@ -309,6 +347,66 @@ def embed_movies_command(ctx, collection, text_attribute, model, top_k, batch_si
         return
     click.echo(f"embedded {summary['embedded']} {collection} ({summary['sentences_per_second']} sentences/s), "
                f"wrote embedding/similar, published index v{summary['index_version']} in {summary['seconds']['total']}s")
+
+
+@cli.command("evaluate")
+@click.option("--nodes", default="products", show_default=True)
+@click.option("--edges", default="bought_together", show_default=True)
+@click.option("--features", default="features", show_default=True)
+@click.option("--label", default="category", show_default=True)
+@click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False),
+              default=Path("checkpoints/graphsage_products.pth.tar"), show_default=True,
+              help="The GraphSAGE checkpoint; CHECKPOINT.metrics.json beside it says which split and held-out edges training used.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Report directory [default: var/evaluation/<nodes>].")
+@click.option("-k", "--k", "k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--link-queries", default=2000, show_default=True, type=click.IntRange(1),
+              help="Held-out edge ends to rank (a seeded sample when there are more).")
+@click.option("--index-sample", default=1000, show_default=True, type=click.IntRange(1),
+              help="Stored vectors searched in the published index and exactly.")
+@click.option("--projection-sample", default=2000, show_default=True, type=click.IntRange(2))
+@click.option("--holdout-edges", default=None, type=click.FloatRange(0, 1, max_open=True),
+              help="Share of edges to hold out [default: what the checkpoint's training held out].")
+@click.option("--seed", default=0, show_default=True)
+@json_option
+@click.pass_context
+@run_reporting_errors
+def evaluate_command(ctx, nodes, edges, features, label, checkpoint, out, k, link_queries, index_sample,
+                     projection_sample, holdout_edges, seed, as_json):
+    """Report what the embeddings are worth: report.json + index.html with PNG figures.
+
+    Category accuracy per split; recall@k of held-out edges ranked by embedding
+    similarity, by raw features and by chance; the published index's recall@k against
+    exact search; a 2-D PCA of a sample of embeddings coloured by category.
+    """
+    from jobs.evaluate import EvaluateConfig, evaluate
+
+    settings = settings_from(ctx)
+    config = EvaluateConfig(nodes=nodes, edges=edges, features=features, label=label, checkpoint=checkpoint,
+                            out=out or Path("var/evaluation") / nodes, k=k, link_queries=link_queries,
+                            index_sample=index_sample, projection_sample=projection_sample,
+                            holdout_edges=holdout_edges, seed=seed)
+    with open_settings_store(settings) as store:
+        report = evaluate(store, Path(settings.index_dir), config)
+    for note in report["notes"]:
+        click.echo(f"note: {note}", err=True)
+    if as_json:
+        emit_json(report)
+        return
+    accuracy = report["category_accuracy"]["splits"]
+    click.echo("category accuracy " + ", ".join(f"{name} {row['accuracy']:.3f}" for name, row in accuracy.items()
+                                               if row["accuracy"] is not None))
+    link = report["link_prediction"]
+    if link.get("skipped"):
+        click.echo(f"link recall skipped: {link['skipped']}")
+    else:
+        click.echo(f"recall@{k} of {link['held_out_edges']} held-out {edges} edges: " + ", ".join(
+            f"{name} {row['recall_at_k']:.3f}" for name, row in link["rankings"].items()))
+    index = report["index"]
+    click.echo(f"index recall@{k}: skipped ({index['skipped']})" if index.get("skipped") else
+               f"index recall@{k} v{index['version']} ({index['kind']}, nprobe {index['nprobe']}) vs exact: "
+               f"{index['recall_at_k']:.3f}")
+    click.echo(f"report: {report['files']['index.html']}")
 
 
 def main() -> None:

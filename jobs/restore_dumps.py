@@ -352,9 +352,13 @@ class _Restorer:
         for index in range(first_file, len(files)):
             path = files[index]
             skip = start_line if index == first_file else 0
+            # three stages in three threads: gunzip and split lines, parse, write (each mostly outside the GIL)
+            # (the generator expression holds the only reference: closing it stops the first stage too)
             blocks = (
                 (block, parse_block(block, collection.kind, stop_at_error=stop))
-                for block in iter_line_blocks(path, skip, self.batch_size, self.max_block_bytes, _FIRST_BLOCK_LINES)
+                for block in _read_ahead(
+                    iter_line_blocks(path, skip, self.batch_size, self.max_block_bytes, _FIRST_BLOCK_LINES)
+                )
             )
             for block, parsed in _read_ahead(blocks):
                 if parsed.rejected:
@@ -390,10 +394,10 @@ class _Restorer:
                 row.removed += store.remove_documents(name, operation.keys)
             elif operation.table is not None:
                 if last:
-                    row.written += _distinct_keys(operation)
-                    store.upsert_table(name, operation.table, state=(key, state()))
+                    row.written += operation.table.num_rows if operation.checked else _distinct_keys(operation)
+                    store.upsert_table(name, operation.table, state=(key, state()), checked=operation.checked)
                     return
-                row.written += store.upsert_table(name, operation.table)
+                row.written += store.upsert_table(name, operation.table, checked=operation.checked)
             else:
                 row.written += store.upsert_documents(name, operation.documents or [])
         store.put_state(key, state())

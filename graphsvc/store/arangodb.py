@@ -629,9 +629,12 @@ class ArangoStore(GraphStore):
             self._bump(name)
         return written
 
-    def upsert_table(self, name: str, table: pa.Table, state: tuple[str, dict] | None = None) -> int:
+    def upsert_table(
+        self, name: str, table: pa.Table, state: tuple[str, dict] | None = None, *, checked: bool = False
+    ) -> int:
         kind = self._kind(name)
-        table = self._checked_table(name, kind, table)
+        if not checked:
+            table = self._checked_table(name, kind, table)
         written = 0
         for batch in table.to_batches(max_chunksize=self.import_batch_size):
             written += self._import(name, table_to_documents(batch))

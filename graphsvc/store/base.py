@@ -104,13 +104,18 @@ class GraphStore(ABC):
         without writing any of them."""
 
     @abstractmethod
-    def upsert_table(self, name: str, table: pa.Table, state: tuple[str, dict] | None = None) -> int:
+    def upsert_table(
+        self, name: str, table: pa.Table, state: tuple[str, dict] | None = None, *, checked: bool = False
+    ) -> int:
         """Insert or replace documents given as an Arrow table: a `_key` column (plus
         `_from`/`_to` for edges) and one column per top-level attribute; null means
         "attribute absent". Keys repeated within the table: the last row wins. When
         `state` is given, `put_state(*state)` happens with the write — atomically where
         the backend has transactions (embedded), right after it otherwise (ArangoDB;
-        upserts are idempotent, so replaying a batch after a crash is harmless)."""
+        upserts are idempotent, so replaying a batch after a crash is harmless).
+        `checked=True`: the caller already applied `store.checks` (keys and edge ends
+        valid, no key repeated, no `_id`/`_rev`), as the dump reader does in its own
+        thread, and the store writes without checking again. Returns the rows written."""
 
     @abstractmethod
     def remove_documents(self, name: str, keys: Sequence[str]) -> int:

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from graphsvc.errors import DumpFormatError
+from graphsvc.store.checks import DOCUMENT_ID_PATTERN, DOCUMENT_KEY_PATTERN, keep_last_rows
 from graphsvc.store.base import (
     ARANGO_TYPE_DOCUMENT,
     ARANGO_TYPE_EDGE,
@@ -583,9 +584,9 @@ DEFAULT_BLOCK_BYTES = 32 << 20  # a block never holds more raw text than this (u
 _PYTHON_PIECE_LINES = 128  # pieces split this small go straight to the line-by-line path
 
 # ArangoDB's document key rules: 1–254 characters from this set.
-_ARANGO_KEY = r"^[A-Za-z0-9_\-:.@()+,=;$!*'%]{1,254}$"
+_ARANGO_KEY = DOCUMENT_KEY_PATTERN
 _ARANGO_KEY_RE = re.compile(_ARANGO_KEY)
-_EDGE_END = r"^[A-Za-z0-9_\-]+/[A-Za-z0-9_\-:.@()+,=;$!*'%]+$"  # Collection/key
+_EDGE_END = DOCUMENT_ID_PATTERN  # Collection/key
 _EDGE_END_RE = re.compile(_EDGE_END)
 # Derived or store-managed attributes a dump carries that are not restored as data.
 _DROPPED_ATTRIBUTES = ("_id", "_rev")
@@ -763,6 +764,8 @@ class Upserts:
     table: pa.Table | None
     documents: list[dict] | None
     last_line: int
+    # the table's keys and edge ends are valid and no key repeats: the store need not check again
+    checked: bool = False
 
     @property
     def num_rows(self) -> int:
@@ -1015,7 +1018,7 @@ def _upserts(table: pa.Table, row_lines: np.ndarray, block: LineBlock, kind: str
         ambiguous |= _ambiguous_rows(column.combine_chunks())
     count = int(ambiguous.sum())
     if count == 0:
-        return [Upserts(table, None, last_line)]
+        return [_checked_upserts(table, last_line)]
     if count * 4 > table.num_rows:
         raise _LineByLine  # mostly ambiguous: cheaper line by line
     keys = table.column("_key")
@@ -1027,7 +1030,13 @@ def _upserts(table: pa.Table, row_lines: np.ndarray, block: LineBlock, kind: str
     for line in row_lines[ambiguous].tolist():
         operation = _checked_operation(block.raw_line(line - block.first_line), block.path, line, kind)
         documents.append(operation.document)
-    return [Upserts(None, documents, last_line), Upserts(plain, None, last_line)]
+    return [Upserts(None, documents, last_line), _checked_upserts(plain, last_line)]
+
+
+def _checked_upserts(table: pa.Table, last_line: int) -> Upserts:
+    """A table whose keys and edge ends passed the checks, with the last row of a repeated
+    key kept here, in the parsing thread, so the store's writer has nothing left to check."""
+    return Upserts(keep_last_rows(table), None, last_line, checked=True)
 
 
 # -- the slow path: json.loads line by line
@@ -1042,7 +1051,10 @@ def _parse_python(block: LineBlock, kind: str, stop_at_error: bool) -> ParsedBlo
         nonlocal pending
         if pending:
             table = _documents_table(pending)
-            result.operations.append(Upserts(table, None if table is not None else pending, pending_last))
+            if table is not None:
+                result.operations.append(_checked_upserts(table, pending_last))
+            else:
+                result.operations.append(Upserts(None, pending, pending_last))
             pending = []
 
     for index in range(block.num_lines):

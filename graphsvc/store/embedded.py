@@ -294,12 +294,17 @@ class EmbeddedStore(GraphStore):
         table, json_columns = _documents_to_arrow(rows)
         return self._upsert(name, table, json_columns, None)
 
-    def upsert_table(self, name: str, table: pa.Table, state: tuple[str, dict] | None = None) -> int:
-        return self._upsert(name, table, set(), state)
+    def upsert_table(
+        self, name: str, table: pa.Table, state: tuple[str, dict] | None = None, *, checked: bool = False
+    ) -> int:
+        return self._upsert(name, table, set(), state, checked)
 
-    def _upsert(self, name: str, table: pa.Table, json_columns: set[str], state: tuple[str, dict] | None) -> int:
+    def _upsert(
+        self, name: str, table: pa.Table, json_columns: set[str], state: tuple[str, dict] | None, checked: bool = False
+    ) -> int:
         kind = self._kind(name)
-        table = self._checked(name, kind, table)
+        if not checked:
+            table = self._checked(name, kind, table)
         if table.num_rows == 0:
             if state:
                 self.put_state(*state)
@@ -677,9 +682,13 @@ class EmbeddedStore(GraphStore):
             f"WITH known AS ({known}) SELECT e._key, e._from, e._to FROM {_docs(name)} e "
             "WHERE e._from NOT IN (SELECT id FROM known) OR e._to NOT IN (SELECT id FROM known)"
         )
-        count = self._one(f"SELECT count(*) FROM ({dangling})")[0]
-        rows = self._run(f"{dangling} ORDER BY e._key LIMIT ?", [examples]) if count else []
-        return DanglingEdges(name, count, tuple({"_key": k, "_from": f, "_to": t} for k, f, t in rows))
+        # the count and the first examples in one pass (no rows: nothing dangles)
+        rows = self._run(
+            f"SELECT * FROM (SELECT *, count(*) OVER () AS n FROM ({dangling})) ORDER BY _key LIMIT ?",
+            [max(examples, 1)],
+        )
+        count = rows[0][3] if rows else 0
+        return DanglingEdges(name, count, tuple({"_key": k, "_from": f, "_to": t} for k, f, t, _n in rows[:examples]))
 
     # -- job state -----------------------------------------------------------------------
     def get_state(self, key: str) -> dict | None:

@@ -393,11 +393,11 @@ class _FailingStore(EmbeddedStore):
         super().__init__(path, create=True)
         self.writes, self.fail_at = 0, fail_at
 
-    def upsert_table(self, name, table, state=None):
+    def upsert_table(self, name, table, state=None, *, checked=False):
         self.writes += 1
         if self.writes == self.fail_at:
             raise StoreError("disk full (simulated)")
-        return super().upsert_table(name, table, state)
+        return super().upsert_table(name, table, state, checked=checked)
 
 
 def test_a_store_failure_mid_restore_resumes_from_the_last_committed_block(tmp_path):
@@ -619,3 +619,42 @@ def test_the_arrow_path_and_the_line_by_line_path_agree(tmp_path):
     assert [r.line for r in skipped.rejected] == [1501] and skipped.python_lines < 1000
     rows = [row for op in skipped.operations for row in (op.table.to_pylist() if op.table is not None else op.documents)]
     assert rows == products
+
+
+def test_parsed_tables_arrive_checked_with_the_last_row_of_a_repeated_key(tmp_path):
+    """The parser (in the read-ahead thread) validates and de-duplicates, so the store's
+    writer skips its own checks; both the Arrow and the line-by-line path do it."""
+    edges = [{"_key": "e1", "_from": "p/a", "_to": "p/b", "w": 1}, {"_key": "e2", "_from": "p/a", "_to": "p/c", "w": 2},
+             {"_key": "e1", "_from": "p/a", "_to": "p/d", "w": 3}]
+    path = tmp_path / "e.data.json"
+    path.write_bytes(_lines(edges))
+    (block,) = iter_line_blocks(path)
+    (fast,) = parse_block(block, "edge").operations
+    assert fast.checked and fast.table.to_pylist() == edges[1:]
+    path.write_bytes(_lines(edges[:2]) + b"{oops\n" + _lines(edges[2:]))
+    (block,) = iter_line_blocks(path)
+    parsed = parse_block(block, "edge", stop_at_error=False)
+    assert [r.line for r in parsed.rejected] == [3]
+    assert all(op.checked for op in parsed.operations)
+    assert [op.table.column("_key").to_pylist() for op in parsed.operations] == [["e1", "e2"], ["e1"]]
+    store = EmbeddedStore(tmp_path / "s.duckdb", create=True)
+    store.create_collection("links", "edge")
+    for op in parsed.operations:
+        store.upsert_table("links", op.table, checked=True)
+    assert [d["_to"] for d in store.get_documents("links", ["e1", "e2"])] == ["p/d", "p/c"]
+
+
+def test_a_stop_mid_file_leaves_no_reading_threads_behind(tmp_path):
+    lines = [json.dumps({"_key": f"k{i}", "n": i}).encode() for i in range(30_000)]
+    lines[5_000] = b'{"_key": "broken", '
+    dump = _hand_dump(tmp_path / "d", {
+        f"things_{_md5('things')}.structure.json": _structure("things"),
+        f"things_{_md5('things')}.data.json.gz": _lines(lines),
+    })
+    with open_store(str(tmp_path / "s.duckdb"), create=True) as store:
+        with pytest.raises(DumpFormatError, match="line 5001") as caught:
+            restore_dumps(store, [dump], batch_size=1_000)
+        assert len(store.select_keys("things")) == 5_000
+    # checked while the error (and the frames its traceback holds) is still alive
+    assert [t.name for t in threading.enumerate() if t.name == "restore-read-ahead"] == []
+    assert caught.value.line == 5_001

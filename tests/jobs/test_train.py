@@ -1,0 +1,181 @@
+"""`jobs train-graphsage`: store graphs, OGB directories, splits, held-out edges, early
+stopping, repeatability, the workshop's checkpoint format."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from graphsvc.checkpoints import metrics_path
+from graphsvc.errors import ConfigError, StoreError
+from graphsvc.models.graphsage import load_checkpoint
+from graphsvc.store import open_store
+from jobs.cli import cli
+from jobs.synth import ProductGraphSpec, product_key
+from jobs.train import TrainingConfig, train_graphsage
+from tests.jobs.sample_graphs import restored_store
+
+SPEC = ProductGraphSpec(num_products=400, num_categories=6, seed=3)
+SMALL = TrainingConfig(hidden=16, num_layers=2, fanouts=(5, 5), batch_size=64, epochs=3, seed=5)
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory):
+    return restored_store(tmp_path_factory.mktemp("train"), SPEC)
+
+
+def _without_times(metrics: dict) -> dict:
+    metrics = json.loads(json.dumps(metrics))
+    metrics.pop("seconds")
+    metrics.pop("checkpoint")
+    for record in metrics["history"]:
+        record.pop("seconds")
+    return metrics
+
+
+def test_two_runs_with_the_same_seed_give_identical_metrics_and_weights(store_path, tmp_path):
+    with open_store(str(store_path)) as store:
+        first = train_graphsage(store, tmp_path / "a.pth.tar", config=SMALL)
+        second = train_graphsage(store, tmp_path / "b.pth.tar", config=SMALL)
+        other = train_graphsage(store, tmp_path / "c.pth.tar", config=TrainingConfig(**{**SMALL.__dict__, "seed": 6}))
+    assert _without_times(first) == _without_times(second)
+    a, _ = load_checkpoint(tmp_path / "a.pth.tar")
+    b, _ = load_checkpoint(tmp_path / "b.pth.tar")
+    c, _ = load_checkpoint(tmp_path / "c.pth.tar")
+    for name, tensor in a.state_dict().items():
+        assert torch.equal(tensor, b.state_dict()[name]), name
+    assert not torch.equal(a.state_dict()["convs.0.lin_l.weight"], c.state_dict()["convs.0.lin_l.weight"])
+    assert first["split"]["sizes"] != other["split"]["sizes"] or first["history"] != other["history"]
+
+
+def test_checkpoint_is_in_the_workshop_format_with_metrics_beside_it(store_path, tmp_path):
+    out = tmp_path / "model.pth.tar"
+    with open_store(str(store_path)) as store:
+        metrics = train_graphsage(store, out, config=TrainingConfig(**{**SMALL.__dict__, "epochs": 4}))
+    checkpoint = torch.load(out, map_location="cpu", weights_only=True)
+    assert sorted(checkpoint) == ["best_acc", "epoch", "state_dict"]
+    assert sorted(checkpoint["state_dict"]) == [
+        "convs.0.lin_l.bias", "convs.0.lin_l.weight", "convs.0.lin_r.weight",
+        "convs.1.lin_l.bias", "convs.1.lin_l.weight", "convs.1.lin_r.weight",
+    ]
+    assert checkpoint["state_dict"]["convs.0.lin_l.weight"].shape == (16, 100)
+    assert checkpoint["state_dict"]["convs.1.lin_l.weight"].shape == (SPEC.num_categories, 16)
+    # the best epoch is the one with the best validation accuracy, and that is what was saved
+    best = max(metrics["history"], key=lambda r: (r["valid"], -r["epoch"]))
+    assert checkpoint["epoch"] == metrics["best_epoch"] == best["epoch"]
+    assert checkpoint["best_acc"] == pytest.approx(best["valid"])
+
+    on_disk = json.loads(metrics_path(out).read_text())
+    assert on_disk["accuracy"] == metrics["accuracy"]
+    assert set(on_disk["accuracy"]) == {"train", "valid", "test"}
+    assert on_disk["num_nodes"] == SPEC.num_products and on_disk["num_classes"] == SPEC.num_categories
+    sizes = on_disk["split"]["sizes"]
+    assert on_disk["split"]["source"] == "random" and sum(sizes.values()) == SPEC.num_products
+    assert 0.5 < sizes["train"] / SPEC.num_products < 0.7
+    held = on_disk["holdout_edges"]
+    assert held["fraction"] == 0.1 and 0.05 * on_disk["num_edges"] < held["count"] < 0.15 * on_disk["num_edges"]
+    assert on_disk["epochs_run"] == len(on_disk["history"]) == 4
+
+
+def test_training_learns_the_planted_categories(store_path, tmp_path):
+    with open_store(str(store_path)) as store:
+        metrics = train_graphsage(store, tmp_path / "m.pth.tar",
+                                  config=TrainingConfig(hidden=32, num_layers=2, fanouts=(10, 10), batch_size=32,
+                                                        epochs=8, seed=1))
+    # features alone are noisy; the graph makes the categories learnable
+    assert metrics["accuracy"]["test"] > 0.8
+
+
+def test_early_stopping_ends_patience_epochs_after_the_best(store_path, tmp_path):
+    config = TrainingConfig(**{**SMALL.__dict__, "epochs": 40, "patience": 2, "learning_rate": 0.05})
+    with open_store(str(store_path)) as store:
+        metrics = train_graphsage(store, tmp_path / "m.pth.tar", config=config)
+    assert metrics["stopped_early"] and metrics["epochs_run"] < 40
+    assert metrics["epochs_run"] == metrics["best_epoch"] + 2
+    later = [r["valid"] for r in metrics["history"] if r["epoch"] > metrics["best_epoch"]]
+    assert all(v <= metrics["history"][metrics["best_epoch"] - 1]["valid"] for v in later)
+
+
+def test_split_attribute_decides_train_valid_and_test(tmp_path):
+    store_path = restored_store(tmp_path, SPEC)
+    names = ["train"] * 200 + ["valid"] * 80 + ["test"] * 70 + [None] * 50
+    with open_store(str(store_path)) as store:
+        store.upsert_documents("products", [
+            {**doc, "split": name} for doc, name in zip(
+                store.get_documents("products", [product_key(i) for i in range(SPEC.num_products)]), names)
+        ])
+        metrics = train_graphsage(store, tmp_path / "m.pth.tar",
+                                  config=TrainingConfig(**{**SMALL.__dict__, "split_attribute": "split"}))
+    assert metrics["split"]["source"] == "attribute" and metrics["split"]["attribute"] == "split"
+    assert metrics["split"]["sizes"] == {"train": 200, "valid": 80, "test": 70}
+
+
+def test_unknown_split_value_names_the_document(tmp_path):
+    store_path = restored_store(tmp_path, SPEC)
+    with open_store(str(store_path)) as store:
+        document = store.get_documents("products", [product_key(17)])[0]
+        store.upsert_documents("products", [{**document, "split": "holdout"}])
+    result = CliRunner().invoke(cli, ["--store", str(store_path), "train-graphsage", "--split-attribute", "split",
+                                      "--out", str(tmp_path / "m.pth.tar")])
+    assert result.exit_code == 1
+    assert f"products/{product_key(17)}" in result.stderr and "'holdout'" in result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "m.pth.tar").exists()
+
+
+def test_empty_validation_split_is_refused_before_training(store_path, tmp_path):
+    with open_store(str(store_path)) as store, pytest.raises(ConfigError, match="valid split has no labelled"):
+        train_graphsage(store, tmp_path / "m.pth.tar", config=TrainingConfig(**{**SMALL.__dict__, "split": (1.0, 0.0)}))
+    assert not (tmp_path / "m.pth.tar").exists()
+
+
+def test_missing_label_attribute_is_a_clear_error(store_path, tmp_path):
+    with open_store(str(store_path)) as store, pytest.raises(StoreError, match="carry a label"):
+        train_graphsage(store, tmp_path / "m.pth.tar", label="absent", config=SMALL)
+
+
+def test_cli_reports_progress_per_epoch_and_a_summary(store_path, tmp_path):
+    out = tmp_path / "cli.pth.tar"
+    result = CliRunner().invoke(cli, ["--store", str(store_path), "train-graphsage", "--out", str(out), "--epochs", "3",
+                                      "--hidden", "16", "--fanouts", "5,5", "--seed", "2"])
+    assert result.exit_code == 0, result.output
+    epochs = [line for line in result.stderr.splitlines() if line.startswith("epoch")]
+    assert [line.split()[1] for line in epochs] == ["1", "2", "3"]
+    assert "valid" in epochs[0] and "loss" in epochs[0]
+    assert result.stdout.startswith(f"saved {out}") and str(metrics_path(out)) in result.stdout
+    metrics = json.loads(metrics_path(out).read_text())
+    assert metrics["config"]["seed"] == 2 and metrics["config"]["fanouts"] == [5, 5]
+    assert metrics["data"]["nodes"] == "products" and metrics["data"]["edges"] == "bought_together"
+
+
+def test_cli_rejects_fanouts_that_do_not_parse(store_path, tmp_path):
+    result = CliRunner().invoke(cli, ["--store", str(store_path), "train-graphsage", "--fanouts", "5,x",
+                                      "--out", str(tmp_path / "m.pth.tar")])
+    assert result.exit_code == 1 and "--fanouts" in result.stderr
+
+
+def test_held_out_edges_stay_out_of_the_training_graph(store_path):
+    from graphsvc.datasets import load_node_graph
+    from graphsvc.splits import hold_out_edges, undirected_pairs
+
+    with open_store(str(store_path)) as store:
+        data = load_node_graph(store, "products", "bought_together")
+    holdout = hold_out_edges(data.graph, data.keys, 0.1, seed=0)
+    everything = {tuple(p) for p in undirected_pairs(data.graph).tolist()}
+    kept = {tuple(p) for p in undirected_pairs(holdout.graph).tolist()}
+    held = {tuple(p) for p in holdout.held_out.tolist()}
+    assert held and not held & kept and held | kept == everything
+    assert 0.07 < len(held) / len(everything) < 0.13
+    # the same edges whatever order the nodes come in: the choice follows the keys
+    order = np.random.default_rng(1).permutation(len(data.keys))
+    inverse = np.argsort(order)
+    from graphsvc.graph import CSRGraph
+
+    pairs = undirected_pairs(data.graph)
+    shuffled = CSRGraph.from_edges(inverse[pairs[:, 0]], inverse[pairs[:, 1]], len(order))
+    again = hold_out_edges(shuffled, data.keys.take(order), 0.1, seed=0)
+    assert {tuple(sorted(order[p].tolist())) for p in again.held_out} == held
