@@ -249,19 +249,29 @@ def train_command(ctx, nodes, edges, features, label, ogb_root, ogb_split, split
               show_default=True, help="GraphSAGE checkpoint in the workshop's format.")
 @click.option("--graphsage/--no-graphsage", default=True, help="Export the GraphSAGE model.")
 @click.option("--text/--no-text", default=True, help="Export the sentence encoder.")
-@click.option("--version", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--version", default=None, type=click.IntRange(1),
+              help="Version number to write [default: the latest + 1; nothing new when the model equals the latest].")
+@click.option("--replace", is_flag=True,
+              help="Overwrite the version (the latest one unless --version) instead of adding one.")
+@click.option("--keep", default=None, type=click.IntRange(1),
+              help="Keep only the newest N versions of each exported model [default: keep all].")
+@click.option("--instances", default=1, show_default=True, type=click.IntRange(1),
+              help="instance_group count in config.pbtxt (model copies Triton runs side by side).")
 @json_option
 @run_reporting_errors
-def export_command(model_repository, checkpoint, graphsage, text, version, as_json):
-    """Write TorchScript models and config.pbtxt into the Triton model repository."""
+def export_command(model_repository, checkpoint, graphsage, text, version, replace, keep, instances, as_json):
+    """Write TorchScript models and config.pbtxt into the Triton model repository, as new versions."""
     from jobs.export_models import export_models
 
-    exported = export_models(model_repository, checkpoint if graphsage else None, text, version)
+    exported = export_models(model_repository, checkpoint if graphsage else None, text, version,
+                             replace=replace, keep=keep, instances=instances)
     if as_json:
-        emit_json([{"name": m.name, "version": m.version, "path": str(m.path), "source": m.source} for m in exported])
+        emit_json([{"name": m.name, "version": m.version, "path": str(m.path), "source": m.source,
+                    "status": m.status, "removed_versions": list(m.removed)} for m in exported])
         return
     for model in exported:
-        click.echo(f"exported {model.name} v{model.version} → {model.path} (from {model.source})")
+        removed = f"; removed v{', v'.join(map(str, model.removed))}" if model.removed else ""
+        click.echo(f"{model.status:<9} {model.name} v{model.version} → {model.path} (from {model.source}){removed}")
 
 
 @cli.command("embed-products")

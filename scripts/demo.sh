@@ -44,6 +44,9 @@ step "embed, index and write back"
 $bin/jobs embed-products
 $bin/jobs embed-movies
 
+step "evaluate the product embeddings (report: var/evaluation/products/index.html)"
+$bin/jobs evaluate
+
 step "graphsvc similar products/P0000042"
 $bin/graphsvc similar products/P0000042 --fields category,predicted_category,title
 

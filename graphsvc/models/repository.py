@@ -14,11 +14,13 @@ tritonclient ships, so every field Triton knows round-trips unchanged.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from google.protobuf import text_format
@@ -256,3 +258,173 @@ def list_models(repository: str | os.PathLike) -> list[RepositoryModel]:
             raise ModelRepositoryError(f"{entry}: model directory has no {CONFIG_FILENAME}")
         models.append(load_model(entry))
     return models
+
+
+# --------------------------------------------------------------------------------------
+# versions: publish a new one atomically, keep or prune the older ones
+
+# beside the model file(s) of each exported version: what the export was made from
+EXPORT_STAMP = ".graphsvc-export.json"
+
+
+@dataclass(frozen=True)
+class PublishedVersion:
+    name: str
+    version: int
+    path: Path  # the version directory
+    status: str  # "new", "replaced" (same version number, new content) or "unchanged"
+    removed: tuple[int, ...] = ()  # older versions deleted (--keep)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+
+
+def _export_digest(version_dir: Path) -> str | None:
+    try:
+        return json.loads((version_dir / EXPORT_STAMP).read_text())["digest"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def same_version_content(a: Path, b: Path) -> bool:
+    """True when two version directories hold the same model: equal export digests when both
+    were exported by graphsvc (TorchScript files of the same module differ byte-wise from
+    one save to the next), else the same files with the same bytes."""
+    digest_a, digest_b = _export_digest(a), _export_digest(b)
+    if digest_a is not None or digest_b is not None:
+        return digest_a == digest_b
+
+    def files(root: Path) -> dict[str, Path]:
+        return {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()
+                and not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(root).parts)}
+
+    files_a, files_b = files(a), files(b)
+    return files_a.keys() == files_b.keys() and all(_same_file(files_a[k], files_b[k]) for k in files_a)
+
+
+def _signature(config: ModelConfig) -> tuple:
+    return (
+        config.max_batch_size,
+        tuple((t.name, t.data_type, tuple(t.dims)) for t in config.input),
+        tuple((t.name, t.data_type, tuple(t.dims)) for t in config.output),
+    )
+
+
+def describe_signature(config: ModelConfig) -> str:
+    def side(tensors) -> str:
+        return ", ".join(f"{t.name} {mc.DataType.Name(t.data_type)[5:]}{list(t.dims)}" for t in tensors)
+
+    return f"max_batch_size {config.max_batch_size}; in: {side(config.input)}; out: {side(config.output)}"
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    trash = path.with_name(f".removing-{path.name}-{os.getpid()}")
+    os.rename(path, trash)  # gone from the repository at once, deleted after
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def publish_version(
+    repository: str | os.PathLike,
+    config: ModelConfig,
+    write_files: Callable[[Path], None],
+    *,
+    version: int | None = None,
+    replace: bool = False,
+    keep: int | None = None,
+    digest: str | None = None,
+) -> PublishedVersion:
+    """Write one version of a model into `repository/<config.name>/`, atomically.
+
+    `write_files(directory)` puts the model file(s) into a hidden staging directory,
+    which is renamed into place as `<version>/` once complete (a server polling the
+    repository never sees half a model). The version number: `version` when given,
+    else the latest one plus 1 — unless the new files equal the latest version's, in
+    which case nothing is written (status "unchanged"). `replace` overwrites the target
+    version (default: the latest) instead of adding one; an existing different version
+    is never overwritten without it. Older versions are kept, except with `keep=N`
+    (the newest N stay). `digest` identifies what the files were made from (recorded in
+    the version directory; two exports with the same digest are the same model). A new
+    tensor signature would not match the older versions, so
+    it is refused while any of them would stay (use keep=1 or replace the only one).
+    """
+    if keep is not None and keep < 1:
+        raise ModelRepositoryError(f"keep must be at least 1, got {keep}")
+    name = config.name
+    model_dir = Path(repository) / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = model_dir / f".staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        write_files(staging)
+        if digest is not None:
+            (staging / EXPORT_STAMP).write_text(json.dumps({"digest": digest}) + "\n")
+        existing = _version_dirs(model_dir)
+        latest = existing[-1] if existing else None
+        if version is None:
+            if latest is not None and not replace and same_version_content(staging, model_dir / str(latest)):
+                return _unchanged(name, latest, model_dir, config, keep, replace)
+            target = (latest or 1) if replace else (latest or 0) + 1
+        else:
+            target = version
+        target_dir = model_dir / str(target)
+        exists = target_dir.exists()
+        if exists and same_version_content(staging, target_dir):
+            return _unchanged(name, target, model_dir, config, keep, replace)
+        if exists and not replace:
+            raise ModelRepositoryError(
+                f"{target_dir} already holds a different model — pass --replace to overwrite it, "
+                f"or leave out --version to add version {(latest or 0) + 1}"
+            )
+        staying = sorted(set(existing) | {target})
+        if keep is not None:
+            staying = staying[-keep:]
+        others = [v for v in staying if v != target]
+        if (model_dir / CONFIG_FILENAME).exists() and others:
+            old = read_model_config(model_dir)
+            if _signature(old) != _signature(config):
+                raise ModelRepositoryError(
+                    f"model '{name}': the new version's signature ({describe_signature(config)}) differs from "
+                    f"{model_dir / CONFIG_FILENAME} ({describe_signature(old)}), which versions "
+                    f"{', '.join(map(str, others))} were exported for — pass --keep 1 to drop them"
+                )
+        write_model_config(model_dir, config)
+        if exists:
+            _remove_tree(target_dir)
+        os.rename(staging, target_dir)
+        status = "replaced" if exists else "new"
+        return _prune(PublishedVersion(name, target, target_dir, status), model_dir, keep)
+    finally:
+        if staging.exists():
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _unchanged(name: str, version: int, model_dir: Path, config: ModelConfig, keep: int | None,
+               replace: bool) -> PublishedVersion:
+    """The model files are already there; only a changed config.pbtxt (e.g. instance count) is written."""
+    config_path = model_dir / CONFIG_FILENAME
+    status = "unchanged"
+    if not config_path.exists() or read_model_config(config_path) != config:
+        if not replace and config_path.exists() and _signature(read_model_config(config_path)) != _signature(config):
+            raise ModelRepositoryError(
+                f"model '{name}': {config_path} does not describe the model files of version {version} "
+                f"({describe_signature(config)}) — pass --replace to rewrite it"
+            )
+        write_model_config(model_dir, config)
+        status = "config updated"
+    return _prune(PublishedVersion(name, version, model_dir / str(version), status), model_dir, keep)
+
+
+def _prune(published: PublishedVersion, model_dir: Path, keep: int | None) -> PublishedVersion:
+    if keep is None:
+        return published
+    versions = _version_dirs(model_dir)
+    staying = set(versions[-keep:]) | {published.version}
+    removed = tuple(v for v in versions if v not in staying)
+    for v in removed:
+        _remove_tree(model_dir / str(v))
+    return PublishedVersion(published.name, published.version, published.path, published.status, removed)

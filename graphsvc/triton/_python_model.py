@@ -8,9 +8,13 @@ The runtime config carries these parameters (written by graphsvc.triton.server):
   graphsvc_source_format   "torchscript" | "onnx"
   graphsvc_model_file      file name inside the version directory (e.g. model.pt)
 
-TorchScript convention (as for Triton's libtorch backend): inputs are passed to
-`forward()` positionally in config order; the returned tensor, tuple/list (config order)
-or dict (by output name) maps to the config outputs.
+TorchScript conventions, as Triton's libtorch backend has them:
+  * inputs: when every config input names an argument of `forward()`, by name; else when
+    every name ends in `__<index>` (`input__0`, `x__1`), by that index; else in config order;
+  * outputs: a dict maps by output name; a tensor or tuple/list maps by the `__<index>`
+    suffix of every output name when all have one (`output__1` = the second value), else
+    in config order.
+ONNX: inputs and outputs by name (the names in config.pbtxt are the graph's names).
 
 Threads: GRAPHSVC_TRITON_THREADS sets torch's intra-op threads per model instance;
 default: the usable cores divided by the model's instance count (at least 1).
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -30,6 +35,18 @@ def _param(config: dict, key: str, default: str = "") -> str:
     if isinstance(value, dict):
         return value.get("string_value", default)
     return default
+
+
+_INDEXED = re.compile(r"^.+__(\d+)$")
+
+
+def _indices(names: list) -> list | None:
+    """[N for each `<name>__<N>`] when every name has a distinct index, else None."""
+    matches = [_INDEXED.match(name) for name in names]
+    if not names or not all(matches):
+        return None
+    indices = [int(m.group(1)) for m in matches]
+    return indices if len(set(indices)) == len(indices) else None
 
 
 def _cpu_count() -> int:
@@ -83,31 +100,53 @@ class TritonPythonModel:
                 pass  # already set in this process
             self.module = torch.jit.load(path, map_location="cpu")
             self.module.eval()
+            self._bind_torch_signature()
             self._run = self._run_torch
+
+    def _bind_torch_signature(self) -> None:
+        names = [name for name, _ in self.inputs]
+        try:
+            arguments = [a.name for a in self.module.forward.schema.arguments][1:]  # without self
+        except (AttributeError, RuntimeError):
+            arguments = []
+        self.input_keywords = bool(names) and all(name in arguments for name in names)
+        order = None if self.input_keywords else _indices(names)
+        # position k of forward() receives config input order[k]
+        self.input_order = sorted(range(len(names)), key=lambda i: order[i]) if order else list(range(len(names)))
+        self.output_indices = _indices([name for name, _ in self.outputs])
 
     # -- running one batch --------------------------------------------------------------
 
     def _run_torch(self, arrays: list) -> list:
         torch = self.torch
-        args = []
+        tensors = []
         for array in arrays:
             if array is None:
-                args.append(None)
+                tensors.append(None)
                 continue
             if not array.flags.writeable or not array.flags.c_contiguous:
                 array = np.array(array, copy=True, order="C")
-            args.append(torch.from_numpy(array))
+            tensors.append(torch.from_numpy(array))
         with torch.inference_mode():
-            result = self.module(*args)
+            if self.input_keywords:
+                result = self.module(**{name: t for (name, _), t in zip(self.inputs, tensors) if t is not None})
+            else:
+                result = self.module(*[tensors[i] for i in self.input_order])
         if isinstance(result, dict):
             missing = [name for name, _ in self.outputs if name not in result]
             if missing:
                 raise ValueError(f"model returned no output named {', '.join(missing)}")
             result = [result[name] for name, _ in self.outputs]
-        elif not isinstance(result, (tuple, list)):
-            result = [result]
-        if len(result) != len(self.outputs):
-            raise ValueError(f"model returned {len(result)} outputs, config declares {len(self.outputs)}")
+        else:
+            if not isinstance(result, (tuple, list)):
+                result = [result]
+            if self.output_indices is not None:
+                if max(self.output_indices) >= len(result):
+                    raise ValueError(f"model returned {len(result)} outputs, config names output index "
+                                     f"{max(self.output_indices)}")
+                result = [result[i] for i in self.output_indices]
+            elif len(result) != len(self.outputs):
+                raise ValueError(f"model returned {len(result)} outputs, config declares {len(self.outputs)}")
         out = []
         for value in result:
             if isinstance(value, torch.Tensor):

@@ -36,28 +36,34 @@ def _raise_stop(signum, frame):  # noqa: ARG001
 @click.option("--model-repository", envvar="GRAPHSVC_MODEL_REPOSITORY", default="model_repository",
               show_default=True, type=click.Path(file_okay=False), help="Triton model repository to serve "
               "[env GRAPHSVC_MODEL_REPOSITORY].")
-@click.option("--http-port", default=8000, show_default=True, type=int)
-@click.option("--grpc-port", default=8001, show_default=True, type=int)
-@click.option("--metrics-port", default=8002, show_default=True, type=int)
-@click.option("--bind", "bind_address", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--host", "--bind", "bind_address", envvar="GRAPHSVC_TRITON_HOST", default="127.0.0.1",
+              show_default=True, help="Address the HTTP, gRPC and metrics endpoints listen on (0.0.0.0: all) "
+              "[env GRAPHSVC_TRITON_HOST].")
+@click.option("--http-port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--grpc-port", default=8001, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--metrics-port", default=8002, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--runtime-dir", envvar="GRAPHSVC_TRITON_RUNTIME_DIR", default="var/triton-runtime",
               show_default=True, type=click.Path(file_okay=False),
               help="Work directory for the generated Python-backend repository and the server log "
               "[env GRAPHSVC_TRITON_RUNTIME_DIR].")
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None,
               help="Server log file [default: <runtime-dir>/tritonserver.log].")
-@click.option("--poll-secs", type=click.IntRange(min=1), default=None,
-              help="Watch the repository and reload changed models every N seconds (poll mode).")
+@click.option("--model-control-mode", type=click.Choice(["poll", "none"]), default="poll", show_default=True,
+              help="poll: new versions and changed models in the repository are loaded without a restart; "
+              "none: serve what is there at start.")
+@click.option("--poll-secs", "--repository-poll-secs", type=click.FloatRange(min=0.2), default=5.0,
+              show_default=True, help="How often poll mode looks at the repository.")
 @click.option("--timeout", "startup_timeout", default=120.0, show_default=True, type=float,
               help="Seconds to wait for the server and its models to become ready.")
 @click.option("-v", "--verbose", is_flag=True, help="Log what graphsvc does.")
 @run_reporting_errors
-def serve(model_repository, http_port, grpc_port, metrics_port, bind_address, runtime_dir, log_file, poll_secs,
-          startup_timeout, verbose):
+def serve(model_repository, bind_address, http_port, grpc_port, metrics_port, runtime_dir, log_file,
+          model_control_mode, poll_secs, startup_timeout, verbose):
     """Run tritonserver in the foreground on the model repository (stop with Ctrl-C or SIGTERM)."""
     from graphsvc.triton.server import TritonServer
 
     _setup_logging(verbose)
+    logging.getLogger("graphsvc.triton.server").setLevel(logging.INFO)  # live updates are worth a line each
     server = TritonServer(
         model_repository,
         http_port=http_port,
@@ -66,7 +72,7 @@ def serve(model_repository, http_port, grpc_port, metrics_port, bind_address, ru
         bind_address=bind_address,
         runtime_dir=runtime_dir,
         log_path=log_file,
-        poll_secs=poll_secs,
+        poll_secs=poll_secs if model_control_mode == "poll" else None,
     )
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -82,7 +88,8 @@ def serve(model_repository, http_port, grpc_port, metrics_port, bind_address, ru
         models = ", ".join(server.models) or "none"
         click.echo(
             f"Triton ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}\n"
-            f"models: {models}\nlog: {server.log_path}",
+            f"models: {models}\nlog: {server.log_path}"
+            + (f"\nwatching {server.model_repository} every {poll_secs:g}s" if model_control_mode == "poll" else ""),
             err=True,
         )
         while server.is_running():

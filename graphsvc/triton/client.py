@@ -4,14 +4,20 @@
     out = client.infer("model", {"x__0": x, "y__1": y})  # {"output name": np.ndarray}
     for out in client.infer_many("model", batches, max_in_flight=4): ...
 
-Errors: an unreachable server raises TritonUnavailable (after a few retries with
-backoff); a request the server rejects raises TritonInferenceError naming the model.
+Errors: a server that cannot be reached (down, restarting, connection reset mid-request)
+is retried with exponential backoff (`RetryPolicy`: bounded, from GRAPHSVC_TRITON_RETRIES,
+GRAPHSVC_TRITON_BACKOFF, GRAPHSVC_TRITON_MAX_BACKOFF or the constructor), each retry on a
+fresh connection; when the retries are used up, TritonUnavailable names the URL and how
+long it tried. A request the server rejects raises TritonInferenceError naming the model
+(not retried: sending it again gives the same answer).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -39,6 +45,57 @@ _CONNECTION_HINTS = (
 )
 # ... but Triton itself answers UNAVAILABLE for models that are not ready
 _SERVER_SIDE_HINTS = ("model", "request for unknown", "not ready", "not found")
+# what a server says about a model while it starts, reloads or shuts down: worth a retry
+_TRANSIENT_MODEL_HINTS = ("has no available versions", "is not ready", "not at ready state", "shutting down",
+                          "is unloading", "being unloaded")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long a client keeps trying a server it cannot reach.
+
+    Attempt n (n = 1 … retries) waits backoff · 2^(n-1) seconds, at most max_backoff, with
+    ±10 % jitter so that many requests in flight do not reconnect in lock-step. The
+    defaults (8 retries, 0.5 s doubling to 8 s: about 40 s in all) outlast a restart of
+    `graphsvc triton serve` with the sample models; a server that stays down fails the
+    job within a minute.
+    """
+
+    retries: int = 8
+    backoff: float = 0.5
+    max_backoff: float = 8.0
+
+    def __post_init__(self):
+        if self.retries < 0 or self.backoff < 0 or self.max_backoff < 0:
+            raise ConfigError(f"Triton retry settings must not be negative: {self}")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number `attempt` (1-based)."""
+        base = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
+        return base * random.uniform(0.9, 1.1)
+
+    @property
+    def budget(self) -> float:
+        """Longest total wait (without jitter) before giving up."""
+        return sum(min(self.max_backoff, self.backoff * 2**i) for i in range(self.retries))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "RetryPolicy":
+        env = os.environ if environ is None else environ
+        values = {}
+        for field_name, variable, kind in (
+            ("retries", "GRAPHSVC_TRITON_RETRIES", int),
+            ("backoff", "GRAPHSVC_TRITON_BACKOFF", float),
+            ("max_backoff", "GRAPHSVC_TRITON_MAX_BACKOFF", float),
+        ):
+            text = env.get(variable, "").strip()
+            if not text:
+                continue
+            try:
+                values[field_name] = kind(text)
+            except ValueError:
+                raise ConfigError(f"{variable}={text!r} is not a valid {kind.__name__}") from None
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -105,6 +162,31 @@ def _as_array(value: Any) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+class _Connection:
+    """One tritonclient connection, made on first use and replaced after a connection error.
+
+    A gRPC channel that lost its server backs off on its own (up to minutes) before it
+    tries again; a fresh channel per retry connects as soon as the server is back.
+    """
+
+    def __init__(self, factory: Callable[[], Any]):
+        self._factory = factory
+        self._client = None
+
+    def get(self):
+        if self._client is None:
+            self._client = self._factory()
+        return self._client
+
+    def reset(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
 class TritonClient:
     """Client for one Triton server; safe to share between threads (one connection per thread)."""
 
@@ -112,21 +194,32 @@ class TritonClient:
         self,
         url: str = DEFAULT_URL,
         *,
-        retries: int = 3,
-        backoff: float = 0.25,
+        retries: int | None = None,
+        backoff: float | None = None,
+        max_backoff: float | None = None,
         timeout: float = 60.0,
         verbose: bool = False,
     ):
+        """retries/backoff/max_backoff override the RetryPolicy from the environment."""
         self.protocol, self.address = parse_url(url)
         self.url = f"{self.protocol}://{self.address}"
-        self.retries = max(0, int(retries))
-        self.backoff = float(backoff)
+        policy = RetryPolicy.from_env()
+        self.retry_policy = RetryPolicy(
+            retries=policy.retries if retries is None else int(retries),
+            backoff=policy.backoff if backoff is None else float(backoff),
+            max_backoff=policy.max_backoff if max_backoff is None else float(max_backoff),
+        )
         self.timeout = float(timeout)
         self.verbose = verbose
         self._local = threading.local()
-        self._clients: list = []
+        self._connections: list[_Connection] = []
         self._lock = threading.Lock()
+        self._closed_count = 0  # close() increments it: requests waiting to retry give up
         self._output_names: dict[tuple[str, str], list[str]] = {}
+
+    @property
+    def retries(self) -> int:
+        return self.retry_policy.retries
 
     # -- connections --------------------------------------------------------------------
 
@@ -149,23 +242,24 @@ class TritonClient:
 
         return grpcclient.InferenceServerClient(self.address, verbose=self.verbose)
 
-    def _client(self):
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._new_client()
-            self._local.client = client
+    def _connection(self) -> _Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = _Connection(self._new_client)
+            self._local.connection = connection
             with self._lock:
-                self._clients.append(client)
-        return client
+                self._connections.append(connection)
+        return connection
+
+    def _client(self):
+        return self._connection().get()
 
     def close(self) -> None:
         with self._lock:
-            clients, self._clients = self._clients, []
-        for client in clients:
-            try:
-                client.close()
-            except Exception:  # noqa: BLE001
-                pass
+            self._closed_count += 1
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.reset()
         self._local = threading.local()
 
     def __enter__(self) -> "TritonClient":
@@ -190,23 +284,61 @@ class TritonClient:
             return TritonInferenceError(f"Triton at {self.url}: {subject}: {_describe(exc)}")
         return None
 
+    def _interrupted_wait(self, seconds: float, cancel: threading.Event | None) -> bool:
+        """Sleep; True (within 0.1 s) when the client is closed or `cancel` is set meanwhile."""
+        closed_count = self._closed_count
+        deadline = time.monotonic() + seconds
+        while True:
+            if self._closed_count != closed_count or (cancel is not None and cancel.is_set()):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if cancel is not None:
+                cancel.wait(min(remaining, 0.1))
+            else:
+                time.sleep(min(remaining, 0.1))
+
     def _call(self, fn: Callable[[Any], Any], *, model: str | None = None, what: str = "", retry: bool = True,
-              client=None):
-        """fn(client), retrying connection errors with exponential backoff, errors mapped to graphsvc ones."""
+              connection: _Connection | None = None, cancel: threading.Event | None = None):
+        """fn(client): connection errors retried with exponential backoff on a fresh connection
+        (RetryPolicy), then TritonUnavailable; server errors mapped to TritonInferenceError."""
+        connection = connection if connection is not None else self._connection()
+        policy = self.retry_policy
         attempt = 0
+        started = time.monotonic()
         while True:
             try:
-                return fn(client if client is not None else self._client())
+                return fn(connection.get())
             except Exception as exc:  # noqa: BLE001 — mapped below
                 error = self._error(exc, model=model, what=what)
                 if error is None:
                     raise
-                if isinstance(error, TritonUnavailable) and retry and attempt < self.retries:
-                    delay = self.backoff * (2**attempt)
-                    LOG.debug("Triton at %s: %s; retrying in %.2fs", self.url, _describe(exc), delay)
+                transient = not isinstance(error, TritonUnavailable) and any(
+                    hint in str(error).lower() for hint in _TRANSIENT_MODEL_HINTS)
+                if not isinstance(error, TritonUnavailable) and not transient:
+                    raise error from None
+                if not transient:
+                    connection.reset()
+                if retry and attempt < policy.retries:
                     attempt += 1
-                    time.sleep(delay)
+                    delay = policy.delay(attempt)
+                    LOG.warning("Triton at %s: %s; retry %d/%d in %.1fs", self.url, _describe(exc), attempt,
+                                policy.retries, delay)
+                    if self._interrupted_wait(delay, cancel):
+                        error.attempts = attempt  # the retry that was due is not made
+                        raise error from None
                     continue
+                if retry and attempt:
+                    detail = (f"{_describe(exc)}; gave up after {attempt + 1} attempts over "
+                              f"{time.monotonic() - started:.1f}s")
+                    if transient:
+                        error = TritonInferenceError(f"{error}; gave up after {attempt + 1} attempts over "
+                                                     f"{time.monotonic() - started:.1f}s")
+                    else:
+                        error = TritonUnavailable(self.url, detail)
+                        error.detail = detail
+                error.attempts = attempt + 1
                 raise error from None
 
     # -- health and metadata ------------------------------------------------------------
@@ -267,6 +399,19 @@ class TritonClient:
             return response
         return json_format.MessageToDict(response, preserving_proto_field_name=True)
 
+    def inference_statistics(self, name: str, version: str = "") -> dict[str, int]:
+        """{"inference_count", "execution_count", "success_count"} summed over the model's
+        versions: with dynamic batching, several requests run in one execution."""
+        response = self._call(lambda c: c.get_inference_statistics(name, version), model=name)
+        if not self._http:
+            response = json_format.MessageToDict(response, preserving_proto_field_name=True)
+        totals = {"inference_count": 0, "execution_count": 0, "success_count": 0}
+        for entry in response.get("model_stats", []):
+            totals["inference_count"] += int(entry.get("inference_count", 0))
+            totals["execution_count"] += int(entry.get("execution_count", 0))
+            totals["success_count"] += int(entry.get("inference_stats", {}).get("success", {}).get("count", 0))
+        return totals
+
     def latest_version(self, name: str) -> str:
         """The newest version of `name` the server serves (what a job records in its manifest)."""
         versions = self.model_metadata(name).get("versions") or ["1"]
@@ -314,16 +459,16 @@ class TritonClient:
 
     # -- inference ----------------------------------------------------------------------
 
-    def _outputs_of(self, client, model: str, version: str) -> list[str]:
+    def _outputs_of(self, connection: _Connection, model: str, version: str) -> list[str]:
         key = (model, version)
         names = self._output_names.get(key)
         if names is None:
-            meta = self._call(lambda c: c.get_model_metadata(model, version), model=model, client=client)
+            meta = self._call(lambda c: c.get_model_metadata(model, version), model=model, connection=connection)
             names = [o["name"] for o in meta["outputs"]]
             self._output_names[key] = names
         return names
 
-    def _request(self, client, model: str, inputs: Mapping[str, Any], outputs: Sequence[str] | None,
+    def _request(self, connection: _Connection, model: str, inputs: Mapping[str, Any], outputs: Sequence[str] | None,
                  version: str) -> tuple[list, list | None]:
         """(InferInput list, InferRequestedOutput list or None) for one request."""
         if self._http:
@@ -344,7 +489,7 @@ class TritonClient:
             infer_inputs.append(item)
         if self._http:
             # without explicit binary outputs the HTTP answer would be JSON
-            names = list(outputs) if outputs is not None else self._outputs_of(client, model, version)
+            names = list(outputs) if outputs is not None else self._outputs_of(connection, model, version)
             return infer_inputs, [mod.InferRequestedOutput(n, binary_data=True) for n in names]
         return infer_inputs, [mod.InferRequestedOutput(n) for n in outputs] if outputs is not None else None
 
@@ -357,20 +502,21 @@ class TritonClient:
             names = [o.name for o in result.get_response().outputs]
         return {name: result.as_numpy(name) for name in names}
 
-    def _infer_with(self, client, model: str, inputs: Mapping[str, Any], outputs: Sequence[str] | None,
-                    version: str = "") -> dict[str, np.ndarray]:
-        infer_inputs, requested = self._request(client, model, inputs, outputs, version)
+    def _infer_with(self, connection: _Connection, model: str, inputs: Mapping[str, Any],
+                    outputs: Sequence[str] | None, version: str = "",
+                    cancel: threading.Event | None = None) -> dict[str, np.ndarray]:
+        infer_inputs, requested = self._request(connection, model, inputs, outputs, version)
         if self._http:
             call = lambda c: c.infer(model, infer_inputs, model_version=version, outputs=requested)  # noqa: E731
         else:
             call = lambda c: c.infer(model, infer_inputs, model_version=version, outputs=requested,  # noqa: E731
                                      client_timeout=self.timeout)
-        return self._decode(self._call(call, model=model, client=client), outputs)
+        return self._decode(self._call(call, model=model, connection=connection, cancel=cancel), outputs)
 
     def infer(self, model: str, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None,
               version: str = "") -> dict[str, np.ndarray]:
         """Run one request; returns {output name: array} (all outputs unless `outputs` names some)."""
-        return self._infer_with(self._client(), model, inputs, outputs, version)
+        return self._infer_with(self._connection(), model, inputs, outputs, version)
 
     def infer_many(self, model: str, requests: Iterable[Mapping[str, Any]], outputs: Sequence[str] | None = None,
                    max_in_flight: int = 4, version: str = "") -> Iterator[dict[str, np.ndarray]]:
@@ -379,7 +525,9 @@ class TritonClient:
         `requests` is consumed lazily, so it may be a generator over a large data set. Each
         worker thread owns its connection (the HTTP client is gevent-based: a connection
         must stay on the thread that made it; its async_infer is ~10 ms per request).
-        The first failing request raises (in order); the remaining ones are dropped.
+        A request that meets a down or restarting server is retried on its own (see
+        RetryPolicy). The first failing request raises (in order); the remaining ones are
+        dropped and requests waiting to retry give up.
         """
         if max_in_flight <= 1:
             for inputs in requests:
@@ -389,9 +537,10 @@ class TritonClient:
         tasks: queue.SimpleQueue = queue.SimpleQueue()
         results: dict[int, tuple[bool, Any]] = {}
         done = threading.Condition()
+        cancel = threading.Event()
 
         def worker() -> None:
-            client = None
+            connection = _Connection(self._new_client)
             try:
                 while True:
                     item = tasks.get()
@@ -399,20 +548,14 @@ class TritonClient:
                         return
                     index, inputs = item
                     try:
-                        if client is None:
-                            client = self._new_client()
-                        outcome = (True, self._infer_with(client, model, inputs, outputs, version))
+                        outcome = (True, self._infer_with(connection, model, inputs, outputs, version, cancel))
                     except BaseException as exc:  # noqa: BLE001 — re-raised in the caller's thread
                         outcome = (False, exc)
                     with done:
                         results[index] = outcome
                         done.notify_all()
             finally:
-                if client is not None:
-                    try:
-                        client.close()
-                    except Exception:  # noqa: BLE001
-                        pass
+                connection.reset()
 
         workers = [
             threading.Thread(target=worker, name=f"graphsvc-triton-{i}", daemon=True) for i in range(max_in_flight)
@@ -442,6 +585,7 @@ class TritonClient:
                     raise value
                 yield value
         finally:
+            cancel.set()
             while True:  # drop what was not started
                 try:
                     tasks.get_nowait()

@@ -5,8 +5,14 @@ TorchScript, `onnxruntime_onnx`), but the pytriton build only has the Python bac
 So `TritonServer` first generates a *runtime repository* in a work directory: each model
 keeps its name, inputs, outputs, batching, instance groups and version policy, but runs
 on `backend: "python"` through a generic shim (`_python_model.py`, copied as
-`<version>/model.py`) that loads the original file with `torch.jit.load`; the original
-files are symlinked next to it.
+`<version>/model.py`) that loads the original file with `torch.jit.load` (TorchScript) or
+an onnxruntime session (ONNX); the original files are symlinked next to it.
+
+The server runs in explicit model-control mode (every model loaded at start). With
+`poll_secs`, a watcher thread plays the part of `--model-control-mode=poll`: once a change
+in the model repository has settled, it rebuilds the changed models' runtime directories
+(aside, then swapped in) and loads them through Triton's repository API, so new versions
+and changed model files are served without a restart (see `TritonServer._watch`).
 
 Work directory layout (`runtime_dir`, or a temporary directory removed on stop):
 
@@ -29,6 +35,7 @@ import ctypes
 import ctypes.util
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import py_compile
@@ -43,18 +50,19 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from graphsvc.errors import ConfigError, ModelRepositoryError, TritonUnavailable
 from graphsvc.models.repository import (
     ModelConfig,
     RepositoryModel,
-    list_models,
+    load_model,
     mc,
     write_model_config,
 )
@@ -186,20 +194,37 @@ def _source_format(config: ModelConfig) -> str | None:
     return None
 
 
-def _fingerprint(model: RepositoryModel, extra: str) -> str:
-    digest = hashlib.sha256(extra.encode())
-    digest.update(SHIM_PATH.read_bytes())
-    for dirpath, dirnames, filenames in os.walk(model.directory, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+def _visible_files(directory: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """(relative path, stat) of every file below `directory`, skipping hidden entries and
+    __pycache__ (an export stages into a hidden directory before it renames it in place)."""
+    for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__" and not d.startswith("."))
         for name in sorted(filenames):
+            if name.startswith("."):
+                continue
             path = Path(dirpath) / name
             try:
                 st = path.stat()
             except FileNotFoundError:
                 continue
-            rel = path.relative_to(model.directory).as_posix()
-            digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            yield path.relative_to(directory).as_posix(), st
+
+
+def _fingerprint(model: RepositoryModel, extra: str) -> str:
+    digest = hashlib.sha256(extra.encode())
+    digest.update(SHIM_PATH.read_bytes())
+    for rel, st in _visible_files(model.directory):
+        digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\n".encode())
     return digest.hexdigest()
+
+
+def repository_snapshot(model_repository: str | os.PathLike) -> tuple:
+    """Names, sizes, mtimes and inodes of every visible file: equal snapshots, unchanged repository."""
+    root = Path(model_repository)
+    try:
+        return tuple((rel, st.st_size, st.st_mtime_ns, st.st_ino) for rel, st in _visible_files(root))
+    except OSError:
+        return ()
 
 
 def _runtime_config(model: RepositoryModel, fmt: str) -> ModelConfig:
@@ -278,70 +303,114 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def build_runtime_repository(model_repository: str | os.PathLike, runtime_dir: str | os.PathLike) -> list[str]:
-    """Generate the Python-backend runtime repository in `runtime_dir`; return the served models.
+@dataclass
+class RepositorySync:
+    """What one pass over the model repository did to the runtime repository."""
+
+    served: list[str] = field(default_factory=list)  # models in the runtime repository now
+    changed: list[str] = field(default_factory=list)  # built or rebuilt in this pass
+    removed: list[str] = field(default_factory=list)  # gone from the model repository
+    errors: dict[str, str] = field(default_factory=dict)  # model → why it was not (re)built
+
+
+def _model_directories(source: Path) -> list[Path]:
+    if not source.is_dir():
+        raise ModelRepositoryError(f"model repository {source} does not exist or is not a directory")
+    return [e for e in sorted(source.iterdir()) if e.is_dir() and not e.name.startswith(".")]
+
+
+def sync_runtime_repository(model_repository: str | os.PathLike, runtime_dir: str | os.PathLike,
+                            strict: bool = True) -> RepositorySync:
+    """Bring the Python-backend runtime repository in `runtime_dir` up to date.
 
     Idempotent and incremental: a model whose source directory did not change (names,
     sizes, mtimes) is left untouched, a changed one is rebuilt aside and swapped in, a
-    removed one is deleted — so it is safe to call again while a polling server runs.
+    removed one is deleted — so it is safe to call again while the server runs.
     ONNX models are skipped with a warning unless onnxruntime is importable; models of
-    other platforms are skipped with a warning.
+    other platforms are skipped with a warning. A model that cannot be built (bad
+    config.pbtxt, no version) raises ModelRepositoryError when `strict`; otherwise it is
+    reported in `errors` and whatever the runtime repository had for it stays.
     """
     source = Path(model_repository)
     runtime_dir = Path(runtime_dir)
-    models = list_models(source)
+    directories = _model_directories(source)
     if source.resolve() == runtime_dir.resolve():
         raise ModelRepositoryError(f"runtime repository must differ from the model repository {source}")
     _check_runtime_dir(runtime_dir)
     have_onnxruntime = importlib.util.find_spec("onnxruntime") is not None
 
-    served: list[str] = []
-    for model in models:
-        fmt = _source_format(model.config)
-        if fmt is None:
-            LOG.warning(
-                "skipping model '%s': platform '%s' / backend '%s' cannot run on the Python backend here",
-                model.name, model.config.platform, model.config.backend,
-            )
-            continue
-        if fmt == _ONNX and not have_onnxruntime:
-            LOG.warning("skipping ONNX model '%s': onnxruntime is not installed (pip install onnxruntime)", model.name)
-            continue
-        if not model.versions and model.config.platform != "ensemble":
-            raise ModelRepositoryError(
-                f"model '{model.name}' has no version directory holding {model.model_filename} "
-                f"(expected e.g. {model.directory / '1' / model.model_filename})"
-            )
-        stamp = _fingerprint(model, f"{fmt}\0{model.directory.resolve()}")
-        dest = runtime_dir / model.name
-        stamp_file = dest / SOURCE_STAMP
-        if stamp_file.exists() and stamp_file.read_text().strip() == stamp:
-            served.append(model.name)
-            continue
-        for entry in model.directory.iterdir():
-            if entry.is_dir() and entry.name.isdigit() and entry.name.lstrip("0") and int(entry.name) not in model.versions:
-                LOG.warning("model '%s': version %s has no %s, ignored", model.name, entry.name, model.model_filename)
-        staging = runtime_dir / f".staging-{model.name}-{uuid.uuid4().hex[:8]}"
+    result = RepositorySync()
+    keep = {RUNTIME_MARKER}
+    for directory in directories:
         try:
-            _build_model(model, fmt, staging)
-            (staging / SOURCE_STAMP).write_text(stamp + "\n")
-            if dest.exists() or dest.is_symlink():
-                trash = runtime_dir / f".old-{model.name}-{uuid.uuid4().hex[:8]}"
-                os.rename(dest, trash)
-                os.rename(staging, dest)
-                _remove(trash)
-            else:
-                os.rename(staging, dest)
-        finally:
-            if staging.exists():
-                _remove(staging)
-        served.append(model.name)
+            if not (directory / "config.pbtxt").exists():
+                raise ModelRepositoryError(f"{directory}: model directory has no config.pbtxt")
+            model = load_model(directory)
+            fmt = _source_format(model.config)
+            if fmt is None:
+                LOG.warning(
+                    "skipping model '%s': platform '%s' / backend '%s' cannot run on the Python backend here",
+                    model.name, model.config.platform, model.config.backend,
+                )
+                continue
+            if fmt == _ONNX and not have_onnxruntime:
+                LOG.warning("skipping ONNX model '%s': onnxruntime is not installed (pip install onnxruntime)",
+                            model.name)
+                continue
+            if not model.versions and model.config.platform != "ensemble":
+                raise ModelRepositoryError(
+                    f"model '{model.name}' has no version directory holding {model.model_filename} "
+                    f"(expected e.g. {model.directory / '1' / model.model_filename})"
+                )
+            if _build_if_changed(model, fmt, runtime_dir):
+                result.changed.append(model.name)
+            result.served.append(model.name)
+            keep.add(model.name)
+        except ModelRepositoryError as exc:
+            if strict:
+                raise
+            result.errors[directory.name] = str(exc)
+            if (runtime_dir / directory.name).exists():
+                keep.add(directory.name)  # keep serving what was there
+                result.served.append(directory.name)
 
-    keep = set(served) | {RUNTIME_MARKER}
     for entry in runtime_dir.iterdir():
         if entry.name not in keep:
+            if not entry.name.startswith("."):
+                result.removed.append(entry.name)
             _remove(entry)
-    return served
+    return result
+
+
+def _build_if_changed(model: RepositoryModel, fmt: str, runtime_dir: Path) -> bool:
+    stamp = _fingerprint(model, f"{fmt}\0{model.directory.resolve()}")
+    dest = runtime_dir / model.name
+    stamp_file = dest / SOURCE_STAMP
+    if stamp_file.exists() and stamp_file.read_text().strip() == stamp:
+        return False
+    for entry in model.directory.iterdir():
+        if entry.is_dir() and entry.name.isdigit() and entry.name.lstrip("0") and int(entry.name) not in model.versions:
+            LOG.warning("model '%s': version %s has no %s, ignored", model.name, entry.name, model.model_filename)
+    staging = runtime_dir / f".staging-{model.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        _build_model(model, fmt, staging)
+        (staging / SOURCE_STAMP).write_text(stamp + "\n")
+        if dest.exists() or dest.is_symlink():
+            trash = runtime_dir / f".old-{model.name}-{uuid.uuid4().hex[:8]}"
+            os.rename(dest, trash)
+            os.rename(staging, dest)
+            _remove(trash)
+        else:
+            os.rename(staging, dest)
+    finally:
+        if staging.exists():
+            _remove(staging)
+    return True
+
+
+def build_runtime_repository(model_repository: str | os.PathLike, runtime_dir: str | os.PathLike) -> list[str]:
+    """Generate the runtime repository (see sync_runtime_repository); return the served models."""
+    return sync_runtime_repository(model_repository, runtime_dir, strict=True).served
 
 
 # --------------------------------------------------------------------------------------
@@ -360,6 +429,23 @@ def _port_free(address: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def python_stub_processes(work_dir: str | os.PathLike) -> dict[int, str]:
+    """{pid: model directory} of the Python-backend stubs running out of a server's work dir
+    (one per model instance), read from /proc."""
+    marker = str(Path(work_dir).resolve() / "backends" / "python" / "triton_python_backend_stub")
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(args) > 1 and args[0].decode(errors="replace") == marker:
+            found[int(entry.name)] = str(Path(args[1].decode(errors="replace")).parent.parent)
+    return found
 
 
 def _set_parent_death_signal() -> None:  # runs in the child between fork and exec
@@ -390,7 +476,10 @@ class TritonServer:
         poll_secs: int | None = None,
         log_verbose: int = 0,
         stop_timeout: float = 20.0,
+        load_timeout: float = 300.0,
     ):
+        """poll_secs: watch `model_repository` every that many seconds and load changed
+        models into the running server (None: serve what is there at start)."""
         # absolute: tritonserver runs from another working directory
         self.model_repository = Path(model_repository).resolve()
         self.http_port = int(http_port)
@@ -408,8 +497,12 @@ class TritonServer:
         self._work_dir: Path | None = None
         self._temp_work_dir = False
         self._log_file = None
+        self.load_timeout = load_timeout
+        self.load_errors: dict[str, str] = {}  # model → why its last live update failed
+        self.reloads: list[tuple[str, str, bool]] = []  # (model, "load"/"unload", succeeded), in order
         self._watcher: threading.Thread | None = None
         self._stop_watch = threading.Event()
+        self._snapshot_at_start: tuple = ()
 
     # -- addresses ----------------------------------------------------------------------
 
@@ -437,6 +530,11 @@ class TritonServer:
         if self._log_path is not None:
             return self._log_path
         return self._work_dir / "tritonserver.log" if self._work_dir else None
+
+    @property
+    def work_dir(self) -> Path | None:
+        """Runtime repository, backends and (by default) the log, while the server runs."""
+        return self._work_dir
 
     @property
     def pid(self) -> int | None:
@@ -469,10 +567,8 @@ class TritonServer:
         ]
         if dist.caches is not None:
             args.append(f"--cache-directory={dist.caches}")
-        if self.poll_secs:
-            args += ["--model-control-mode=poll", f"--repository-poll-secs={int(self.poll_secs)}"]
-        else:
-            args += ["--model-control-mode=explicit", "--load-model=*", "--exit-on-error=true"]
+        # explicit control: every model at start; later changes are loaded by our watcher (see _watch)
+        args += ["--model-control-mode=explicit", "--load-model=*", "--exit-on-error=true"]
         return args + self.extra_args
 
     def environment(self, dist: TritonDistribution) -> dict[str, str]:
@@ -506,6 +602,7 @@ class TritonServer:
             _check_runtime_dir(self._work_dir)
         models_dir = self._work_dir / "models"
         try:
+            self._snapshot_at_start = repository_snapshot(self.model_repository)
             self.models = build_runtime_repository(self.model_repository, models_dir)
             backends_dir = _prepare_backends(dist, self._work_dir / "backends")
             cmd = self.command(dist, models_dir, backends_dir)
@@ -538,16 +635,70 @@ class TritonServer:
         return self
 
     def _watch(self) -> None:
+        """Live model updates: poll the model repository; once a change has settled (the same
+        snapshot on two polls in a row, so a model still being copied is not loaded half
+        written), rebuild the changed models' runtime directories and ask Triton to load
+        them (and to unload removed ones) through its repository API. A model that fails to
+        load keeps serving its previous versions; the failure is logged and kept in
+        `load_errors`."""
         models_dir = self._work_dir / "models"
-        last_error = None
-        while not self._stop_watch.wait(max(1, int(self.poll_secs or 1))):
+        applied = self._snapshot_at_start
+        pending = None
+        reported: dict[str, str] = {}
+        while not self._stop_watch.wait(float(self.poll_secs or 1)):
+            snapshot = repository_snapshot(self.model_repository)
+            if snapshot == applied:
+                pending = None
+                continue
+            if snapshot != pending:
+                pending = snapshot  # changed since the last poll: let it settle
+                continue
             try:
-                self.models = build_runtime_repository(self.model_repository, models_dir)
-                last_error = None
+                sync = sync_runtime_repository(self.model_repository, models_dir, strict=False)
             except Exception as exc:  # noqa: BLE001 — keep serving what is there
-                if str(exc) != last_error:  # say it once, not every poll
-                    LOG.warning("model repository %s: %s", self.model_repository, exc)
-                last_error = str(exc)
+                LOG.warning("model repository %s: %s", self.model_repository, exc)
+                applied = snapshot
+                continue
+            applied = snapshot
+            self.models = sync.served
+            for name, message in sync.errors.items():
+                if reported.get(name) != message:  # say it once, not every poll
+                    LOG.warning("model '%s' not updated: %s", name, message)
+                    reported[name] = message
+                self.load_errors[name] = message
+            for name in sync.changed:
+                reported.pop(name, None)
+                self._repository_call(name, "load")
+            for name in sync.removed:
+                self._repository_call(name, "unload")
+
+    def _repository_call(self, name: str, action: str) -> bool:
+        """POST /v2/repository/models/<name>/{load,unload}; False (and logged) when Triton refuses."""
+        url = f"{self.http_url}/v2/repository/models/{urllib.parse.quote(name)}/{action}"
+        request = urllib.request.Request(url, data=b"{}", method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.load_timeout) as response:
+                response.read()
+        except urllib.error.HTTPError as exc:
+            body = exc.read().decode("utf-8", errors="replace")
+            try:
+                message = json.loads(body).get("error", body)
+            except ValueError:
+                message = body
+            LOG.warning("Triton could not %s model '%s': %s", action, name, message)
+            self.load_errors[name] = message
+            self.reloads.append((name, action, False))
+            return False
+        except (urllib.error.URLError, OSError) as exc:
+            LOG.warning("Triton could not %s model '%s': %s", action, name, exc)
+            self.load_errors[name] = str(exc)
+            self.reloads.append((name, action, False))
+            return False
+        LOG.info("model '%s': %sed", name, action)
+        self.load_errors.pop(name, None)
+        self.reloads.append((name, action, True))
+        return True
 
     def log_tail(self, lines: int = LOG_TAIL_LINES, width: int = 500) -> str:
         """The last lines this server wrote to its log, without the wide status tables."""

@@ -1,5 +1,3 @@
-import time
-
 import numpy as np
 import pytest
 
@@ -128,9 +126,7 @@ def test_ivf_recall_on_clustered_data():
     base = clustered(n, d, 200, seed=4, spread=1.0)
     queries = clustered(500, d, 200, seed=5, spread=1.0, centre_seed=4)  # fresh points, same clusters
 
-    t0 = time.perf_counter()
     ivf = VectorIndex.build(base, metric="cosine", kind="auto", seed=0)
-    build_s = time.perf_counter() - t0
     assert ivf.kind == "ivf"
     assert ivf.params["nlist"] == default_nlist(n) == round(4 * np.sqrt(n))
     assert ivf.params["nprobe"] == default_nprobe(ivf.params["nlist"]) >= 8
@@ -140,7 +136,6 @@ def test_ivf_recall_on_clustered_data():
     _, want = exact.search(queries, 10)
     recall = np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want)])
     assert recall >= 0.9, recall
-    assert build_s < 10, build_s
 
     # neighbours_of_all on IVF uses reconstructed (normalised) vectors and drops self
     sub_scores, sub_ids = ivf.neighbours_of_all(5, batch_size=20_000)

@@ -9,7 +9,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from graphsvc.errors import ModelRepositoryError, TritonInferenceError, TritonUnavailable
+from graphsvc.errors import ConfigError, ModelRepositoryError, TritonInferenceError, TritonUnavailable
 from graphsvc.models.repository import (
     ModelConfig,
     input_tensor,
@@ -27,8 +29,14 @@ from graphsvc.models.repository import (
     write_model_config,
 )
 from graphsvc.triton.cli import triton as triton_cli
-from graphsvc.triton.client import TritonClient, parse_url
-from graphsvc.triton.server import TritonServer, build_runtime_repository, find_tritonserver
+from graphsvc.triton.client import RetryPolicy, TritonClient, parse_url
+from graphsvc.triton.server import (
+    TritonServer,
+    build_runtime_repository,
+    find_tritonserver,
+    python_stub_processes,
+    sync_runtime_repository,
+)
 from tests.support import free_ports
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -137,6 +145,28 @@ def test_runtime_repository_layout(modules_and_repo, tmp_path):
     assert (runtime / "addmul").stat().st_ino == before
 
 
+def test_sync_reports_changes_and_keeps_a_model_whose_update_is_broken(modules_and_repo, tmp_path):
+    _, good = modules_and_repo
+    repo, runtime = tmp_path / "repo", tmp_path / "rt"
+    shutil.copytree(good, repo)
+    first = sync_runtime_repository(repo, runtime)
+    assert first.changed == ["addmul", "points"] and first.removed == [] and first.errors == {}
+    assert sync_runtime_repository(repo, runtime).changed == []  # nothing changed, nothing rebuilt
+
+    (repo / "points" / "config.pbtxt").write_text("max_batch_size: 'eight'\n")  # a broken edit …
+    shutil.copytree(repo / "addmul" / "1", repo / "addmul" / "2")  # … beside a good one
+    sync = sync_runtime_repository(repo, runtime, strict=False)
+    assert sync.changed == ["addmul"] and "points" in sync.errors and "config.pbtxt" in sync.errors["points"]
+    assert sync.served == ["addmul", "points"]  # the old runtime copy of 'points' stays
+    assert (runtime / "points" / "1" / "model.py").exists() and (runtime / "addmul" / "2" / "model.py").exists()
+    with pytest.raises(ModelRepositoryError, match="points"):
+        sync_runtime_repository(repo, runtime)  # at start-up a broken model is an error
+
+    shutil.rmtree(repo / "points")
+    sync = sync_runtime_repository(repo, runtime, strict=False)
+    assert sync.removed == ["points"] and not (runtime / "points").exists()
+
+
 def test_runtime_dir_must_be_ours(modules_and_repo, tmp_path):
     _, repo = modules_and_repo
     (tmp_path / "precious.txt").write_text("keep me")
@@ -169,9 +199,60 @@ def test_closed_port_raises_unavailable_naming_url(scheme):
     with pytest.raises(TritonUnavailable) as info:
         client.infer("addmul", {"x__0": np.zeros((1, 4), np.float32)})
     assert url in str(info.value) and "graphsvc triton serve" in str(info.value)
+    assert info.value.attempts == 3 and "gave up after 3 attempts" in str(info.value)
+    assert len(str(info.value).splitlines()) == 1
     assert client.is_ready() is False
     with pytest.raises(TritonUnavailable, match="not ready after"):
         client.wait_ready(timeout=0.3, interval=0.1)
+
+
+def test_retry_policy_backs_off_exponentially_up_to_a_bound(monkeypatch):
+    monkeypatch.setenv("GRAPHSVC_TRITON_RETRIES", "5")
+    monkeypatch.setenv("GRAPHSVC_TRITON_BACKOFF", "0.5")
+    monkeypatch.setenv("GRAPHSVC_TRITON_MAX_BACKOFF", "3")
+    policy = RetryPolicy.from_env()
+    assert policy == RetryPolicy(retries=5, backoff=0.5, max_backoff=3.0)
+    bases = [0.5, 1.0, 2.0, 3.0, 3.0]
+    for attempt, base in enumerate(bases, start=1):
+        assert base * 0.9 <= policy.delay(attempt) <= base * 1.1
+    assert policy.budget == sum(bases)
+    assert TritonClient("grpc://127.0.0.1:1").retry_policy == policy  # clients take it from the environment
+    assert TritonClient("grpc://127.0.0.1:1", retries=0).retries == 0  # … unless told otherwise
+    monkeypatch.setenv("GRAPHSVC_TRITON_RETRIES", "many")
+    with pytest.raises(ConfigError, match="GRAPHSVC_TRITON_RETRIES"):
+        RetryPolicy.from_env()
+
+
+def test_giving_up_on_a_down_server_takes_the_backoff_budget():
+    (port,) = free_ports(1)
+    client = TritonClient(f"grpc://127.0.0.1:{port}", retries=3, backoff=0.2, max_backoff=0.4)
+    started = time.monotonic()
+    with pytest.raises(TritonUnavailable) as info:
+        list(client.infer_many("addmul", ({"x__0": np.zeros((1, 4), np.float32)} for _ in range(4)), max_in_flight=2))
+    elapsed = time.monotonic() - started
+    assert info.value.attempts == 4
+    assert 0.9 * (0.2 + 0.4 + 0.4) <= elapsed < 10  # it waited between attempts, and gave up
+
+
+def test_closing_the_client_stops_a_request_waiting_to_retry():
+    (port,) = free_ports(1)
+    client = TritonClient(f"grpc://127.0.0.1:{port}", retries=5, backoff=5.0)
+    outcome = []
+
+    def call():
+        started = time.monotonic()
+        try:
+            client.infer("addmul", {"x__0": np.zeros((1, 4), np.float32)})
+        except TritonUnavailable as exc:
+            outcome.append((exc, time.monotonic() - started))
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    time.sleep(0.5)
+    client.close()
+    thread.join(timeout=10)
+    (error, seconds), = outcome
+    assert seconds < 3 and error.attempts == 1  # it did not sit out the 5 s backoff
 
 
 # -- against the running server ---------------------------------------------------------------
@@ -294,10 +375,11 @@ def test_serve_command_stops_cleanly_on_sigterm(modules_and_repo, tmp_path):
     _, repo = modules_and_repo
     http, grpc, metrics = free_ports(3)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]))
+    runtime = tmp_path / "rt"
     cmd = [
         sys.executable, "-c", "from graphsvc.triton.cli import triton; triton()", "serve",
-        "--model-repository", str(repo), "--http-port", str(http), "--grpc-port", str(grpc),
-        "--metrics-port", str(metrics), "--runtime-dir", str(tmp_path / "rt"),
+        "--model-repository", str(repo), "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc),
+        "--metrics-port", str(metrics), "--runtime-dir", str(runtime),
     ]
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
     try:
@@ -311,15 +393,48 @@ def test_serve_command_stops_cleanly_on_sigterm(modules_and_repo, tmp_path):
             if line.startswith("Triton ready"):
                 break
         assert lines and lines[-1].startswith("Triton ready"), "".join(lines)
-        assert f"grpc://127.0.0.1:{grpc}" in lines[-1]
+        assert f"grpc://127.0.0.1:{grpc}" in lines[-1] and f"http://127.0.0.1:{metrics}/metrics" in lines[-1]
         assert TritonClient(f"grpc://127.0.0.1:{grpc}").model_ready("points")
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10) as response:
+            assert b"nv_inference_request_success" in response.read()  # the metrics endpoint on its own port
+        stubs = python_stub_processes(runtime)
+        assert len(stubs) == 2  # one Python-backend stub per model instance
+        server_pids = {p for p in _children(proc.pid)}
+        assert server_pids
+
+        stopping = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+        assert time.monotonic() - stopping < 20
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    # nothing left behind: no tritonserver, no stub
+    assert not [pid for pid in (*stubs, *server_pids) if _alive(pid)]
+    assert python_stub_processes(runtime) == {}
     assert not TritonClient(f"http://127.0.0.1:{http}", retries=0).is_ready()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def test_poll_mode_picks_up_new_models(modules_and_repo, tmp_path):
