@@ -60,7 +60,7 @@ def publish_like_embed_products(store, index_dir: Path, checkpoint: Path) -> dic
     embeddings, logits = embed_layerwise(model, data.graph, data.features)
     embed_seconds = time.perf_counter() - started
     index = VectorIndex.build(embeddings, metric="cosine")
-    calibration = index.calibrate_nprobe(target_recall=0.95, k=10)
+    calibration = index.calibrate_nprobe(k=10)  # the jobs' target
     store.update_attributes("products", pa.table({"_key": data.keys, "embedding": embedding_array(embeddings),
                                                   "predicted_category": pa.array(logits.argmax(1))}))
     publish(index_dir, "products", index, data.keys, model={"name": "graphsage", "version": 1},

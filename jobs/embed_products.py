@@ -89,7 +89,7 @@ def embed_products(
     with timer("index"):
         index = VectorIndex.build(embeddings, metric="cosine")
         # an approximate index searches as widely as it takes to find 95% of the exact top 10
-        calibration = index.calibrate_nprobe(target_recall=0.95, k=config.top_k)
+        calibration = index.calibrate_nprobe(k=config.top_k)
         similar = similar_lists(index, data.keys, config.top_k)
 
     with timer("write_back"):

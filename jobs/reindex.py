@@ -482,7 +482,7 @@ class _Run:
                     "calibration": snapshot.meta.get("calibration"), "trained_count": snapshot.meta.get("trained_count")}
         else:
             index = VectorIndex.build(embedding, metric="cosine")
-            calibration = index.calibrate_nprobe(target_recall=0.95, k=k)
+            calibration = index.calibrate_nprobe(k=k)
             if n > 1:
                 scores, ids = index.neighbours_of_all(min(window, n - 1))
                 if ids.shape[1] < window:
