@@ -49,6 +49,8 @@ from graphsvc.store.checks import (
     last_rows,
 )
 from graphsvc.store.base import (
+    FILTER_OPERATORS,
+    Condition,
     CollectionInfo,
     CollectionKind,
     DanglingEdges,
@@ -57,7 +59,6 @@ from graphsvc.store.base import (
     GraphStore,
     IndexOutcome,
 )
-from graphsvc.store.base import FILTER_OPERATORS, Condition
 
 SCHEMES = {"arangodb": "http", "arangodbs": "https"}
 DEFAULT_PORT = 8529

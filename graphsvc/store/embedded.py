@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 from graphsvc.errors import CollectionNotFound, DocumentNotFound, StoreError
 from graphsvc.store.checks import check_edge_ends, check_keys, keep_last_rows
 from graphsvc.store.base import (
+    Condition,
     CollectionInfo,
     CollectionKind,
     DanglingEdges,
@@ -41,7 +42,6 @@ from graphsvc.store.base import (
     GraphStore,
     IndexOutcome,
 )
-from graphsvc.store.base import Condition
 
 _RANGE_SQL = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
 
