@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from graphsvc.clitools import (
@@ -54,6 +56,12 @@ query_options = [
     click.option("-k", "--top-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000), help="How many results."),
     click.option("--fields", default=None, help="Comma-separated document fields to show (default: short scalar fields)."),
     click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON."),
+    click.option("--filter", "filter_json", default=None, metavar="JSON",
+                 help='Structured filter, e.g. \'{"category": {"in": ["Books"]}, "price": {"lt": 20}}\' '
+                      "(operators eq, ne, lt, lte, gt, gte, in); still returns k hits when k match."),
+    click.option("--explain-aql", is_flag=True,
+                 help="Print the equivalent APPROX_NEAR_COSINE AQL query with its bind parameters "
+                      "(ArangoDB >= 3.12.4 with a vector index) instead of answering."),
 ]
 
 
@@ -68,15 +76,38 @@ def _with_query_options(function):
 @_with_query_options
 @click.pass_context
 @run_reporting_errors
-def similar(ctx, document, k, fields, as_json):
+def similar(ctx, document, k, fields, as_json, filter_json, explain_aql):
     """Documents most similar to DOCUMENT (COLLECTION/KEY), from the published index."""
     if document.count("/") != 1 or not all(document.split("/")):
         raise ConfigError(f"'{document}' is not COLLECTION/KEY (e.g. products/P0000042)")
     collection, key = document.split("/")
     settings = settings_from(ctx)
+    if explain_aql:
+        from graphsvc.index.artifacts import load_current
+
+        index = load_current(settings.index_dir, collection)
+        position = index.position(key)
+        if position is None:
+            raise ConfigError(f"'{collection}/{key}' is not in index version {index.version} of '{collection}'")
+        _explain(collection, k, index.index.reconstruct_batch([position])[0], filter_json, key, as_json)
+        return
     with open_settings_store(settings) as store:
-        answer = similar_to_key(store, settings.index_dir, collection, key, k, _fields(fields))
+        answer = similar_to_key(store, settings.index_dir, collection, key, k, _fields(fields), filter_json)
     _print_answer(answer, as_json)
+
+
+def _explain(collection, k, vector, filter_json, key, as_json) -> None:
+    """The AQL that asks ArangoDB's vector index the same question."""
+    from graphsvc.service.filters import parse_filter
+    from graphsvc.store.arangodb import similarity_query
+
+    query = similarity_query(collection, k, vector.tolist(), parse_filter(filter_json), excluding_key=key)
+    if as_json:
+        emit_json({"query": str(query), "bindVars": query.bind_vars})
+        return
+    click.echo(str(query))
+    click.echo("// bind parameters (python-arango bind_vars / arangosh bindVars):")
+    click.echo(json.dumps(query.bind_vars))
 
 
 @cli.command()
@@ -85,13 +116,22 @@ def similar(ctx, document, k, fields, as_json):
 @_with_query_options
 @click.pass_context
 @run_reporting_errors
-def search(ctx, collection, text, k, fields, as_json):
+def search(ctx, collection, text, k, fields, as_json, filter_json, explain_aql):
     """Documents of COLLECTION closest to TEXT (embedded by the sentence encoder on Triton)."""
     from graphsvc.triton.client import TritonClient
 
     settings = settings_from(ctx)
+    if explain_aql:
+        from graphsvc.index.artifacts import load_current
+        from graphsvc.models.text import EMBEDDING, Tokenizer
+
+        index = load_current(settings.index_dir, collection)
+        with TritonClient(settings.triton_url) as triton:
+            vector = triton.infer(index.manifest.model["name"], Tokenizer().request([text]))[EMBEDDING]
+        _explain(collection, k, vector.reshape(-1), filter_json, None, as_json)
+        return
     with open_settings_store(settings) as store, TritonClient(settings.triton_url) as triton:
-        answer = search_by_text(store, settings.index_dir, triton, collection, text, k, _fields(fields))
+        answer = search_by_text(store, settings.index_dir, triton, collection, text, k, _fields(fields), filter_json)
     _print_answer(answer, as_json)
 
 
@@ -108,6 +148,54 @@ def collections(ctx, as_json):
         return
     for c in rows:
         click.echo(f"{c.name:<24} {c.kind:<9} {c.count:>10}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="GRAPHSVC_HOST",
+              help="Address to bind; anything but loopback should go with GRAPHSVC_API_TOKEN. [env GRAPHSVC_HOST]")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), envvar="GRAPHSVC_PORT",
+              help="[env GRAPHSVC_PORT]")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 32),
+              help="uvicorn worker processes; each loads the indexes (memory × workers).")
+@click.option("--collection", "collections", multiple=True,
+              help="Serve only these collections (repeatable); default: every published one, found as they appear.")
+@click.option("--reload-interval", default=1.0, show_default=True, type=click.FloatRange(0.05),
+              help="Seconds between checks for a newly published index version.")
+@click.option("--max-batch", default=256, show_default=True, type=click.IntRange(1, 256), help="Queries per batch request.")
+@click.option("--max-body-bytes", default=1 << 20, show_default=True, type=click.IntRange(1024), help="Largest request body.")
+@click.option("--request-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
+              help="Seconds before a request is answered with 503.")
+@click.option("--no-store", is_flag=True, help="Answer keys and scores from the indexes alone (no fields, no filters).")
+@click.option("--hold-store", is_flag=True,
+              help="Keep the embedded store open (faster fields/filters; jobs writing to it must wait for the service "
+                   "to stop). By default it is opened read-only per request that needs it.")
+@click.pass_context
+@run_reporting_errors
+def serve(ctx, host, port, workers, collections, reload_interval, max_batch, max_body_bytes, request_timeout, no_store,
+          hold_store):
+    """The HTTP API: similar documents, search by vector or text, filters, hot-reloaded indexes.
+
+    The bearer token comes from GRAPHSVC_API_TOKEN (never from the command line)."""
+    import os
+
+    import uvicorn
+
+    from graphsvc.service.app import CONFIG_VARIABLE, TOKEN_VARIABLE, ServiceConfig
+
+    settings = settings_from(ctx)
+    config = ServiceConfig(
+        index_dir=str(settings.index_dir), store=None if no_store else settings.store,
+        password_file=str(settings.password_file) if settings.password_file else None,
+        triton_url=settings.triton_url, collections=list(collections) or None, max_batch=max_batch,
+        max_body_bytes=max_body_bytes, request_timeout=request_timeout, reload_interval=reload_interval,
+        hold_store=hold_store,
+    )
+    if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(TOKEN_VARIABLE):
+        click.echo(f"warning: serving on {host} without a token — set {TOKEN_VARIABLE} to require one", err=True)
+    os.environ[CONFIG_VARIABLE] = config.to_json()
+    click.echo(f"graphsvc serving {settings.index_dir} on http://{host}:{port} ({workers} worker(s))", err=True)
+    uvicorn.run("graphsvc.service.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", access_log=False, timeout_graceful_shutdown=5)
 
 
 cli.add_command(triton_group, name="triton")

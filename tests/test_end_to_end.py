@@ -141,6 +141,42 @@ def test_search_by_a_theme_finds_matching_genre(pipeline):
     assert sum("Horror" in h["genres"] for h in top) >= 2
 
 
+def test_http_service_searches_text_through_triton_and_answers_like_the_job(pipeline):
+    from fastapi.testclient import TestClient
+
+    from graphsvc.service.app import ServiceConfig, create_app
+
+    config = ServiceConfig(index_dir=str(pipeline["index_dir"]), store=str(pipeline["store"]),
+                           triton_url=f"grpc://127.0.0.1:{pipeline['grpc']}")
+    with open_store(str(pipeline["store"])) as store:
+        movies = store.get_documents("movies", ["m0007", "m0150"])
+        product = store.get_documents("products", ["P0000042"])[0]
+    with TestClient(create_app(config)) as client:
+        theme = client.post("/v1/movies/search", json={"text": "a haunted house where ghosts terrify a family",
+                                                       "k": 3, "fields": ["genres", "title"]})
+        assert theme.status_code == 200, theme.text
+        assert sum("Horror" in h["genres"] for h in theme.json()["hits"]) >= 2
+        batch = client.post("/v1/movies/search/batch", json={"texts": [m["description"] for m in movies], "k": 1}).json()
+        assert [r["hits"][0]["_key"] for r in batch["results"]] == ["m0007", "m0150"]
+        similar = client.get("/v1/products/P0000042/similar").json()
+        assert [h["_key"] for h in similar["hits"]] == [s["_key"] for s in product["similar"]]
+        refused = client.post("/v1/products/search", json={"text": "a red chair"})
+        assert refused.status_code == 400 and "search it by vector" in refused.json()["error"]
+
+
+def test_explain_aql_prints_the_vector_index_query_for_the_same_question(pipeline):
+    result = run(graphsvc_cli, ["similar", "products/P0000042", "-k", "5", "--explain-aql", "--json",
+                                "--filter", '{"category": {"in": [3, 4]}}'], pipeline["settings"])
+    explained = json.loads(result.stdout)
+    assert "APPROX_NEAR_COSINE(d[@attribute], @query_vector)" in explained["query"]
+    bind = explained["bindVars"]
+    assert bind["@collection"] == "products" and bind["key"] == "P0000042" and bind["k"] == 5 and bind["limit"] == 6
+    assert bind["attr_0"] == "category" and bind["value_0"] == [3, 4]
+    stored = load_current(pipeline["index_dir"], "products")
+    expected = stored.index.reconstruct_batch([stored.position("P0000042")])[0]
+    assert np.allclose(bind["query_vector"], expected, atol=1e-6)
+
+
 def test_rerunning_restore_and_embed_gives_the_same_answers_without_duplicates(pipeline):
     settings = pipeline["settings"]
     with open_store(str(pipeline["store"])) as store:

@@ -143,6 +143,7 @@ class LoadedIndex:
     manifest: Manifest
     directory: Path
     _positions: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
+    _key_list: list[str] | None = field(default=None, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @property
@@ -161,6 +162,26 @@ class LoadedIndex:
                     self._positions = {k: i for i, k in enumerate(self.keys.to_pylist())}
                 positions = self._positions
         return positions.get(key)
+
+    def warm(self) -> "LoadedIndex":
+        """Build what the first queries would otherwise build on the request path: the
+        key → id map and, for IVF indexes, the direct map that reconstructs a stored
+        vector. A service calls this before swapping the index in."""
+        if len(self.keys):
+            keys = self.keys.to_pylist()
+            with self._lock:
+                if self._positions is None:
+                    self._positions = {k: i for i, k in enumerate(keys)}
+            self._key_list = keys  # the same string objects as the map's keys
+            self.index.reconstruct_batch([0])
+        return self
+
+    def keys_at(self, ids: np.ndarray) -> list[str]:
+        """Keys of valid faiss ids (0 ≤ id < len), from the key list when warm."""
+        key_list = self._key_list
+        if key_list is None:
+            return self.key_at(ids)  # type: ignore[return-value]
+        return [key_list[i] for i in np.asarray(ids).tolist()]
 
     def key_at(self, ids: Iterable[int] | np.ndarray | int) -> list[str | None]:
         """Keys for faiss ids; -1 (missing result) maps to None."""

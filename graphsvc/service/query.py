@@ -73,7 +73,14 @@ def _with_fields(
     return hits
 
 
-def _search(index: LoadedIndex, vector: np.ndarray, k: int, exclude: str | None = None) -> tuple[list[str], list[float]]:
+def _search(index: LoadedIndex, vector: np.ndarray, k: int, exclude: str | None = None,
+            allowed=None) -> tuple[list[str], list[float]]:
+    if allowed is not None:  # a filter: the service's top-k, which still finds k matching hits
+        from graphsvc.service.search import top_k
+
+        own = index.position(exclude) if exclude is not None else None
+        ranked = top_k(index, vector, k, exclude=[own], allowed=allowed)[0]
+        return ranked.keys, ranked.scores
     wanted = min(k + (1 if exclude else 0), index.index.count)
     scores, ids = index.index.search(vector, wanted)
     keys, kept = [], []
@@ -85,6 +92,15 @@ def _search(index: LoadedIndex, vector: np.ndarray, k: int, exclude: str | None 
     return keys[:k], kept[:k]
 
 
+def _allowed(store: GraphStore, index: LoadedIndex, collection: str, filter: Any):
+    """The candidates a structured filter allows (None without a filter)."""
+    from graphsvc.service.filters import parse_filter
+    from graphsvc.service.search import candidates
+
+    conditions = parse_filter(filter)
+    return candidates(index, store.filter_keys(collection, conditions)) if conditions else None
+
+
 def similar_to_key(
     store: GraphStore,
     index_dir: Path,
@@ -92,6 +108,7 @@ def similar_to_key(
     key: str,
     k: int = 10,
     fields: Sequence[str] | None = None,
+    filter: Any = None,
 ) -> Answer:
     index = load_current(index_dir, collection)
     position = index.position(key)
@@ -103,19 +120,20 @@ def similar_to_key(
             f"rerun 'jobs embed-{collection}' to include it"
         )
     vector = index.index.reconstruct_batch([position])
-    keys, scores = _search(index, vector, k, exclude=key)
+    keys, scores = _search(index, vector, k, exclude=key, allowed=_allowed(store, index, collection, filter))
     return Answer(collection, index.version, _with_fields(store, collection, keys, scores, fields), {"key": key, "k": k})
 
 
 def search_by_vector(
     store: GraphStore, index_dir: Path, collection: str, vector: np.ndarray, k: int = 10,
     fields: Sequence[str] | None = None,
+    filter: Any = None,
 ) -> Answer:
     index = load_current(index_dir, collection)
     vector = np.asarray(vector, np.float32).reshape(1, -1)
     if vector.shape[1] != index.index.dim:
         raise GraphsvcError(f"query vector has {vector.shape[1]} dimensions, the '{collection}' index has {index.index.dim}")
-    keys, scores = _search(index, vector, k)
+    keys, scores = _search(index, vector, k, allowed=_allowed(store, index, collection, filter))
     return Answer(collection, index.version, _with_fields(store, collection, keys, scores, fields), {"vector_dim": vector.shape[1], "k": k})
 
 
@@ -127,6 +145,7 @@ def search_by_text(
     text: str,
     k: int = 10,
     fields: Sequence[str] | None = None,
+    filter: Any = None,
 ) -> Answer:
     if not text.strip():
         raise GraphsvcError("the search text is empty")
@@ -137,5 +156,5 @@ def search_by_text(
         raise GraphsvcError(
             f"model '{model}' returns {vector.shape[-1]}-d vectors but the '{collection}' index holds {index.index.dim}-d ones"
         )
-    keys, scores = _search(index, vector.reshape(1, -1), k)
+    keys, scores = _search(index, vector.reshape(1, -1), k, allowed=_allowed(store, index, collection, filter))
     return Answer(collection, index.version, _with_fields(store, collection, keys, scores, fields), {"text": text, "k": k})

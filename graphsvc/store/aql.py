@@ -143,6 +143,58 @@ FOR d IN @@collection
   RETURN { _key: d._key, score: score }
 """
 
+# -- structured filters (graphsvc serve / --filter) -------------------------------------------
+# One fixed line per operator; condition n binds `attr_n` (the attribute name, as data)
+# and `value_n`. Ranges only compare values of the bound's type (TYPENAME is "number" for
+# integers and doubles alike), so a missing attribute (null) is never "less than 20".
+_FILTER_LINES = {
+    "eq": ("  FILTER d[@attr_", "] == @value_", ""),
+    "ne": ("  FILTER d[@attr_", "] != @value_", ""),
+    "in": ("  FILTER d[@attr_", "] IN @value_", ""),
+    "lt": ("  FILTER TYPENAME(d[@attr_", "]) == TYPENAME(@value_", ") && d[@attr_", "] < @value_"),
+    "lte": ("  FILTER TYPENAME(d[@attr_", "]) == TYPENAME(@value_", ") && d[@attr_", "] <= @value_"),
+    "gt": ("  FILTER TYPENAME(d[@attr_", "]) == TYPENAME(@value_", ") && d[@attr_", "] > @value_"),
+    "gte": ("  FILTER TYPENAME(d[@attr_", "]) == TYPENAME(@value_", ") && d[@attr_", "] >= @value_"),
+}
+
+
+def filter_lines(operators) -> str:
+    """FILTER lines for conditions with these operators, numbered 0, 1, … in order."""
+    lines = []
+    for n, op in enumerate(operators):
+        parts = _FILTER_LINES[op]  # KeyError for an unknown operator: callers validate first
+        if len(parts) == 3:
+            lines.append(parts[0] + str(n) + parts[1] + str(n) + "\n")
+        else:
+            lines.append(parts[0] + str(n) + parts[1] + str(n) + parts[2] + str(n) + parts[3] + str(n) + "\n")
+    return "".join(lines)
+
+
+def filter_keys_query(operators) -> str:
+    """Keys of the documents matching the conditions (binds `@@collection`, `attr_n`, `value_n`)."""
+    return "FOR d IN @@collection\n" + filter_lines(operators) + "  RETURN d._key\n"
+
+
+def approx_near_cosine_filtered_query(operators, excluding_key: bool) -> str:
+    """APPROX_NEAR_COSINE top-`@k` with the filter lines inside the vector search (where
+    ArangoDB applies them depends on its version) and, for "similar to this document",
+    the document itself dropped from `@limit` = k + 1 candidates (binds `key`)."""
+    inner = (
+        "FOR d IN @@collection\n"
+        + filter_lines(operators)
+        + "  LET score = APPROX_NEAR_COSINE(d[@attribute], @query_vector)\n"
+        + "  SORT score DESC\n"
+    )
+    if not excluding_key:
+        return inner + "  LIMIT @k\n  RETURN { _key: d._key, score: score }\n"
+    return (
+        "FOR hit IN (\n"
+        + inner
+        + "  LIMIT @limit\n  RETURN { _key: d._key, score: score })\n"
+        + "  FILTER hit._key != @key\n  LIMIT @k\n  RETURN hit\n"
+    )
+
+
 # -- checks on the texts themselves ------------------------------------------------------------
 _PLACEHOLDER = re.compile(r"@@?[A-Za-z0-9][A-Za-z0-9_]*")
 _STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"|' + r"'(?:[^'\\]|\\.)*'|`[^`]*`")

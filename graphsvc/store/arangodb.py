@@ -57,6 +57,7 @@ from graphsvc.store.base import (
     GraphStore,
     IndexOutcome,
 )
+from graphsvc.store.base import FILTER_OPERATORS, Condition
 
 SCHEMES = {"arangodb": "http", "arangodbs": "https"}
 DEFAULT_PORT = 8529
@@ -393,6 +394,46 @@ def approx_near_cosine_query(
     if query_vector is not None:
         bind_vars["query_vector"] = [float(x) for x in query_vector]
     return AqlQuery(aql.APPROX_NEAR_COSINE, bind_vars)
+
+
+def _condition_bind_vars(conditions: Sequence[Condition]) -> dict[str, Any]:
+    bind_vars: dict[str, Any] = {}
+    for n, condition in enumerate(conditions):
+        if condition.op not in FILTER_OPERATORS:
+            raise StoreError(f"filter on '{condition.attribute}': unknown operator '{condition.op}'")
+        value = condition.value
+        if condition.op == "in" and not isinstance(value, (list, tuple)):
+            raise StoreError(f"filter on '{condition.attribute}': 'in' needs a list of values")
+        bind_vars[f"attr_{n}"] = condition.attribute
+        bind_vars[f"value_{n}"] = list(value) if condition.op == "in" else value
+    return bind_vars
+
+
+def filter_keys_query(collection: str, conditions: Sequence[Condition]) -> "AqlQuery":
+    """The keys of `collection` matching `conditions`, every value a bind parameter."""
+    bind_vars = {"@collection": collection, **_condition_bind_vars(conditions)}
+    return AqlQuery(aql.filter_keys_query([c.op for c in conditions]), bind_vars)
+
+
+def similarity_query(
+    collection: str,
+    k: int,
+    query_vector: Sequence[float] | None = None,
+    conditions: Sequence[Condition] = (),
+    excluding_key: str | None = None,
+    attribute: str = "embedding",
+) -> "AqlQuery":
+    """What `graphsvc similar/search --explain-aql` prints: the APPROX_NEAR_COSINE query
+    (ArangoDB >= 3.12.4 with a vector index on `attribute`) for the same question."""
+    bind_vars: dict[str, Any] = {"@collection": collection, "attribute": attribute, "k": int(k)}
+    bind_vars.update(_condition_bind_vars(conditions))
+    if excluding_key is not None:
+        bind_vars["key"] = excluding_key
+        bind_vars["limit"] = int(k) + 1
+    if query_vector is not None:
+        bind_vars["query_vector"] = [float(x) for x in query_vector]
+    text = aql.approx_near_cosine_filtered_query([c.op for c in conditions], excluding_key is not None)
+    return AqlQuery(text, bind_vars)
 
 
 def state_document_key(key: str) -> str:
@@ -754,6 +795,11 @@ class ArangoStore(GraphStore):
             bind_vars[f"attr_{n}"] = attribute
             bind_vars[f"value_{n}"] = value
         return self._all(aql.select_keys_query(len(conditions)), bind_vars, name)
+
+    def filter_keys(self, name: str, conditions: Sequence[Condition]) -> list[str]:
+        self._kind(name)
+        query = filter_keys_query(name, conditions)
+        return self._all(query.text, query.bind_vars, name)
 
     def change_marker(self, name: str) -> int:
         self._kind(name)

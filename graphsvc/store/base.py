@@ -21,6 +21,24 @@ ARANGO_TYPE_DOCUMENT = 2
 ARANGO_TYPE_EDGE = 3
 
 
+#: comparison operators of structured filters (`Condition.op`)
+FILTER_OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One structured filter condition on a top-level attribute, e.g.
+    `Condition("price", "lt", 20)`. Semantics are AQL's, made strict about types:
+    `eq`/`ne`/`in` compare as JSON values (3 == 3.0, "3" != 3; `ne` also matches a
+    missing attribute); the ranges `lt`/`lte`/`gt`/`gte` match only values of the same
+    type as the bound (numbers with numbers, strings with strings), never a missing one.
+    Values are data, never query text: backends bind them as parameters."""
+
+    attribute: str
+    op: str
+    value: Any
+
+
 @dataclass(frozen=True)
 class CollectionInfo:
     name: str
@@ -150,6 +168,13 @@ class GraphStore(ABC):
     @abstractmethod
     def select_keys(self, name: str, equals: Mapping[str, Any] | None = None) -> list[str]:
         """Keys of the documents whose attributes equal the given values (all when empty)."""
+
+    def filter_keys(self, name: str, conditions: Sequence[Condition]) -> list[str]:
+        """Keys of the documents matching all `conditions` (all keys when empty), in no
+        particular order. Backends compile the conditions to parameterised queries."""
+        from graphsvc.errors import StoreError
+
+        raise StoreError(f"{type(self).__name__} does not support structured filters")
 
     @abstractmethod
     def change_marker(self, name: str) -> int:

@@ -41,6 +41,9 @@ from graphsvc.store.base import (
     GraphStore,
     IndexOutcome,
 )
+from graphsvc.store.base import Condition
+
+_RANGE_SQL = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
 
 # ArangoDB's rule for collection names
 _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,255}$")
@@ -649,6 +652,79 @@ class EmbeddedStore(GraphStore):
         source = f"{_docs(name)} d" + (f" LEFT JOIN {_attrs(name)} a ON a._key = d._key" if joined else "")
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         return [r[0] for r in self._run(f"SELECT d._key FROM {source}{where} ORDER BY d._key", params)]
+
+    def filter_keys(self, name: str, conditions: Sequence[Condition]) -> list[str]:
+        self._kind(name)
+        clauses, params, joined = [], [], False
+        for condition in conditions:
+            sql, extra_params, needs_join = self._condition(name, condition)
+            clauses.append(sql)
+            params.extend(extra_params)
+            joined = joined or needs_join
+        source = f"{_docs(name)} d" + (f" LEFT JOIN {_attrs(name)} a ON a._key = d._key" if joined else "")
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return [r[0] for r in self._run(f"SELECT d._key FROM {source}{where}", params)]
+
+    def _condition(self, name: str, condition: Condition) -> tuple[str, list, bool]:
+        """SQL for one structured condition (values as `?` parameters), its parameters,
+        and whether it reads the written-back attributes."""
+        attribute, op, value = condition.attribute, condition.op, condition.value
+        if op == "eq":
+            return self._equals_any(name, attribute, value)
+        if op == "ne":
+            sql, params, joined = self._equals_any(name, attribute, value)
+            return f"(NOT {sql})", params, joined
+        if op == "in":
+            if not isinstance(value, (list, tuple)):
+                raise StoreError(f"filter on '{attribute}': 'in' needs a list of values")
+            parts = [self._equals_any(name, attribute, v) for v in value]
+            if not parts:
+                return "false", [], False
+            return (
+                "(" + " OR ".join(p[0] for p in parts) + ")",
+                [x for p in parts for x in p[1]],
+                any(p[2] for p in parts),
+            )
+        if op in _RANGE_SQL:
+            return self._range(name, attribute, _RANGE_SQL[op], value)
+        raise StoreError(f"filter on '{attribute}': unknown operator '{op}'")
+
+    def _equals_any(self, name: str, attribute: str, value: Any) -> tuple[str, list, bool]:
+        if attribute in ("_key", "_from", "_to"):
+            if not isinstance(value, str):
+                return "false", [], False
+            return f"(d.{attribute} IS NOT DISTINCT FROM ?)", [value], False
+        return self._equals(name, attribute, value)
+
+    def _range(self, name: str, attribute: str, sql_op: str, value: Any) -> tuple[str, list, bool]:
+        """True when the attribute holds a value of the bound's type (number or string)
+        on the right side of it; a missing attribute or another type never matches."""
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise StoreError(f"filter on '{attribute}': a range needs a number or a string, got {value!r}")
+        if attribute in ("_key", "_from", "_to"):
+            if not isinstance(value, str):
+                return "false", [], False
+            return f"(d.{attribute} {sql_op} ?)", [value], False
+        sources = self._sources(name, attribute)
+        if not sources:
+            return "false", [], False
+        text = isinstance(value, str)
+        wanted = {"VARCHAR"} if text else _INTEGER_TYPES | _FLOAT_TYPES
+        branches, params = [], []
+        for sql, stored in sources:
+            if stored == "JSON":
+                test = (
+                    f"(json_type({sql}) = 'VARCHAR' AND ({sql} ->> '$') {sql_op} ?)" if text
+                    else f"(json_type({sql}) IN ('BIGINT', 'UBIGINT', 'DOUBLE') AND TRY_CAST({sql} AS DOUBLE) {sql_op} ?)"
+                )
+            elif stored in wanted:
+                test = f"{sql} {sql_op} ?"
+            else:
+                test = "false"
+            if "?" in test:
+                params.append(value if text else float(value))
+            branches.append(f"WHEN {sql} IS NOT NULL THEN {test}")
+        return f"(CASE {' '.join(branches)} ELSE false END)", params, any(sql.startswith("a.") for sql, _ in sources)
 
     def change_marker(self, name: str) -> int:
         self._kind(name)

@@ -307,3 +307,39 @@ def test_refused_login_and_missing_database_say_what_to_do():
     no_database = translate_error(_server_error(ServerConnectionError, 404, 1228, "database not found"), SETTINGS, "")
     assert "database 'shop' does not exist" in str(no_database) and "--create-database" in str(no_database)
     assert no_database.error_code == 1228
+
+
+# -- structured filters and --explain-aql ----------------------------------------------------------------
+def test_filter_queries_bind_every_attribute_name_and_value():
+    from graphsvc.store.arangodb import filter_keys_query
+    from graphsvc.store.base import FILTER_OPERATORS, Condition
+
+    conditions = [Condition(f"attr {op}", op, [1, 2] if op == "in" else 1) for op in FILTER_OPERATORS]
+    query = filter_keys_query("products", conditions)
+    assert aql.unsafe_parts(query.text) == []
+    assert aql.bind_parameter_names(query.text) == set(query.bind_vars)
+    assert query.bind_vars["attr_0"] == "attr eq" and query.bind_vars["value_6"] == [1, 2]
+    assert query.text.count("FILTER") == len(FILTER_OPERATORS)
+    assert "TYPENAME(d[@attr_2]) == TYPENAME(@value_2) && d[@attr_2] < @value_2" in query.text
+
+
+def test_unknown_filter_operators_are_refused_before_any_query():
+    from graphsvc.store.arangodb import filter_keys_query
+    from graphsvc.store.base import Condition
+
+    with pytest.raises(StoreError, match="'price': unknown operator 'like'"):
+        filter_keys_query("products", [Condition("price", "like", "%")])
+
+
+def test_explained_similarity_query_drops_the_document_itself_and_keeps_filters():
+    from graphsvc.store.arangodb import similarity_query
+    from graphsvc.store.base import Condition
+
+    query = similarity_query("products", 10, [0.5, 1], [Condition("category", "in", ["Books"])], excluding_key="P1")
+    assert aql.unsafe_parts(query.text) == []
+    assert aql.bind_parameter_names(query.text) == set(query.bind_vars)
+    assert query.bind_vars["limit"] == 11 and query.bind_vars["key"] == "P1"
+    assert "APPROX_NEAR_COSINE(d[@attribute], @query_vector)" in query.text
+    assert "FILTER d[@attr_0] IN @value_0" in query.text and "FILTER hit._key != @key" in query.text
+    plain = similarity_query("products", 5)
+    assert aql.bind_parameter_names(plain.text) == set(plain.bind_vars) | {"query_vector"}

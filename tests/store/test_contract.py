@@ -415,3 +415,49 @@ def test_hostile_state_keys_are_data(store):
     assert [store.get_state(h) for h in HOSTILE] == [{"n": n} for n in range(len(HOSTILE))]
     store.delete_state(HOSTILE[0])
     assert store.get_state(HOSTILE[0]) is None and store.get_state(HOSTILE[1]) == {"n": 1}
+
+
+# -- structured filters (the service's `filter`) ----------------------------------------------------------
+def filtered(store, *conditions) -> list[str]:
+    from graphsvc.store.base import Condition
+
+    return sorted(store.filter_keys("products", [Condition(*c) for c in conditions]))
+
+
+def test_filter_keys_compares_equality_as_json_values(products):
+    assert filtered(products) == ["a", "b", "c"]
+    assert filtered(products, ("category", "eq", 3)) == ["a", "b"]
+    assert filtered(products, ("category", "eq", 3.0)) == ["a", "b"]
+    assert filtered(products, ("category", "eq", "3")) == []
+    assert filtered(products, ("category", "ne", 3)) == ["c"]
+    assert filtered(products, ("price", "ne", 9.5)) == ["b", "c"]  # a missing attribute is "not equal"
+    assert filtered(products, ("_key", "eq", "b")) == ["b"]
+
+
+def test_filter_keys_membership_and_ranges_match_only_values_of_the_bounds_type(products):
+    products.upsert_documents("products", [{"_key": "d", "title": "Drum", "category": "7", "price": "cheap"}])
+    assert filtered(products, ("category", "in", [7, 9])) == ["c"]
+    assert filtered(products, ("category", "in", ["7"])) == ["d"]
+    assert filtered(products, ("category", "in", [])) == []
+    assert filtered(products, ("price", "lt", 20)) == ["a"]  # b has no price, d a string one
+    assert filtered(products, ("price", "lte", 20)) == ["a", "c"]
+    assert filtered(products, ("price", "gt", 9.5)) == ["c"]
+    assert filtered(products, ("price", "gte", 9.5), ("price", "lt", 10)) == ["a"]
+    assert filtered(products, ("title", "gte", "B"), ("title", "lt", "D")) == ["b", "c"]
+    assert filtered(products, ("title", "lt", 5)) == []
+
+
+def test_filter_keys_sees_written_back_attributes(products):
+    products.update_attributes("products", pa.table({"_key": ["a", "c"], "predicted_category": [12, 40]}))
+    assert filtered(products, ("predicted_category", "eq", 40)) == ["c"]
+    assert filtered(products, ("predicted_category", "lt", 20), ("category", "eq", 3)) == ["a"]
+
+
+def test_filter_keys_takes_hostile_names_and_values_as_data(products):
+    products.upsert_documents("products", [{"_key": "h1", "title": HOSTILE[0]}])
+    assert filtered(products, ("title", "eq", HOSTILE[0])) == ["h1"]
+    assert filtered(products, ("title", "in", HOSTILE[1:])) == []
+    for hostile in HOSTILE:
+        assert filtered(products, (hostile, "eq", 1)) == []
+        assert filtered(products, (hostile, "lt", "z")) == []
+    assert products.collection("products").count == 4
