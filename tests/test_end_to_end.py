@@ -64,7 +64,14 @@ def pipeline(tmp_path_factory):
         }
     finally:
         server.send_signal(signal.SIGTERM)
-        output, _ = server.communicate(timeout=60)
+        try:
+            output, _ = server.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            output, _ = server.communicate()
+            log = root / "triton-runtime" / "tritonserver.log"
+            tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
+            raise AssertionError("graphsvc triton serve did not stop on SIGTERM:\n" + output + "\n".join(tail))
         assert server.returncode == 0, output
 
 

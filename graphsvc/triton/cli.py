@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
-import time
+import threading
 
 import click
 
@@ -23,13 +23,6 @@ def _setup_logging(verbose: bool) -> None:
 def triton() -> None:
     """Triton Inference Server: serve the model repository, wait for it, show its status."""
 
-
-class _Stop(Exception):
-    pass
-
-
-def _raise_stop(signum, frame):  # noqa: ARG001
-    raise _Stop(signum)
 
 
 @triton.command()
@@ -60,7 +53,7 @@ def _raise_stop(signum, frame):  # noqa: ARG001
 def serve(model_repository, bind_address, http_port, grpc_port, metrics_port, runtime_dir, log_file,
           model_control_mode, poll_secs, startup_timeout, verbose):
     """Run tritonserver in the foreground on the model repository (stop with Ctrl-C or SIGTERM)."""
-    from graphsvc.triton.server import TritonServer
+    from graphsvc.triton.server import StartupCancelled, TritonServer
 
     _setup_logging(verbose)
     logging.getLogger("graphsvc.triton.server").setLevel(logging.INFO)  # live updates are worth a line each
@@ -74,34 +67,38 @@ def serve(model_repository, bind_address, http_port, grpc_port, metrics_port, ru
         log_path=log_file,
         poll_secs=poll_secs if model_control_mode == "poll" else None,
     )
-    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # The handler only sets a flag: an exception raised from a signal handler can land inside
+    # subprocess.Popen.poll() while it holds its waitpid lock, and every later wait() then hangs.
+    stopping = threading.Event()
+    previous = {sig: signal.signal(sig, lambda signum, frame: stopping.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         started = False
         try:
             server.start()
             started = True
-            server.wait_ready(startup_timeout)
+            server.wait_ready(startup_timeout, cancel=stopping)
+        except StartupCancelled:
+            pass
         except GraphsvcError as exc:
             first = str(exc).splitlines()[0]
             where = f" (log: {server.log_path})" if started and server.log_path else ""
             raise GraphsvcError(f"{first}{where}") from None
-        models = ", ".join(server.models) or "none"
-        click.echo(
-            f"Triton ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}\n"
-            f"models: {models}\nlog: {server.log_path}"
-            + (f"\nwatching {server.model_repository} every {poll_secs:g}s" if model_control_mode == "poll" else ""),
-            err=True,
-        )
-        while server.is_running():
-            time.sleep(0.5)
-        code = server.stop()
-        raise TritonUnavailable(server.grpc_url, f"tritonserver exited unexpectedly with code {code}; "
-                                                 f"see {server.log_path}")
-    except _Stop:
+        if not stopping.is_set():
+            models = ", ".join(server.models) or "none"
+            click.echo(
+                f"Triton ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}\n"
+                f"models: {models}\nlog: {server.log_path}"
+                + (f"\nwatching {server.model_repository} every {poll_secs:g}s" if model_control_mode == "poll" else ""),
+                err=True,
+            )
+        while not stopping.is_set():
+            if not server.is_running():
+                code = server.stop()
+                raise TritonUnavailable(server.grpc_url, f"tritonserver exited unexpectedly with code {code}; "
+                                                         f"see {server.log_path}")
+            stopping.wait(0.5)
         click.echo("stopping Triton…", err=True)
     finally:
-        for sig in previous:
-            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the shutdown
         try:
             server.stop()
         finally:

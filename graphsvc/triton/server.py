@@ -69,6 +69,10 @@ from graphsvc.models.repository import (
 
 LOG = logging.getLogger(__name__)
 
+
+class StartupCancelled(Exception):
+    """wait_ready() was asked to give up (its `cancel` event was set) before the server was ready."""
+
 SHIM_PATH = Path(__file__).with_name("_python_model.py")
 RUNTIME_MARKER = ".graphsvc-runtime"
 SOURCE_STAMP = ".graphsvc-source"
@@ -750,8 +754,8 @@ class TritonServer:
         except (urllib.error.URLError, OSError, ValueError):
             return False
 
-    def wait_ready(self, timeout: float = 120.0) -> "TritonServer":
-        """Block until the server and all its models are ready.
+    def wait_ready(self, timeout: float = 120.0, cancel: threading.Event | None = None) -> "TritonServer":
+        """Block until the server and all its models are ready (StartupCancelled once `cancel` is set).
 
         Raises ModelRepositoryError (a model failed to load) or TritonUnavailable (the
         process died or the timeout passed), both with the server's log tail.
@@ -773,7 +777,10 @@ class TritonServer:
                 raise self._startup_error("a model failed to load")
             if time.monotonic() >= deadline:
                 raise self._startup_error(f"not ready after {timeout:g}s")
-            time.sleep(0.1)
+            if cancel is None:
+                time.sleep(0.1)
+            elif cancel.wait(0.1):
+                raise StartupCancelled()
 
     def stop(self, timeout: float | None = None) -> int | None:
         """SIGTERM, then SIGKILL (whole process group) after `timeout`; returns the exit code."""
@@ -795,7 +802,10 @@ class TritonServer:
                         os.killpg(process.pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
-                    code = process.wait()
+                    try:
+                        code = process.wait(timeout=10)
+                    except subprocess.TimeoutExpired:  # never hang a shutdown on a process we cannot reap
+                        LOG.error("tritonserver (pid %d) still not gone 10s after SIGKILL", process.pid)
             else:
                 code = process.returncode
             # python-backend stubs live in the server's process group; make sure none linger

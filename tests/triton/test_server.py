@@ -416,6 +416,40 @@ def test_serve_command_stops_cleanly_on_sigterm(modules_and_repo, tmp_path):
     assert not TritonClient(f"http://127.0.0.1:{http}", retries=0).is_ready()
 
 
+def test_serve_command_stopped_while_starting_leaves_nothing_behind(modules_and_repo, tmp_path):
+    _, repo = modules_and_repo
+    http, grpc, metrics = free_ports(3)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]))
+    runtime = tmp_path / "rt"
+    cmd = [
+        sys.executable, "-c", "from graphsvc.triton.cli import triton; triton()", "serve",
+        "--model-repository", str(repo), "--http-port", str(http), "--grpc-port", str(grpc),
+        "--metrics-port", str(metrics), "--runtime-dir", str(runtime), "--verbose",
+    ]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        started = False
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not started:  # tritonserver launched, models not ready yet
+            line = proc.stderr.readline()
+            if not line:
+                break
+            started = "starting" in line
+        assert started, "serve never launched tritonserver"
+        server_pids = _children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=60)
+        assert proc.returncode == 0, rest
+        assert "stopping Triton" in rest and "Triton ready" not in rest
+        assert "did not stop" not in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not [pid for pid in server_pids if _alive(pid)]
+    assert python_stub_processes(runtime) == {}
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
