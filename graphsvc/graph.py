@@ -27,23 +27,39 @@ def edges_to_positions(
     keys: pa.Array | Sequence[str],
     edge_batches: Iterable[pa.RecordBatch],
     collection: str,
+    group_rows: int = 4_000_000,
 ) -> EdgeIndexing:
-    """Map `_from`/`_to` ids (`collection/key`) to positions in `keys`."""
+    """Map `_from`/`_to` ids (`collection/key`) to positions in `keys`.
+
+    Batches are looked up in groups of about `group_rows` edges: each lookup builds a
+    hash table of all keys, so one per small batch would cost more than the lookups."""
     key_array = pa.array(keys, pa.string()) if not isinstance(keys, pa.Array) else keys
     prefix = collection + "/"
     sources, targets, dangling = [], [], 0
-    for batch in edge_batches:
+
+    def lookup(group: list[pa.RecordBatch]) -> None:
+        nonlocal dangling
+        table = pa.Table.from_batches(group)
         positions = []
         for name in ("_from", "_to"):
-            ids = batch.column(batch.schema.get_field_index(name))
+            ids = table.column(name)
             local = pc.starts_with(ids, prefix)
-            stripped = pc.utf8_slice_codeunits(ids, len(prefix))
-            position = pc.index_in(stripped, value_set=key_array)
+            position = pc.index_in(pc.utf8_slice_codeunits(ids, len(prefix)), value_set=key_array)
             positions.append(pc.if_else(local, position, pa.scalar(None, pa.int32())))
         valid = pc.and_(pc.is_valid(positions[0]), pc.is_valid(positions[1]))
-        dangling += batch.num_rows - valid.true_count
-        sources.append(pc.filter(positions[0], valid).to_numpy(zero_copy_only=False).astype(np.int64))
-        targets.append(pc.filter(positions[1], valid).to_numpy(zero_copy_only=False).astype(np.int64))
+        dangling += table.num_rows - (pc.sum(valid).as_py() or 0)
+        for out, position in zip((sources, targets), positions):
+            out.append(pc.filter(position, valid).to_numpy().astype(np.int64))
+
+    group, rows = [], 0
+    for batch in edge_batches:
+        group.append(batch.select(["_from", "_to"]))
+        rows += batch.num_rows
+        if rows >= group_rows:
+            lookup(group)
+            group, rows = [], 0
+    if group:
+        lookup(group)
     if not sources:
         empty = np.zeros(0, np.int64)
         return EdgeIndexing(empty, empty, 0)

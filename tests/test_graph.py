@@ -6,7 +6,7 @@ from graphsvc.graph import CSRGraph, NeighbourSampler, edges_to_positions, sampl
 
 def _edges(pairs):
     return pa.record_batch(
-        [pa.array([f"products/{a}" for a, _ in pairs]), pa.array([f"products/{b}" for _, b in pairs])],
+        [pa.array([f"products/{a}" for a, _ in pairs], pa.string()), pa.array([f"products/{b}" for _, b in pairs], pa.string())],
         names=["_from", "_to"],
     )
 
@@ -19,6 +19,17 @@ def test_edges_map_to_key_positions_and_dangling_are_counted():
     assert indexed.source.tolist() == [0, 2]
     assert indexed.target.tolist() == [1, 0]
     assert indexed.dangling == 2
+
+
+def test_edges_looked_up_in_groups_give_the_same_positions():
+    keys = ["a", "b", "c"]
+    batches = [_edges([("a", "b"), ("c", "zz")]), _edges([]), _edges([("b", "c")]), _edges([("c", "a"), ("a", "a")])]
+    whole = edges_to_positions(keys, batches, "products")
+    grouped = edges_to_positions(keys, batches, "products", group_rows=2)
+    assert grouped.source.tolist() == whole.source.tolist() == [0, 1, 2, 0]
+    assert grouped.target.tolist() == whole.target.tolist() == [1, 2, 0, 0]
+    assert grouped.dangling == whole.dangling == 1
+    assert edges_to_positions(keys, [], "products").dangling == 0
 
 
 def test_csr_is_symmetric_sorted_and_without_duplicates_or_self_loops():
