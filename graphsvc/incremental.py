@@ -9,7 +9,7 @@
   0..N-1, as the published `keys.arrow` needs, and only moved nodes change id.
 - Change propagation through mean aggregation: `neighbour_mean_rows` recomputes one
   layer's neighbour means for some rows only; `mean_change` bounds how far the
-  neighbour means of every node moved when some rows changed.
+  neighbour means of every node moved when some rows changed (one sparse matvec).
 - `Snapshot`: the arrays of the last successful run (slot keys, input hashes, per-layer
   hidden states, similar lists), saved beside the index and replaced atomically.
 """
@@ -199,19 +199,25 @@ def neighbour_mean_rows(graph: CSRGraph, rows: np.ndarray, values: np.ndarray) -
     return _sparse_mean(owners, neighbours, (1.0 / degrees)[owners], len(rows), values)
 
 
-def mean_change(graph: CSRGraph, changed: np.ndarray, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """When rows `changed` moved by `delta`, by how much (max abs) the neighbour mean of
-    each affected node moved: (affected nodes, max-abs change of their mean). The graph
-    is undirected, so the nodes whose mean sees row u are u's own neighbours."""
+def mean_change(graph: CSRGraph, changed: np.ndarray, moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """When rows `changed` moved by `moved` (each row's max-abs change), a bound on how far
+    (max abs) the neighbour mean of every node moved: (affected nodes, bound). The bound
+    is the mean over a node's neighbours of their max-abs changes — exact when one
+    neighbour moved, never below the true change (triangle inequality) — and costs one
+    sparse product with a single column instead of one per dimension."""
     changed = np.asarray(changed, np.int64)
     if len(changed) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    owners, neighbours = _neighbour_slots(graph, changed)
-    affected, local = np.unique(neighbours, return_inverse=True)
-    degrees = np.maximum(graph.degree(affected), 1).astype(np.float32)
-    # rows of the product are affected nodes, columns the changed rows
-    moved = _sparse_mean(local, owners, (1.0 / degrees)[local], len(affected), delta)
-    return affected, np.abs(moved).max(axis=1) if moved.size else np.zeros(len(affected), np.float32)
+    per_node = np.zeros(graph.num_nodes, np.float32)
+    per_node[changed] = moved
+    degrees = graph.degree()
+    sums = np.zeros(graph.num_nodes, np.float64)
+    nonempty = np.flatnonzero(degrees > 0)
+    if len(nonempty):
+        sums[nonempty] = np.add.reduceat(per_node[graph.indices], graph.indptr[nonempty], dtype=np.float64)
+    bound = (sums / np.maximum(degrees, 1)).astype(np.float32)
+    affected = np.flatnonzero(bound > 0)
+    return affected, bound[affected]
 
 
 # ------------------------------------------------------------------- snapshot

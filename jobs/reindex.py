@@ -374,11 +374,12 @@ class _Run:
             # by how much each node's next-layer input moved: its own row, and the mean of
             # its neighbours' rows (new nodes need no delta: their neighbours are structural)
             kept = plan.old_slot[rows] >= 0
-            existing, delta = rows[kept], (outputs[layer][rows] - before)[kept]
+            existing = rows[kept]
+            moved = np.abs(outputs[layer][existing] - before[kept]).max(axis=1) if len(existing) else None
             change = np.zeros(n, np.float32)
             if len(existing):
-                change[existing] = np.abs(delta).max(axis=1)
-                affected, moved_mean = mean_change(graph, existing, delta)
+                change[existing] = moved
+                affected, moved_mean = mean_change(graph, existing, moved)
                 change[affected] += moved_mean
             drift[layer + 1] += change
             need = structural | (drift[layer + 1] > self.config.tolerance * scales[layer + 1])

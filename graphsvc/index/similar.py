@@ -103,17 +103,7 @@ def refresh_similar(index: VectorIndex, vectors: np.ndarray, ids: np.ndarray, sc
         owners = np.repeat(far, np.diff(limits))
         # the pairs (row, far mover) where the mover now beats the row's boundary
         keep = (found_ids >= 0) & (found_ids != owners) & (found > boundary[np.clip(found_ids, 0, n - 1)])
-        targets, movers, values = found_ids[keep], owners[keep], found[keep]
-        for row in np.unique(targets):
-            pick = targets == row
-            merged_ids = np.concatenate([ids[row], movers[pick]])
-            merged_scores = np.concatenate([scores[row], values[pick]])
-            _, first = np.unique(merged_ids, return_index=True)  # a mover may already be listed
-            order = first[np.argsort(-merged_scores[first], kind="stable")]
-            order = order[merged_ids[order] >= 0][:window]
-            ids[row] = -1
-            scores[row] = -np.inf
-            ids[row, : len(order)], scores[row, : len(order)] = merged_ids[order], merged_scores[order]
+        _merge_into_windows(ids, scores, found_ids[keep], owners[keep], found[keep])
     # 3. keep entries at or above the boundary, best first
     order = np.argsort(-np.where(ids >= 0, scores, -np.inf), axis=1, kind="stable")
     ids[:] = np.take_along_axis(ids, order, axis=1)
@@ -129,13 +119,60 @@ def refresh_similar(index: VectorIndex, vectors: np.ndarray, ids: np.ndarray, sc
         scores[again], ids[again] = neighbours_of_rows(index, again, window)
         last = np.where(ids[again, -1] >= 0, scores[again, -1], -np.inf)
         boundary[again] = last
-    # what is written back is the top k: where its entries and order hold and every score
-    # is within score_tolerance, the old scores stay (the row need not be written again)
-    same_entries = (ids[:, :k] == before_ids[:, :k]).all(axis=1)
-    with np.errstate(invalid="ignore"):  # -inf padding on both sides
-        close = np.where(ids[:, :k] >= 0, np.abs(scores[:, :k] - before_scores[:, :k]), 0.0).max(axis=1)
-    keep = np.flatnonzero(same_entries & (close <= score_tolerance))
-    scores[keep, :k] = before_scores[keep, :k]
+    # what is written back is the top k: where it holds the same entries as before and
+    # every score is within score_tolerance of its old one, the old top k stays as it was
+    # (order included: entries that swapped places are within 2 × score_tolerance of each
+    # other), so the row need not be written again
+    keep = _same_top_k_within(ids, scores, before_ids, before_scores, k, score_tolerance)
+    ids[keep, :k], scores[keep, :k] = before_ids[keep, :k], before_scores[keep, :k]
     changed = np.flatnonzero((ids[:, :k] != before_ids[:, :k]).any(axis=1)
                              | (scores[:, :k] != before_scores[:, :k]).any(axis=1))
     return {"searched": again, "changed": changed}
+
+
+def _merge_into_windows(ids: np.ndarray, scores: np.ndarray, targets: np.ndarray, movers: np.ndarray,
+                        values: np.ndarray) -> None:
+    """Put each (target row, mover, score) into the target row's window, in place: the
+    window's entries and the movers, one entry per id (the window's own if listed), best
+    first, cut to the window's width. All rows at once: sorts instead of a loop per row."""
+    if len(targets) == 0:
+        return
+    window = ids.shape[1]
+    rows = np.unique(targets)
+    all_rows = np.concatenate([np.repeat(rows, window), targets])
+    all_ids = np.concatenate([ids[rows].ravel(), movers])
+    all_scores = np.concatenate([scores[rows].ravel(), values]).astype(np.float32)
+    source = np.concatenate([np.zeros(len(rows) * window, np.int8), np.ones(len(targets), np.int8)])
+    valid = all_ids >= 0
+    all_rows, all_ids, all_scores, source = all_rows[valid], all_ids[valid], all_scores[valid], source[valid]
+    # one entry per (row, id): the window's if it lists the id
+    order = np.lexsort((source, all_ids, all_rows))
+    all_rows, all_ids, all_scores = all_rows[order], all_ids[order], all_scores[order]
+    first = np.ones(len(all_rows), bool)
+    first[1:] = (all_rows[1:] != all_rows[:-1]) | (all_ids[1:] != all_ids[:-1])
+    all_rows, all_ids, all_scores = all_rows[first], all_ids[first], all_scores[first]
+    # best first within each row (ties: lower id first), then the first `window` of each
+    order = np.lexsort((-all_scores, all_rows))
+    all_rows, all_ids, all_scores = all_rows[order], all_ids[order], all_scores[order]
+    slot = np.searchsorted(rows, all_rows)
+    rank = np.arange(len(all_rows)) - np.searchsorted(all_rows, rows)[slot]
+    fits = rank < window
+    ids[rows], scores[rows] = -1, -np.inf
+    ids[rows[slot[fits]], rank[fits]] = all_ids[fits]
+    scores[rows[slot[fits]], rank[fits]] = all_scores[fits]
+
+
+def _same_top_k_within(ids: np.ndarray, scores: np.ndarray, before_ids: np.ndarray, before_scores: np.ndarray,
+                       k: int, tolerance: float) -> np.ndarray:
+    """Rows whose top k holds the same entries as before (in any order), each score
+    within `tolerance` of its old one."""
+    now_order = np.argsort(ids[:, :k], axis=1)
+    then_order = np.argsort(before_ids[:, :k], axis=1)
+    now_ids = np.take_along_axis(ids[:, :k], now_order, axis=1)
+    then_ids = np.take_along_axis(before_ids[:, :k], then_order, axis=1)
+    same = (now_ids == then_ids).all(axis=1)
+    now_scores = np.take_along_axis(scores[:, :k], now_order, axis=1)
+    then_scores = np.take_along_axis(before_scores[:, :k], then_order, axis=1)
+    with np.errstate(invalid="ignore"):  # -inf padding on both sides
+        gap = np.where(now_ids >= 0, np.abs(now_scores - then_scores), 0.0).max(axis=1) if k else np.zeros(len(ids))
+    return np.flatnonzero(same & (gap <= tolerance))

@@ -1,0 +1,93 @@
+"""refresh_similar against exact search on real FAISS indexes (flat and IVF)."""
+
+import numpy as np
+import pytest
+
+from graphsvc.index.faiss_index import VectorIndex, l2_normalise
+from graphsvc.index.similar import _merge_into_windows, neighbours_of_rows, refresh_similar
+
+K, WINDOW, TOLERANCE = 10, 20, 0.05
+
+
+def _clustered(n, d, rng):
+    centres = rng.normal(size=(40, d))
+    return (centres[rng.integers(0, 40, n)] + rng.normal(scale=0.6, size=(n, d))).astype(np.float32)
+
+
+def _exact_top(unit, k):
+    scores = unit @ unit.T
+    np.fill_diagonal(scores, -np.inf)
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return top, np.take_along_axis(scores, top, axis=1)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_refreshed_lists_match_exact_search_within_the_tolerance(kind):
+    rng = np.random.default_rng(7)
+    n, d = 3000, 32
+    before = _clustered(n, d, rng)
+    index = VectorIndex.build(before, kind=kind, nlist=32 if kind == "ivf" else None, nprobe=32 if kind == "ivf" else None)
+    scores, ids = neighbours_of_rows(index, np.arange(n), WINDOW)
+    boundary = scores[:, -1].copy()
+
+    after = before.copy()
+    far = rng.choice(n, size=60, replace=False)                        # re-embedded far away
+    near = np.setdiff1d(rng.choice(n, size=900, replace=False), far)   # nudged a little
+    after[far] = _clustered(len(far), d, rng)
+    after[near] += rng.normal(scale=0.004, size=(len(near), d)).astype(np.float32) * np.linalg.norm(
+        before[near], axis=1, keepdims=True)
+    unit_before, unit = l2_normalise(before), l2_normalise(after)
+    shift = np.linalg.norm(unit - unit_before, axis=1).astype(np.float32)
+    assert (shift[near] <= TOLERANCE).all() and (shift[far] > TOLERANCE).all()
+    moved = np.flatnonzero(shift > 0)
+    if kind == "flat":
+        index = VectorIndex.build(after, kind="flat")
+    else:
+        index.update(moved, moved, after[moved])
+
+    old_ids, old_scores = ids.copy(), scores.copy()
+    outcome = refresh_similar(index, unit, ids, scores, boundary, shift, K, TOLERANCE)
+
+    true_top, true_scores = _exact_top(unit, K)
+    listed_true = np.take_along_axis(unit @ unit.T, ids[:, :K], axis=1)
+    # every listed score is the pair's cosine now, within the score tolerance
+    assert np.abs(scores[:, :K] - listed_true).max() <= 1e-3 + 1e-5
+    # nothing listed is worse than the true k-th best by more than the stated tolerance
+    assert (listed_true.min(axis=1) >= true_scores[:, -1] - 2 * TOLERANCE).all()
+    recall = np.mean([len(set(a) & set(b)) / K for a, b in zip(ids[:, :K].tolist(), true_top.tolist())])
+    assert recall >= (0.97 if kind == "flat" else 0.93)
+    # far movers were looked for again; rows reported unchanged are unchanged
+    assert set(far.tolist()) <= set(outcome["searched"].tolist())
+    same = np.setdiff1d(np.arange(n), outcome["changed"])
+    assert (ids[same, :K] == old_ids[same, :K]).all() and (scores[same, :K] == old_scores[same, :K]).all()
+    assert 0 < len(outcome["changed"]) < n
+
+
+def _merge_reference(ids, scores, targets, movers, values):
+    window = ids.shape[1]
+    for row in np.unique(targets):
+        pick = targets == row
+        merged_ids = np.concatenate([ids[row], movers[pick]])
+        merged_scores = np.concatenate([scores[row], values[pick]])
+        _, first = np.unique(merged_ids, return_index=True)
+        order = first[np.argsort(-merged_scores[first], kind="stable")]
+        order = order[merged_ids[order] >= 0][:window]
+        ids[row], scores[row] = -1, -np.inf
+        ids[row, : len(order)], scores[row, : len(order)] = merged_ids[order], merged_scores[order]
+
+
+def test_merging_movers_into_windows_equals_the_row_by_row_merge():
+    rng = np.random.default_rng(3)
+    n, window = 200, 6
+    ids = np.stack([rng.choice(n, size=window, replace=False) for _ in range(n)]).astype(np.int64)
+    scores = -np.sort(-rng.random((n, window)).astype(np.float32), axis=1)
+    ids[::7, -2:], scores[::7, -2:] = -1, -np.inf
+    targets = rng.integers(0, n, 500)
+    movers = rng.integers(0, n, 500)
+    values = rng.random(500).astype(np.float32)
+    values[::5] = np.round(values[::5], 1)  # ties
+    expected_ids, expected_scores = ids.copy(), scores.copy()
+    _merge_reference(expected_ids, expected_scores, targets, movers, values)
+    _merge_into_windows(ids, scores, targets, movers, values)
+    assert (ids == expected_ids).all()
+    assert (scores == expected_scores).all()
