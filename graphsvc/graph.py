@@ -90,6 +90,15 @@ class CSRGraph:
     def neighbours(self, node: int) -> np.ndarray:
         return self.indices[self.indptr[node] : self.indptr[node + 1]]
 
+    def rows(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The adjacency of `nodes` only, in that order: (indptr, indices)."""
+        nodes = np.asarray(nodes, np.int64)
+        starts, degrees = self.indptr[nodes], self.degree(nodes)
+        indptr = np.zeros(len(nodes) + 1, np.int64)
+        np.cumsum(degrees, out=indptr[1:])
+        owners = np.repeat(np.arange(len(nodes)), degrees)
+        return indptr, self.indices[starts[owners] + np.arange(indptr[-1]) - indptr[:-1][owners]]
+
     @classmethod
     def from_edges(
         cls,

@@ -169,34 +169,28 @@ def _neighbour_slots(graph: CSRGraph, rows: np.ndarray) -> tuple[np.ndarray, np.
     return owners, graph.indices[slots]
 
 
-def _sparse_mean(owners: np.ndarray, columns: np.ndarray, weights: np.ndarray, num_rows: int,
-                 values: np.ndarray) -> np.ndarray:
+def neighbour_mean_rows(graph: CSRGraph, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The mean of the neighbours' `values` for `rows` only (zeros for isolated rows),
+    the same numbers `graphsvc.graph.NeighbourMean` gives for them: one sparse product
+    over those rows' slice of the adjacency, so it costs in proportion to their edges."""
     import warnings
 
     import torch
 
-    order = np.argsort(owners, kind="stable")
-    indptr = np.zeros(num_rows + 1, np.int64)
-    np.cumsum(np.bincount(owners, minlength=num_rows), out=indptr[1:])
-    with torch.sparse.check_sparse_tensor_invariants(enable=False), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        matrix = torch.sparse_csr_tensor(
-            torch.from_numpy(indptr), torch.from_numpy(np.ascontiguousarray(columns[order], np.int64)),
-            torch.from_numpy(np.ascontiguousarray(weights[order], np.float32)), size=(num_rows, len(values)),
-        )
-        with torch.inference_mode():
-            return (matrix @ torch.from_numpy(np.ascontiguousarray(values, np.float32))).numpy()
-
-
-def neighbour_mean_rows(graph: CSRGraph, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """The mean of the neighbours' `values` for `rows` only (zeros for isolated rows),
-    the same numbers `graphsvc.graph.NeighbourMean` gives for them."""
     rows = np.asarray(rows, np.int64)
     if len(rows) == 0:
         return np.zeros((0, values.shape[1]), np.float32)
-    owners, neighbours = _neighbour_slots(graph, rows)
-    degrees = np.maximum(graph.degree(rows), 1).astype(np.float32)
-    return _sparse_mean(owners, neighbours, (1.0 / degrees)[owners], len(rows), values)
+    _, neighbours = _neighbour_slots(graph, rows)
+    degrees = graph.degree(rows)
+    indptr = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(degrees, out=indptr[1:])
+    weights = np.repeat((1.0 / np.maximum(degrees, 1)).astype(np.float32), degrees)
+    with torch.sparse.check_sparse_tensor_invariants(enable=False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        matrix = torch.sparse_csr_tensor(torch.from_numpy(indptr), torch.from_numpy(neighbours),
+                                         torch.from_numpy(weights), size=(len(rows), len(values)))
+        with torch.inference_mode():
+            return (matrix @ torch.from_numpy(np.ascontiguousarray(values, np.float32))).numpy()
 
 
 def mean_change(graph: CSRGraph, changed: np.ndarray, moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

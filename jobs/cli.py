@@ -365,7 +365,7 @@ def embed_movies_command(ctx, collection, text_attribute, model, top_k, batch_si
                    "(it accumulates per node until it passes); 0 recomputes every node within the model's depth.")
 @click.option("--rebuild-share", default=0.25, show_default=True, type=click.FloatRange(0, 1),
               help="Rebuild the index (and all similar lists) when more than this share of vectors moved.")
-@click.option("--write-batch", default=100_000, show_default=True, type=click.IntRange(1),
+@click.option("--write-batch", default=250_000, show_default=True, type=click.IntRange(1),
               help="Rows per write-back transaction (each one is journaled: a rerun skips those done).")
 @click.option("--full", is_flag=True, help="Recompute everything and rebuild the index.")
 @click.option("--dry-run", is_flag=True, help="Report what would be recomputed; change nothing (no Triton needed).")

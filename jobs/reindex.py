@@ -87,7 +87,7 @@ class ReindexConfig:
     #: rebuild the index (and all similar lists) when more than this share of vectors
     #: moved farther than similar_tolerance or were removed
     rebuild_share: float = 0.25
-    write_batch: int = 100_000
+    write_batch: int = 250_000  # rows per write-back chunk (each one a journal step)
     full: bool = False
     dry_run: bool = False
     stale_after: float = 600.0
@@ -320,8 +320,8 @@ class _Run:
         chunks = [rows[s : s + size] for s in range(0, len(rows), size)]
         results: list[np.ndarray | None] = [journal.load(f"L{layer}-B{b}") for b in range(len(chunks))]
         todo = [b for b, r in enumerate(results) if r is None]
-        # most of the graph: one sparse product for all nodes is cheaper than many row subsets
-        means = NeighbourMean(graph)(inputs) if todo and len(rows) > graph.num_nodes // 3 else None
+        # almost all of the graph: one product for every node; else only the rows' edges
+        means = NeighbourMean(graph)(inputs) if todo and len(rows) > 0.9 * graph.num_nodes else None
 
         def requests():
             for b in todo:
@@ -592,10 +592,7 @@ def _permuted(graph: CSRGraph, order: np.ndarray) -> CSRGraph:
 
 
 def _neighbours_of(graph: CSRGraph, rows: np.ndarray) -> np.ndarray:
-    starts, degrees = graph.indptr[rows], graph.degree(rows)
-    offsets = np.cumsum(degrees) - degrees
-    owners = np.repeat(np.arange(len(rows)), degrees)
-    return graph.indices[starts[owners] + np.arange(int(degrees.sum())) - offsets[owners]]
+    return graph.rows(rows)[1]
 
 
 def _first_layer(graph: CSRGraph, diff: dict, plan: SlotPlan) -> np.ndarray:

@@ -39,6 +39,13 @@ def test_csr_is_symmetric_sorted_and_without_duplicates_or_self_loops():
     assert graph.degree().tolist() == [2, 2, 2, 0]
 
 
+def test_rows_of_some_nodes_in_their_order():
+    graph = _random_graph(num_nodes=300, num_edges=3000, seed=4)
+    indptr, indices = graph.rows(np.array([5, 2]))
+    assert indices.tolist() == graph.neighbours(5).tolist() + graph.neighbours(2).tolist()
+    assert indptr.tolist() == [0, graph.degree()[5], graph.degree()[5] + graph.degree()[2]]
+
+
 def _random_graph(num_nodes=500, num_edges=5000, seed=1):
     rng = np.random.default_rng(seed)
     return CSRGraph.from_edges(rng.integers(0, num_nodes, num_edges), rng.integers(0, num_nodes, num_edges), num_nodes)
