@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from graphsvc.errors import StoreError
-from graphsvc.graph import CSRGraph, edges_to_positions
+from graphsvc.graph import CSRGraph, EdgeIndexing, edges_to_positions
 from graphsvc.splits import split_from_values
 from graphsvc.store.base import GraphStore
 
@@ -18,12 +18,14 @@ class NodeGraph:
     keys: pa.Array  # string, row i = node i
     features: np.ndarray  # [N, F] float32
     labels: np.ndarray | None  # [N] int64, -1 where missing
-    graph: CSRGraph
+    graph: CSRGraph | None  # None only with build_graph=False
     dangling_edges: int
     # train/valid/test node positions when the data names them (a split attribute, an
     # OGB split directory); None: the trainer draws a seeded random split
     splits: dict[str, np.ndarray] | None = None
     source: str = ""
+    # with build_graph=False: the edges as node positions, `graph` left None
+    edge_positions: EdgeIndexing | None = None
 
 
 def load_node_graph(
@@ -34,8 +36,11 @@ def load_node_graph(
     label: str | None = None,
     batch_size: int = 65_536,
     split: str | None = None,
+    build_graph: bool = True,
 ) -> NodeGraph:
-    """`split` names an attribute holding `train`/`valid`/`test` per document."""
+    """`split` names an attribute holding `train`/`valid`/`test` per document. Without
+    `build_graph` the edges come back as positions (for a caller that renumbers the
+    nodes first: one CSR build instead of two)."""
     attributes = {features: pa.list_(pa.float32())}
     if label:
         attributes[label] = pa.int64()
@@ -64,6 +69,9 @@ def load_node_graph(
     keys = table.column("_key").combine_chunks()
     splits = split_from_values(keys, table.column(split), split, nodes) if split else None
     indexed = edges_to_positions(keys, store.pull_edges(edges, batch_size=batch_size), nodes)
+    if not build_graph:
+        return NodeGraph(keys, matrix, labels, None, indexed.dangling, splits, source=f"store:{nodes}/{edges}",
+                         edge_positions=indexed)
     graph = CSRGraph.from_edges(indexed.source, indexed.target, table.num_rows)
     return NodeGraph(keys, matrix, labels, graph, indexed.dangling, splits, source=f"store:{nodes}/{edges}")
 

@@ -231,8 +231,9 @@ class _Run:
     # -------------------------------------------------------------------- pull
     def _pull_products(self) -> dict:
         c = self.config
-        data = load_node_graph(self.store, c.collection, c.edges, c.features)
-        return {"keys": data.keys, "features": data.features, "graph": data.graph, "dangling": data.dangling_edges}
+        data = load_node_graph(self.store, c.collection, c.edges, c.features, build_graph=False)
+        return {"keys": data.keys, "features": data.features, "edges": data.edge_positions,
+                "dangling": data.dangling_edges}
 
     def _pull_movies(self) -> dict:
         c = self.config
@@ -253,7 +254,7 @@ class _Run:
         self.rewritten = rewritten
         if self.config.target == "products":
             features = inputs["features"][plan.order]
-            graph = _permuted(inputs["graph"], plan.order)
+            graph = _slot_graph(inputs["edges"], plan.order)
             inputs["slot_features"], inputs["slot_graph"] = features, graph
             feature_hash = row_hashes(features)
             # neighbours named by their slot of last run (new nodes by a number no slot has)
@@ -581,14 +582,11 @@ class _Run:
 # ----------------------------------------------------------------- helpers
 
 
-def _permuted(graph: CSRGraph, order: np.ndarray) -> CSRGraph:
-    """The graph with node order[s] renumbered s."""
-    if len(order) == graph.num_nodes and np.array_equal(order, np.arange(len(order))):
-        return graph
-    position = np.empty(graph.num_nodes, np.int64)
+def _slot_graph(edges, order: np.ndarray) -> CSRGraph:
+    """The co-purchase graph with the node pulled at position order[s] numbered s."""
+    position = np.empty(len(order), np.int64)
     position[order] = np.arange(len(order))
-    sources = np.repeat(np.arange(graph.num_nodes), graph.degree())
-    return CSRGraph.from_edges(position[sources], position[graph.indices], len(order), undirected=False)
+    return CSRGraph.from_edges(position[edges.source], position[edges.target], len(order))
 
 
 def _neighbours_of(graph: CSRGraph, rows: np.ndarray) -> np.ndarray:

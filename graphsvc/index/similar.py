@@ -97,13 +97,17 @@ def refresh_similar(index: VectorIndex, vectors: np.ndarray, ids: np.ndarray, sc
         scores[part] = np.where(valid, fresh, -np.inf)
     # 2. far movers join the windows they now beat
     far = np.flatnonzero((shift > tolerance) & np.isfinite(shift))
+    own_windows = None
     if len(far) and np.isfinite(boundary).any():
         radius = float(boundary[np.isfinite(boundary)].min())
         limits, found, found_ids = index.range_search(vectors[far], radius)
         owners = np.repeat(far, np.diff(limits))
+        others = (found_ids >= 0) & (found_ids != owners)
         # the pairs (row, far mover) where the mover now beats the row's boundary
-        keep = (found_ids >= 0) & (found_ids != owners) & (found > boundary[np.clip(found_ids, 0, n - 1)])
+        keep = others & (found > boundary[np.clip(found_ids, 0, n - 1)])
         _merge_into_windows(ids, scores, found_ids[keep], owners[keep], found[keep])
+        # the same results are the far movers' own new windows where they hold a full one
+        own_windows = _windows_from_results(owners[others], found_ids[others], found[others], window)
     # 3. keep entries at or above the boundary, best first
     order = np.argsort(-np.where(ids >= 0, scores, -np.inf), axis=1, kind="stable")
     ids[:] = np.take_along_axis(ids, order, axis=1)
@@ -114,7 +118,14 @@ def refresh_similar(index: VectorIndex, vectors: np.ndarray, ids: np.ndarray, sc
     certain = (~below).sum(axis=1)
     wanted = min(k, max(index.count - 1, 0))
     # (a far mover's own window is searched again too: every score in it moved)
-    again = np.flatnonzero((certain < wanted) | (shift > tolerance))
+    again = (certain < wanted) | (shift > tolerance)
+    if own_windows is not None:
+        rows_found, found_scores, found_ids = own_windows
+        ids[rows_found], scores[rows_found] = found_ids, found_scores
+        boundary[rows_found] = found_scores[:, -1]
+        again[rows_found] = False
+    searched = np.flatnonzero(again) if own_windows is None else np.union1d(np.flatnonzero(again), own_windows[0])
+    again = np.flatnonzero(again)
     if len(again):
         scores[again], ids[again] = neighbours_of_rows(index, again, window)
         last = np.where(ids[again, -1] >= 0, scores[again, -1], -np.inf)
@@ -127,7 +138,7 @@ def refresh_similar(index: VectorIndex, vectors: np.ndarray, ids: np.ndarray, sc
     ids[keep, :k], scores[keep, :k] = before_ids[keep, :k], before_scores[keep, :k]
     changed = np.flatnonzero((ids[:, :k] != before_ids[:, :k]).any(axis=1)
                              | (scores[:, :k] != before_scores[:, :k]).any(axis=1))
-    return {"searched": again, "changed": changed}
+    return {"searched": searched, "changed": changed}
 
 
 def _merge_into_windows(ids: np.ndarray, scores: np.ndarray, targets: np.ndarray, movers: np.ndarray,
@@ -176,3 +187,23 @@ def _same_top_k_within(ids: np.ndarray, scores: np.ndarray, before_ids: np.ndarr
     with np.errstate(invalid="ignore"):  # -inf padding on both sides
         gap = np.where(now_ids >= 0, np.abs(now_scores - then_scores), 0.0).max(axis=1) if k else np.zeros(len(ids))
     return np.flatnonzero(same & (gap <= tolerance))
+
+
+def _windows_from_results(owners: np.ndarray, found_ids: np.ndarray, found: np.ndarray,
+                          window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From a range search's results (pairs owner row → found id, score), grouped by
+    owner as FAISS returns them: the rows with at least `window` results and their best
+    `window`, best first — what a top-`window` search with the same index settings
+    returns for them, since every vector above the radius in the lists it probes was
+    found. (rows, scores [r, window], ids [r, window])."""
+    if not len(owners):
+        return np.zeros(0, np.int64), np.zeros((0, window), np.float32), np.zeros((0, window), np.int64)
+    starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(owners)]))
+    # one float key: the group, then the score descending (1 - score lies in [0, 2])
+    order = np.argsort(group + (1.0 - found.astype(np.float64)) * 0.25, kind="stable")
+    counts = np.diff(np.r_[starts, len(owners)])
+    full = counts >= window
+    take = order[(starts[full][:, None] + np.arange(window)).reshape(-1)]
+    return (owners[starts[full]], found[take].reshape(-1, window).astype(np.float32),
+            found_ids[take].reshape(-1, window))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from graphsvc.index.faiss_index import VectorIndex, l2_normalise
-from graphsvc.index.similar import _merge_into_windows, neighbours_of_rows, refresh_similar
+from graphsvc.index.similar import _merge_into_windows, _windows_from_results, neighbours_of_rows, refresh_similar
 
 K, WINDOW, TOLERANCE = 10, 20, 0.05
 
@@ -33,7 +33,7 @@ def test_refreshed_lists_match_exact_search_within_the_tolerance(kind):
     after = before.copy()
     far = rng.choice(n, size=60, replace=False)                        # re-embedded far away
     near = np.setdiff1d(rng.choice(n, size=900, replace=False), far)   # nudged a little
-    after[far] = _clustered(len(far), d, rng)
+    after[far] = before[rng.choice(n, size=len(far))] + rng.normal(scale=0.5, size=(len(far), d)).astype(np.float32)
     after[near] += rng.normal(scale=0.004, size=(len(near), d)).astype(np.float32) * np.linalg.norm(
         before[near], axis=1, keepdims=True)
     unit_before, unit = l2_normalise(before), l2_normalise(after)
@@ -56,8 +56,11 @@ def test_refreshed_lists_match_exact_search_within_the_tolerance(kind):
     assert (listed_true.min(axis=1) >= true_scores[:, -1] - 2 * TOLERANCE).all()
     recall = np.mean([len(set(a) & set(b)) / K for a, b in zip(ids[:, :K].tolist(), true_top.tolist())])
     assert recall >= (0.97 if kind == "flat" else 0.93)
-    # far movers were looked for again; rows reported unchanged are unchanged
+    # far movers were looked for again (their windows: what a search gives now)
     assert set(far.tolist()) <= set(outcome["searched"].tolist())
+    _, searched_ids = neighbours_of_rows(index, far, WINDOW)
+    assert all(set(a) == set(b) for a, b in zip(ids[far].tolist(), searched_ids.tolist()))
+    # rows reported unchanged are unchanged
     same = np.setdiff1d(np.arange(n), outcome["changed"])
     assert (ids[same, :K] == old_ids[same, :K]).all() and (scores[same, :K] == old_scores[same, :K]).all()
     assert 0 < len(outcome["changed"]) < n
@@ -91,3 +94,18 @@ def test_merging_movers_into_windows_equals_the_row_by_row_merge():
     _merge_into_windows(ids, scores, targets, movers, values)
     assert (ids == expected_ids).all()
     assert (scores == expected_scores).all()
+
+
+def test_windows_from_range_results_are_each_rows_best_when_it_has_enough():
+    rng = np.random.default_rng(5)
+    owners = np.repeat(np.array([7, 3, 9]), [5, 2, 4])  # grouped as FAISS returns them
+    found_ids = rng.permutation(100)[: len(owners)]
+    found = rng.random(len(owners)).astype(np.float32)
+    rows, scores, ids = _windows_from_results(owners, found_ids, found, 3)
+    assert rows.tolist() == [7, 9]  # row 3 has only 2 results: it must be searched
+    for row, got_scores, got_ids in zip(rows, scores, ids):
+        mine = np.flatnonzero(owners == row)
+        best = mine[np.argsort(-found[mine])][:3]
+        assert got_ids.tolist() == found_ids[best].tolist()
+        assert np.allclose(got_scores, found[best])
+    assert _windows_from_results(owners[:0], found_ids[:0], found[:0], 3)[0].size == 0
