@@ -371,17 +371,22 @@ def test_broken_model_fails_wait_ready_with_log_tail(modules_and_repo, tmp_path)
     assert not server.is_running()
 
 
-def test_serve_command_stops_cleanly_on_sigterm(modules_and_repo, tmp_path):
-    _, repo = modules_and_repo
+def _serve(repo: Path, runtime: Path, *options: str) -> tuple[subprocess.Popen, tuple[int, int, int]]:
+    """`graphsvc triton serve` on free ports, as a process of its own (stderr piped)."""
     http, grpc, metrics = free_ports(3)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]))
-    runtime = tmp_path / "rt"
     cmd = [
         sys.executable, "-c", "from graphsvc.triton.cli import triton; triton()", "serve",
-        "--model-repository", str(repo), "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc),
-        "--metrics-port", str(metrics), "--runtime-dir", str(runtime),
+        "--model-repository", str(repo), "--http-port", str(http), "--grpc-port", str(grpc),
+        "--metrics-port", str(metrics), "--runtime-dir", str(runtime), *options,
     ]
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True), (http, grpc, metrics)
+
+
+def test_serve_command_stops_cleanly_on_sigterm(modules_and_repo, tmp_path):
+    _, repo = modules_and_repo
+    runtime = tmp_path / "rt"
+    proc, (http, grpc, metrics) = _serve(repo, runtime, "--host", "127.0.0.1")
     try:
         lines = []
         deadline = time.monotonic() + 90
@@ -418,15 +423,8 @@ def test_serve_command_stops_cleanly_on_sigterm(modules_and_repo, tmp_path):
 
 def test_serve_command_stopped_while_starting_leaves_nothing_behind(modules_and_repo, tmp_path):
     _, repo = modules_and_repo
-    http, grpc, metrics = free_ports(3)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]))
     runtime = tmp_path / "rt"
-    cmd = [
-        sys.executable, "-c", "from graphsvc.triton.cli import triton; triton()", "serve",
-        "--model-repository", str(repo), "--http-port", str(http), "--grpc-port", str(grpc),
-        "--metrics-port", str(metrics), "--runtime-dir", str(runtime), "--verbose",
-    ]
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    proc, _ = _serve(repo, runtime, "--verbose")
     try:
         started = False
         deadline = time.monotonic() + 90
