@@ -10,6 +10,10 @@ GRAPHSVC_TRITON_BACKOFF, GRAPHSVC_TRITON_MAX_BACKOFF or the constructor), each r
 fresh connection; when the retries are used up, TritonUnavailable names the URL and how
 long it tried. A request the server rejects raises TritonInferenceError naming the model
 (not retried: sending it again gives the same answer).
+
+Large requests to a server on this machine (a loopback gRPC URL) go through system shared
+memory (`graphsvc.triton.shm`) unless GRAPHSVC_TRITON_SHM=off: the tensors are written
+into a /dev/shm region instead of being serialised into the request.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from graphsvc.config import DEFAULT_TRITON_URL as DEFAULT_URL
 from graphsvc.errors import ConfigError, TritonInferenceError, TritonUnavailable
+from graphsvc.triton.shm import SharedMemoryChannel, remove_stale_regions
 
 LOG = logging.getLogger(__name__)
 
@@ -48,6 +53,24 @@ _SERVER_SIDE_HINTS = ("model", "request for unknown", "not ready", "not found")
 # what a server says about a model while it starts, reloads or shuts down: worth a retry
 _TRANSIENT_MODEL_HINTS = ("has no available versions", "is not ready", "not at ready state", "shutting down",
                           "is unloading", "being unloaded")
+# requests whose inputs reach this many bytes go through shared memory (when it is on)
+SHM_MIN_BYTES = 256 * 1024
+_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+class _NoSharedMemory(Exception):
+    """The server would not take our shared-memory regions (e.g. it cannot see /dev/shm)."""
+
+
+def shared_memory_wanted(protocol: str, address: str, environ: Mapping[str, str] | None = None) -> bool:
+    """GRAPHSVC_TRITON_SHM: auto (default: gRPC to a loopback address), on (gRPC to any
+    address: the server must share this machine's /dev/shm), off."""
+    mode = (os.environ if environ is None else environ).get("GRAPHSVC_TRITON_SHM", "auto").strip().lower()
+    if mode not in ("auto", "on", "off"):
+        raise ConfigError(f"GRAPHSVC_TRITON_SHM must be auto, on or off, not '{mode}'")
+    if mode == "off" or protocol != "grpc":
+        return False
+    return mode == "on" or address.rsplit(":", 1)[0] in _LOOPBACK
 
 
 @dataclass(frozen=True)
@@ -172,6 +195,7 @@ class _Connection:
     def __init__(self, factory: Callable[[], Any]):
         self._factory = factory
         self._client = None
+        self.shm: SharedMemoryChannel | None = None  # made on the first large request
 
     def get(self):
         if self._client is None:
@@ -179,12 +203,20 @@ class _Connection:
         return self._client
 
     def reset(self) -> None:
+        """Drop the client (the shared-memory regions stay, registered again on the next one)."""
         client, self._client = self._client, None
         if client is not None:
             try:
                 client.close()
             except Exception:  # noqa: BLE001
                 pass
+
+    def close(self) -> None:
+        """Unregister and free the shared-memory regions, then drop the client."""
+        if self.shm is not None:
+            self.shm.close(self._client)
+            self.shm = None
+        self.reset()
 
 
 class TritonClient:
@@ -199,8 +231,10 @@ class TritonClient:
         max_backoff: float | None = None,
         timeout: float = 60.0,
         verbose: bool = False,
+        shared_memory: bool | None = None,
     ):
-        """retries/backoff/max_backoff override the RetryPolicy from the environment."""
+        """retries/backoff/max_backoff override the RetryPolicy from the environment;
+        shared_memory overrides GRAPHSVC_TRITON_SHM (see `shared_memory_wanted`)."""
         self.protocol, self.address = parse_url(url)
         self.url = f"{self.protocol}://{self.address}"
         policy = RetryPolicy.from_env()
@@ -216,6 +250,10 @@ class TritonClient:
         self._lock = threading.Lock()
         self._closed_count = 0  # close() increments it: requests waiting to retry give up
         self._output_names: dict[tuple[str, str], list[str]] = {}
+        self.shared_memory = (shared_memory_wanted(self.protocol, self.address) if shared_memory is None
+                              else bool(shared_memory) and self.protocol == "grpc")
+        self.shm_requests = 0  # requests sent through shared memory (figures, tests)
+        self._output_specs_cache: dict[tuple[str, str], list[tuple[str, str, list[int]]] | None] = {}
 
     @property
     def retries(self) -> int:
@@ -259,7 +297,7 @@ class TritonClient:
             self._closed_count += 1
             connections, self._connections = self._connections, []
         for connection in connections:
-            connection.reset()
+            connection.close()
         self._local = threading.local()
 
     def __enter__(self) -> "TritonClient":
@@ -505,13 +543,107 @@ class TritonClient:
     def _infer_with(self, connection: _Connection, model: str, inputs: Mapping[str, Any],
                     outputs: Sequence[str] | None, version: str = "",
                     cancel: threading.Event | None = None) -> dict[str, np.ndarray]:
-        infer_inputs, requested = self._request(connection, model, inputs, outputs, version)
+        arrays = {name: _as_array(value) for name, value in inputs.items()}
+        if self.shared_memory and sum(a.nbytes for a in arrays.values()) >= SHM_MIN_BYTES \
+                and all(a.dtype.kind in "biuf" for a in arrays.values()):
+            try:
+                result = self._call(lambda c: self._infer_shared(c, connection, model, arrays, outputs, version),
+                                    model=model, connection=connection, cancel=cancel)
+                with self._lock:
+                    self.shm_requests += 1
+                return result
+            except _NoSharedMemory as exc:
+                LOG.warning("Triton at %s does not take shared memory (%s); sending tensors in requests",
+                            self.url, exc)
+                self.shared_memory = False
+        infer_inputs, requested = self._request(connection, model, arrays, outputs, version)
         if self._http:
             call = lambda c: c.infer(model, infer_inputs, model_version=version, outputs=requested)  # noqa: E731
         else:
             call = lambda c: c.infer(model, infer_inputs, model_version=version, outputs=requested,  # noqa: E731
                                      client_timeout=self.timeout)
         return self._decode(self._call(call, model=model, connection=connection, cancel=cancel), outputs)
+
+    def _output_specs(self, client, model: str, version: str) -> list[tuple[str, str, list[int]]] | None:
+        """(name, datatype, shape) of a batching model's outputs; None for a model without a
+        batch dimension (a leading -1 there is not the request's batch size)."""
+        key = (model, version)
+        if key not in self._output_specs_cache:
+            config = client.get_model_config(model, version, as_json=True)["config"]
+            meta = client.get_model_metadata(model, version, as_json=True)
+            self._output_specs_cache[key] = (
+                [(o["name"], o["datatype"], [int(d) for d in o["shape"]]) for o in meta["outputs"]]
+                if int(config.get("max_batch_size", 0) or 0) > 0 else None)
+        return self._output_specs_cache[key]
+
+    def _region(self, channel: SharedMemoryChannel, client, role: str, nbytes: int):
+        try:
+            return channel.region(client, role, nbytes)
+        except Exception as exc:  # noqa: BLE001 — a connection error is retried by _call
+            if _is_connection_error(exc):
+                raise
+            raise _NoSharedMemory(_describe(exc)) from None
+
+    def _infer_shared(self, client, connection: _Connection, model: str, arrays: dict[str, np.ndarray],
+                      outputs: Sequence[str] | None, version: str) -> dict[str, np.ndarray]:
+        """One request with its inputs (and, for a batching model, its outputs) in shared memory."""
+        if connection.shm is None:
+            remove_stale_regions()
+            connection.shm = SharedMemoryChannel()
+        try:
+            return self._infer_shared_once(client, connection.shm, model, arrays, outputs, version)
+        except InferenceServerException as exc:
+            if "shared memory region" not in str(exc):
+                raise
+            # a server restarted behind the same connection has forgotten our regions
+            connection.shm.forget_registrations()
+            return self._infer_shared_once(client, connection.shm, model, arrays, outputs, version)
+
+    def _infer_shared_once(self, client, channel: SharedMemoryChannel, model: str, arrays: dict[str, np.ndarray],
+                           outputs: Sequence[str] | None, version: str) -> dict[str, np.ndarray]:
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import triton_to_np_dtype
+
+        region = self._region(channel, client, "input", sum(a.nbytes for a in arrays.values()))
+        infer_inputs = []
+        for (name, array), offset in zip(arrays.items(), channel.write(region, list(arrays.values()))):
+            item = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+            item.set_shared_memory(region.name, array.nbytes, offset=offset)
+            infer_inputs.append(item)
+        specs = self._output_specs(client, model, version)
+        batch = next((a.shape[0] for a in arrays.values() if a.ndim), None)
+        placed: dict[str, tuple[int, int]] = {}  # output name -> (offset, bytes)
+        requested = []
+        if specs is not None and batch is not None:
+            wanted = [spec for spec in specs if outputs is None or spec[0] in outputs]
+            end = 0
+            for name, datatype, shape in wanted:
+                dims = [batch] + shape[1:]
+                dtype = triton_to_np_dtype(datatype)
+                if datatype == "BYTES" or dtype is None or any(d < 0 for d in dims):
+                    continue
+                placed[name] = (end, int(np.prod(dims)) * np.dtype(dtype).itemsize)
+                end += placed[name][1]
+            out_region = self._region(channel, client, "output", end) if placed else None
+            for name, _, _ in wanted:
+                item = grpcclient.InferRequestedOutput(name)
+                if name in placed:
+                    item.set_shared_memory(out_region.name, placed[name][1], offset=placed[name][0])
+                requested.append(item)
+        else:
+            requested = [grpcclient.InferRequestedOutput(n) for n in outputs] if outputs is not None else None
+        result = client.infer(model, infer_inputs, model_version=version, outputs=requested,
+                              client_timeout=self.timeout)
+        names = list(outputs) if outputs is not None else [o.name for o in result.get_response().outputs]
+        decoded = {}
+        for name in names:
+            if name in placed:
+                tensor = result.get_output(name)
+                decoded[name] = channel.read(out_region, triton_to_np_dtype(tensor.datatype), list(tensor.shape),
+                                             placed[name][0])
+            else:
+                decoded[name] = result.as_numpy(name)
+        return decoded
 
     def infer(self, model: str, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None,
               version: str = "") -> dict[str, np.ndarray]:
@@ -555,7 +687,7 @@ class TritonClient:
                         results[index] = outcome
                         done.notify_all()
             finally:
-                connection.reset()
+                connection.close()
 
         workers = [
             threading.Thread(target=worker, name=f"graphsvc-triton-{i}", daemon=True) for i in range(max_in_flight)

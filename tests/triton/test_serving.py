@@ -254,10 +254,16 @@ def test_live_updates_without_restart(tmp_path):
 # -- Triton stopped and restarted in the middle of a run -------------------------------------
 
 
-def test_requests_survive_a_server_restart(tmp_path, caplog):
+@pytest.mark.parametrize("rows", [2, 2048], ids=["small", "shared-memory"])
+def test_requests_survive_a_server_restart(tmp_path, caplog, rows):
+    """2,048 rows × 64 floats (512 KB) go through shared memory: the restarted server has
+    forgotten the regions, so the client must register them again."""
+    width = 4 if rows == 2 else 64
     repo = tmp_path / "repo"
     save_scale(repo / "scale" / "1", 3.0)
-    write_model_config(repo / "scale", scale_config("scale"))
+    write_model_config(repo / "scale", model_config(
+        "scale", max_batch_size=max(8, rows), inputs=[input_tensor("x__0", "FP32", [width])],
+        outputs=[output_tensor("y__0", "FP32", [width])]))
     http, grpc, metrics = free_ports(3)
 
     def make_server():
@@ -271,7 +277,7 @@ def test_requests_survive_a_server_restart(tmp_path, caplog):
             if i == 10:
                 sent.set()
             time.sleep(0.05)
-            yield {"x__0": np.full((2, 4), i, np.float32)}
+            yield {"x__0": np.full((rows, width), i, np.float32)}
 
     server = make_server().__enter__()
     results: list = []
@@ -299,5 +305,6 @@ def test_requests_survive_a_server_restart(tmp_path, caplog):
     assert not failure, failure
     assert len(results) == count
     for i, result in enumerate(results):
-        assert result["y__0"].tolist() == [[3.0 * i] * 4] * 2
+        assert result["y__0"].shape == (rows, width) and (result["y__0"] == 3.0 * i).all()
     assert "retry" in caplog.text  # some requests did meet the stopped server
+    assert client.shm_requests == (count if rows > 2 else 0)
