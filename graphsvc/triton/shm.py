@@ -11,8 +11,9 @@ outputs are written back into a second region (measured: 100,000 rows through on
 One `SharedMemoryChannel` per connection (so per thread): an input region and an output
 region, grown when a request needs more, registered with the server the connection talks
 to and registered again after the connection was replaced (a restarted server forgets its
-registrations). Region names carry the process id; regions a dead process left behind are
-removed the next time a channel is made.
+registrations). Region names carry the process id and its pid namespace; regions a dead
+process of the same namespace left behind are removed the next time a channel is made (a
+process in another container sharing /dev/shm is never judged by a pid we cannot see).
 """
 
 from __future__ import annotations
@@ -29,21 +30,35 @@ LOG = logging.getLogger(__name__)
 
 PREFIX = "graphsvc-shm"
 MIN_REGION = 1 << 20
-_NAME = re.compile(rf"^{PREFIX}-(\d+)-")
+_NAME = re.compile(rf"^{PREFIX}-(\d+)-(\d+)-")
 _counter = iter(range(1 << 62))
 _counter_lock = threading.Lock()
 
 
+def _namespace() -> str:
+    """The inode of this process's pid namespace: pids mean something only within it."""
+    try:
+        return re.sub(r"\D", "", os.readlink("/proc/self/ns/pid")) or "0"
+    except OSError:
+        return "0"
+
+
+def region_stem() -> str:
+    """What the names of this process's regions start with."""
+    return f"{PREFIX}-{_namespace()}-{os.getpid()}-"
+
+
 def remove_stale_regions(directory: Path = Path("/dev/shm")) -> int:
-    """Unlink regions of ours whose process is gone; returns how many."""
+    """Unlink regions of ours (same pid namespace) whose process is gone; returns how many."""
     removed = 0
+    namespace = _namespace()
     try:
         entries = list(directory.iterdir())
     except OSError:
         return 0
     for entry in entries:
         match = _NAME.match(entry.name)
-        if match is None or _alive(int(match.group(1))):
+        if match is None or match.group(1) != namespace or _alive(int(match.group(2))):
             continue
         try:
             entry.unlink()
@@ -76,7 +91,7 @@ class _Region:
 
         with _counter_lock:
             number = next(_counter)
-        self.name = f"{PREFIX}-{os.getpid()}-{number}-{role}"
+        self.name = f"{region_stem()}{number}-{role}"
         self.key = f"/{self.name}"
         self.size = _size_for(nbytes)
         self.handle = shm.create_shared_memory_region(self.name, self.key, self.size)

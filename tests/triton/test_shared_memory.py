@@ -3,7 +3,8 @@ answers as tensors sent in the request, regions grown and freed, the fallbacks."
 
 from __future__ import annotations
 
-import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from graphsvc.errors import ConfigError
 from graphsvc.models.repository import input_tensor, model_config, output_tensor, write_model_config
 from graphsvc.triton.client import SHM_MIN_BYTES, TritonClient, shared_memory_wanted
 from graphsvc.triton.server import TritonServer
-from graphsvc.triton.shm import PREFIX, remove_stale_regions
+from graphsvc.triton.shm import PREFIX, region_stem, remove_stale_regions
 from tests.support import free_ports
 
 WIDTH = 64
@@ -51,7 +52,7 @@ def server(tmp_path_factory):
 
 
 def _ours() -> set[str]:
-    return {p.name for p in Path("/dev/shm").iterdir() if p.name.startswith(f"{PREFIX}-{os.getpid()}-")}
+    return {p.name for p in Path("/dev/shm").iterdir() if p.name.startswith(region_stem())}
 
 
 def _batch(rows: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -105,13 +106,12 @@ def test_shared_memory_setting():
 
 
 def test_regions_left_by_a_dead_process_are_removed(tmp_path):
-    import subprocess
-    import sys
-
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    pid = int(dead.stdout)
-    (tmp_path / f"{PREFIX}-{pid}-0-input").write_bytes(b"x")
-    (tmp_path / f"{PREFIX}-{os.getpid()}-0-input").write_bytes(b"x")  # ours, alive
-    (tmp_path / "someone-else").write_bytes(b"x")
+    namespace = region_stem().split("-")[2]
+    stale = f"{PREFIX}-{namespace}-{int(dead.stdout)}-0-input"
+    alive = f"{region_stem()}0-input"
+    elsewhere = f"{PREFIX}-1{namespace}-{int(dead.stdout)}-0-input"  # another pid namespace: not ours to judge
+    for name in (stale, alive, elsewhere, "someone-else"):
+        (tmp_path / name).write_bytes(b"x")
     assert remove_stale_regions(tmp_path) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{PREFIX}-{os.getpid()}-0-input", "someone-else"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive, elsewhere, "someone-else"])
