@@ -59,7 +59,8 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
 class _NoSharedMemory(Exception):
-    """The server would not take our shared-memory regions (e.g. it cannot see /dev/shm)."""
+    """Shared memory cannot be used: no room in /dev/shm, or the server would not take our
+    regions (e.g. it cannot see this machine's /dev/shm)."""
 
 
 def shared_memory_wanted(protocol: str, address: str, environ: Mapping[str, str] | None = None) -> bool:
@@ -553,7 +554,7 @@ class TritonClient:
                     self.shm_requests += 1
                 return result
             except _NoSharedMemory as exc:
-                LOG.warning("Triton at %s does not take shared memory (%s); sending tensors in requests",
+                LOG.warning("shared memory with Triton at %s is not possible (%s); sending tensors in requests",
                             self.url, exc)
                 self.shared_memory = False
         infer_inputs, requested = self._request(connection, model, arrays, outputs, version)

@@ -30,6 +30,7 @@ LOG = logging.getLogger(__name__)
 
 PREFIX = "graphsvc-shm"
 MIN_REGION = 1 << 20
+SHM_DIR = Path("/dev/shm")
 _NAME = re.compile(rf"^{PREFIX}-(\d+)-(\d+)-")
 _counter = iter(range(1 << 62))
 _counter_lock = threading.Lock()
@@ -48,7 +49,7 @@ def region_stem() -> str:
     return f"{PREFIX}-{_namespace()}-{os.getpid()}-"
 
 
-def remove_stale_regions(directory: Path = Path("/dev/shm")) -> int:
+def remove_stale_regions(directory: Path = SHM_DIR) -> int:
     """Unlink regions of ours (same pid namespace) whose process is gone; returns how many."""
     removed = 0
     namespace = _namespace()
@@ -78,6 +79,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
 def _size_for(nbytes: int) -> int:
     size = MIN_REGION
     while size < nbytes:
@@ -94,6 +103,12 @@ class _Region:
         self.name = f"{region_stem()}{number}-{role}"
         self.key = f"/{self.name}"
         self.size = _size_for(nbytes)
+        # /dev/shm is a tmpfs that can be small (64 MB in a default container): a region
+        # larger than its free space is created fine and then kills the process (SIGBUS)
+        # on the first write past the end, so check first
+        free = _free_bytes(SHM_DIR)
+        if free is not None and free < self.size + MIN_REGION:
+            raise OSError(f"{SHM_DIR} has {free >> 20} MB free, a {self.size >> 20} MB region does not fit")
         self.handle = shm.create_shared_memory_region(self.name, self.key, self.size)
 
     def destroy(self) -> None:

@@ -115,3 +115,17 @@ def test_regions_left_by_a_dead_process_are_removed(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     assert remove_stale_regions(tmp_path) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive, elsewhere, "someone-else"])
+
+
+def test_too_little_room_in_dev_shm_falls_back_to_plain_requests(server, monkeypatch, caplog):
+    import graphsvc.triton.shm as shm_module
+
+    monkeypatch.setattr(shm_module, "_free_bytes", lambda directory: 3 << 20)  # a cramped container
+    batch = _batch(20_000)  # needs an 8 MB input region
+    before = _ours()
+    with TritonClient(server.grpc_url) as client, caplog.at_level("WARNING", logger="graphsvc.triton.client"):
+        got = client.infer("affine", batch)
+        assert client.shm_requests == 0 and not client.shared_memory
+        assert "shared memory with Triton" in caplog.text and "MB free" in caplog.text
+    assert np.allclose(got["y__0"], batch["x__0"] * 2 + 1)
+    assert _ours() == before
