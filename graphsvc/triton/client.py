@@ -35,7 +35,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from graphsvc.config import DEFAULT_TRITON_URL as DEFAULT_URL
 from graphsvc.errors import ConfigError, TritonInferenceError, TritonUnavailable
-from graphsvc.triton.shm import SharedMemoryChannel, remove_stale_regions
+from graphsvc.triton.shm import RegionUnavailable, SharedMemoryChannel, remove_stale_regions
 
 LOG = logging.getLogger(__name__)
 
@@ -580,6 +580,8 @@ class TritonClient:
     def _region(self, channel: SharedMemoryChannel, client, role: str, nbytes: int):
         try:
             return channel.region(client, role, nbytes)
+        except RegionUnavailable as exc:  # this machine's side: no point in retrying
+            raise _NoSharedMemory(str(exc)) from None
         except Exception as exc:  # noqa: BLE001 — a connection error is retried by _call
             if _is_connection_error(exc):
                 raise

@@ -49,6 +49,10 @@ def region_stem() -> str:
     return f"{PREFIX}-{_namespace()}-{os.getpid()}-"
 
 
+class RegionUnavailable(Exception):
+    """A region could not be made on this machine (no room in /dev/shm, no /dev/shm)."""
+
+
 def remove_stale_regions(directory: Path = SHM_DIR) -> int:
     """Unlink regions of ours (same pid namespace) whose process is gone; returns how many."""
     removed = 0
@@ -108,8 +112,11 @@ class _Region:
         # on the first write past the end, so check first
         free = _free_bytes(SHM_DIR)
         if free is not None and free < self.size + MIN_REGION:
-            raise OSError(f"{SHM_DIR} has {free >> 20} MB free, a {self.size >> 20} MB region does not fit")
-        self.handle = shm.create_shared_memory_region(self.name, self.key, self.size)
+            raise RegionUnavailable(f"{SHM_DIR} has {free >> 20} MB free, a {self.size >> 20} MB region does not fit")
+        try:
+            self.handle = shm.create_shared_memory_region(self.name, self.key, self.size)
+        except Exception as exc:  # noqa: BLE001 — tritonclient's SharedMemoryException and OS errors
+            raise RegionUnavailable(f"cannot create {self.key}: {exc}") from None
 
     def destroy(self) -> None:
         import tritonclient.utils.shared_memory as shm
