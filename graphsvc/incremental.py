@@ -159,16 +159,6 @@ def carried(old: np.ndarray | None, plan: SlotPlan, width: int | None = None, fi
 # --------------------------------------------------------- mean aggregation
 
 
-def _neighbour_slots(graph: CSRGraph, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(position in `rows`, neighbour) for every neighbour of every row."""
-    starts = graph.indptr[rows]
-    degrees = graph.indptr[rows + 1] - starts
-    owners = np.repeat(np.arange(len(rows)), degrees)
-    offsets = np.cumsum(degrees) - degrees
-    slots = starts[owners] + (np.arange(int(degrees.sum())) - offsets[owners])
-    return owners, graph.indices[slots]
-
-
 def neighbour_mean_rows(graph: CSRGraph, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
     """The mean of the neighbours' `values` for `rows` only (zeros for isolated rows),
     the same numbers `graphsvc.graph.NeighbourMean` gives for them: one sparse product
@@ -180,10 +170,8 @@ def neighbour_mean_rows(graph: CSRGraph, rows: np.ndarray, values: np.ndarray) -
     rows = np.asarray(rows, np.int64)
     if len(rows) == 0:
         return np.zeros((0, values.shape[1]), np.float32)
-    _, neighbours = _neighbour_slots(graph, rows)
-    degrees = graph.degree(rows)
-    indptr = np.zeros(len(rows) + 1, np.int64)
-    np.cumsum(degrees, out=indptr[1:])
+    indptr, neighbours = graph.rows(rows)
+    degrees = np.diff(indptr)
     weights = np.repeat((1.0 / np.maximum(degrees, 1)).astype(np.float32), degrees)
     with torch.sparse.check_sparse_tensor_invariants(enable=False), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")

@@ -295,7 +295,7 @@ class _Run:
             reached = np.zeros(n, bool)
             rows = np.flatnonzero(closure)
             if len(rows):
-                reached[_neighbours_of(graph, rows)] = True
+                reached[graph.rows(rows)[1]] = True
             closure |= reached
         return {"would_recompute_layer0": int(first.sum()), "within_3_hops": int(closure.sum()),
                 "note": "later layers recompute only nodes whose inputs move by more than the tolerance"}
@@ -589,17 +589,13 @@ def _slot_graph(edges, order: np.ndarray) -> CSRGraph:
     return CSRGraph.from_edges(position[edges.source], position[edges.target], len(order))
 
 
-def _neighbours_of(graph: CSRGraph, rows: np.ndarray) -> np.ndarray:
-    return graph.rows(rows)[1]
-
-
 def _first_layer(graph: CSRGraph, diff: dict, plan: SlotPlan) -> np.ndarray:
     """Nodes whose layer-0 output depends on a change: new nodes, changed features or
     neighbour sets, and the neighbours of nodes with changed features (exact)."""
     need = (plan.old_slot < 0) | diff["features_changed"] | diff["neighbours_changed"]
     changed = np.flatnonzero(diff["features_changed"] | (plan.old_slot < 0))
     if len(changed):
-        need[_neighbours_of(graph, changed)] = True
+        need[graph.rows(changed)[1]] = True
     return need
 
 

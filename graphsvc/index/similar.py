@@ -119,12 +119,12 @@ def refresh_similar(index: VectorIndex, vectors: np.ndarray, ids: np.ndarray, sc
     wanted = min(k, max(index.count - 1, 0))
     # (a far mover's own window is searched again too: every score in it moved)
     again = (certain < wanted) | (shift > tolerance)
-    if own_windows is not None:
+    searched = np.flatnonzero(again)
+    if own_windows is not None:  # far movers whose range search already gave a full window
         rows_found, found_scores, found_ids = own_windows
         ids[rows_found], scores[rows_found] = found_ids, found_scores
         boundary[rows_found] = found_scores[:, -1]
         again[rows_found] = False
-    searched = np.flatnonzero(again) if own_windows is None else np.union1d(np.flatnonzero(again), own_windows[0])
     again = np.flatnonzero(again)
     if len(again):
         scores[again], ids[again] = neighbours_of_rows(index, again, window)

@@ -507,7 +507,7 @@ class TritonClient:
             self._output_names[key] = names
         return names
 
-    def _request(self, connection: _Connection, model: str, inputs: Mapping[str, Any], outputs: Sequence[str] | None,
+    def _request(self, connection: _Connection, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None,
                  version: str) -> tuple[list, list | None]:
         """(InferInput list, InferRequestedOutput list or None) for one request."""
         if self._http:
@@ -515,8 +515,7 @@ class TritonClient:
         else:
             import tritonclient.grpc as mod
         infer_inputs = []
-        for name, value in inputs.items():
-            array = _as_array(value)
+        for name, array in inputs.items():  # already arrays (_as_array in _infer_with)
             datatype = np_to_triton_dtype(array.dtype)
             if datatype is None:
                 raise TritonInferenceError(f"model '{model}': input '{name}' has unsupported dtype {array.dtype}")
