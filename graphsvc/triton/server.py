@@ -73,6 +73,7 @@ LOG = logging.getLogger(__name__)
 class StartupCancelled(Exception):
     """wait_ready() was asked to give up (its `cancel` event was set) before the server was ready."""
 
+
 SHIM_PATH = Path(__file__).with_name("_python_model.py")
 RUNTIME_MARKER = ".graphsvc-runtime"
 SOURCE_STAMP = ".graphsvc-source"
