@@ -465,15 +465,14 @@ class EmbeddedStore(GraphStore):
             chosen = ", ".join(_quote(a) for a in attributes)
             self._run(f"CREATE TABLE {rebuilt} AS SELECT _key, {rev}::BIGINT AS {_REV}, {chosen} FROM _updates")
         elif count * 2 >= size:
-            chosen = [
-                f"CASE WHEN u._key IS NULL THEN a.{_quote(c)} ELSE u.{_quote(c)} END AS {_quote(c)}"
-                if c in attributes else f"a.{_quote(c)}"
-                for c in columns
-            ]
+            # the updated rows, then the rows the update leaves alone (a union rather than
+            # a full outer join with a CASE per column: nothing is chosen row by row)
+            fresh = ", ".join(f"u.{_quote(c)}" if c in attributes else f"a.{_quote(c)}" for c in columns)
+            joined = "" if set(columns) <= set(attributes) else f" LEFT JOIN {_attrs(name)} a ON a._key = u._key"
+            kept = ", ".join(f"a.{_quote(c)}" for c in columns)
             self._run(
-                f"CREATE TABLE {rebuilt} AS SELECT COALESCE(u._key, a._key) AS _key, "
-                f"CASE WHEN u._key IS NULL THEN a.{_REV} ELSE {rev} END AS {_REV}, {', '.join(chosen)} "
-                f"FROM {_attrs(name)} a FULL OUTER JOIN _updates u ON a._key = u._key"
+                f"CREATE TABLE {rebuilt} AS SELECT u._key, {rev}::BIGINT AS {_REV}, {fresh} FROM _updates u{joined} "
+                f"UNION ALL SELECT a._key, a.{_REV}, {kept} FROM {_attrs(name)} a ANTI JOIN _updates u ON a._key = u._key"
             )
         else:
             assignments = ", ".join(f"{_quote(a)} = u.{_quote(a)}" for a in attributes)

@@ -70,6 +70,26 @@ def test_update_attributes_merges_and_rejects_unknown_keys_atomically(store):
     assert "score" not in store.get_documents("products", ["a"])[0]
 
 
+@pytest.mark.parametrize("share", [1, 3, 4])
+def test_update_attributes_keeps_the_rows_and_columns_an_update_leaves_alone(store, share):
+    """A share of rows (in place for 1 of 4, a rebuild for 3 of 4, a replacement when
+    it rewrites every row and column) and a subset of the written-back columns."""
+    keys = ["a", "b", "c", "d"]
+    store.create_collection("products")
+    store.upsert_documents("products", [{"_key": k} for k in keys])
+    store.update_attributes("products", pa.table({"_key": keys, "score": [1.0, 2.0, 3.0, 4.0],
+                                                  "label": ["w", "x", "y", "z"]}))
+    columns = {"score": [10.0, 20.0, 30.0, 40.0][:share]}
+    if share == 4:
+        columns["label"] = ["W", "X", "Y", "Z"]
+    store.update_attributes("products", pa.table({"_key": keys[:share], **columns}))
+    documents = {d["_key"]: (d["score"], d["label"]) for d in store.get_documents("products", keys)}
+    expected_scores = [10.0, 20.0, 30.0, 40.0][:share] + [1.0, 2.0, 3.0, 4.0][share:]
+    expected_labels = ["W", "X", "Y", "Z"] if share == 4 else ["w", "x", "y", "z"]
+    assert documents == {k: (s, lab) for k, s, lab in zip(keys, expected_scores, expected_labels)}
+    assert store.collection("products").count == 4
+
+
 def test_select_keys_by_equality(store):
     store.create_collection("movies")
     store.upsert_documents(
