@@ -44,11 +44,13 @@ def mix64(x: np.ndarray) -> np.ndarray:
 
 
 def row_hashes(matrix: np.ndarray) -> np.ndarray:
-    """One uint64 per row of a float32 matrix, from the exact bit patterns."""
-    bits = np.ascontiguousarray(matrix, np.float32).view(np.uint32).astype(np.uint64)
-    columns = np.arange(bits.shape[1], dtype=np.uint64)
+    """One uint64 per row of a float32 matrix, from the exact bit patterns: a multilinear
+    hash (each column's bits times its own odd 64-bit constant, summed mod 2^64), so a
+    change of any one value always changes the hash, then spread by `mix64`."""
+    bits = np.ascontiguousarray(matrix, np.float32).view(np.uint32)
+    constants = mix64(np.arange(bits.shape[1], dtype=np.uint64)) | np.uint64(1)
     with np.errstate(over="ignore"):
-        return mix64(bits ^ (columns << np.uint64(32))).sum(axis=1, dtype=np.uint64)
+        return mix64(np.einsum("ij,j->i", bits.astype(np.uint64), constants, dtype=np.uint64))
 
 
 def text_hashes(texts: Sequence[str]) -> np.ndarray:
@@ -145,14 +147,28 @@ def revisions_by_key(store, collection: str, keys: pa.Array) -> pa.Array | None:
     return table.column("_rev").combine_chunks().take(where)
 
 
-def carried(old: np.ndarray | None, plan: SlotPlan, width: int | None = None, fill: float = 0.0) -> np.ndarray:
-    """An array of the last run moved to tonight's slots; new slots get `fill`."""
+def carried(old: np.ndarray | None, plan: SlotPlan, width: int | None = None, fill: float = 0.0,
+            reuse: bool = False) -> np.ndarray:
+    """An array of the last run moved to tonight's slots; new slots get `fill`. Most
+    nodes keep their slot number, so this is one copy of the common prefix and a fix-up
+    of the slots whose node changed (not a gather over every row). With `reuse` the
+    result may be `old` itself, changed in place (when there are no more slots than
+    before), for a caller that has no further use for `old`."""
     n = len(plan.old_slot)
-    shape = (n,) + (old.shape[1:] if old is not None else ((width,) if width else ()))
-    out = np.full(shape, fill, old.dtype if old is not None else np.float32)
-    if old is not None:
-        present = plan.old_slot >= 0
-        out[present] = old[plan.old_slot[present]]
+    if old is None:
+        return np.full((n,) + ((width,) if width else ()), fill, np.float32)
+    common = min(n, len(old))
+    if reuse and n <= len(old) and old.flags.writeable:
+        out = old[:n]
+    else:
+        out = np.empty((n,) + old.shape[1:], old.dtype)
+        out[:common] = old[:common]
+    fix = np.flatnonzero(plan.old_slot[:common] != np.arange(common))
+    fix = np.concatenate([fix, np.arange(common, n)])
+    source = plan.old_slot[fix]
+    present = source >= 0
+    out[fix[present]] = old[source[present]]
+    out[fix[~present]] = fill
     return out
 
 

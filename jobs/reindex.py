@@ -62,6 +62,7 @@ from graphsvc.triton.client import TritonClient
 
 TARGETS = ("products", "movies")
 STATE_DIR = ".reindex"
+INPUT_HASHES = 2  # the version of the input hashes a snapshot holds (graphsvc.incremental)
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ class _Run:
         c = self.config
         return {"top_k": c.top_k, "tolerance": c.tolerance, "similar_tolerance": c.similar_tolerance,
                 "layer_batch_size": c.layer_batch_size, "text_batch_size": c.text_batch_size, "model": c.model,
-                "rebuild_share": c.rebuild_share}
+                "rebuild_share": c.rebuild_share, "input_hashes": INPUT_HASHES}
 
     def _model_version(self) -> str:
         models = self._layer_models() if self.config.target == "products" else [self.config.model]
@@ -223,7 +224,7 @@ class _Run:
         if model_version is not None and meta.get("model_version") != model_version:
             return True, f"model version {meta.get('model_version')} → {model_version}"
         before = meta.get("settings") or {}
-        for name in ("top_k", "model"):  # what the stored windows and hidden states depend on
+        for name in ("top_k", "model", "input_hashes"):  # what the stored windows, states, hashes depend on
             if before.get(name) != self._settings()[name]:
                 return True, f"{name} changed ({before.get(name)} → {self._settings()[name]})"
         return False, None
@@ -347,36 +348,44 @@ class _Run:
         models = self._layer_models()
         n, layers = len(plan.order), len(models)
         old = [None if full or snapshot is None else snapshot.array(f"h{layer + 1}") for layer in range(layers)]
-        outputs = [carried(old[layer], plan) if old[layer] is not None else None for layer in range(layers)]
-        drift = [carried(None if full or snapshot is None else snapshot.array(f"drift{layer}"), plan)
-                 for layer in range(layers)]
-        scales = (snapshot.meta.get("scales") if snapshot and not full else None) or [0.0] * layers
+        full = full or any(o is None for o in old)  # (a snapshot without hidden states: nothing to build on)
+        outputs = [None if full else carried(old[layer], plan, reuse=True) for layer in range(layers)]
+        drift = [carried(None if full else snapshot.array(f"drift{layer}"), plan, reuse=True) for layer in range(layers)]
+        del old
+        scales = (snapshot.meta.get("scales") if not full else None) or [0.0] * layers
         structural = ~(plan.old_slot >= 0)
         if not full:
             structural = structural | diff["neighbours_changed"]
         recomputed = []
+        shift, written = np.full(n, np.inf, np.float32), np.arange(n)
+        if not full:
+            shift, written = np.zeros(n, np.float32), [np.flatnonzero(plan.old_slot < 0)]
         layer_inputs = features
         need = np.ones(n, bool) if full else _first_layer(graph, diff, plan)
         for layer, model in enumerate(models):
             rows = np.flatnonzero(need)
             out = self._apply_layer(model, layer, rows, layer_inputs, graph, journal)
-            if outputs[layer] is None:
-                outputs[layer] = np.zeros((n, out.shape[1]), np.float32)
-            before = outputs[layer][rows]  # a copy (fancy indexing)
-            if out is not None:
-                outputs[layer][rows] = out
             drift[layer][rows] = 0.0
             recomputed.append(int(len(rows)))
-            layer_inputs = outputs[layer]
-            if layer + 1 == layers:
-                break
-            if full:
+            if full:  # every row, in order
+                outputs[layer] = layer_inputs = out
                 continue
-            # by how much each node's next-layer input moved: its own row, and the mean of
-            # its neighbours' rows (new nodes need no delta: their neighbours are structural)
+            before = outputs[layer][rows]  # a copy (fancy indexing)
+            if len(rows):
+                outputs[layer][rows] = out
+            layer_inputs = outputs[layer]
+            # only recomputed rows can differ from last run's: which did, and by how much
             kept = plan.old_slot[rows] >= 0
             existing = rows[kept]
-            moved = np.abs(outputs[layer][existing] - before[kept]).max(axis=1) if len(existing) else None
+            if layer == layers - 2 and len(existing):  # the embedding: how far each unit vector moved
+                shift[existing] = np.linalg.norm(l2_normalise(out[kept]) - l2_normalise(before[kept]), axis=1)
+            moved = _max_abs_change(out, before, kept)
+            if layer >= layers - 2:
+                written.append(existing[moved > 0])
+            if layer + 1 == layers:
+                break
+            # by how much each node's next-layer input moved: its own row, and the mean of
+            # its neighbours' rows (new nodes need no delta: their neighbours are structural)
             change = np.zeros(n, np.float32)
             if len(existing):
                 change[existing] = moved
@@ -384,16 +393,15 @@ class _Run:
                 change[affected] += moved_mean
             drift[layer + 1] += change
             need = structural | (drift[layer + 1] > self.config.tolerance * scales[layer + 1])
-        # typical input size of each layer (mean per-node max-abs), for the next run's thresholds
-        inputs_by_layer = [features] + outputs[:-1]
-        self.scales = [float(np.abs(x).max(axis=1).mean()) if len(x) else 0.0 for x in inputs_by_layer]
+        # typical input size of each layer, for the next run's thresholds
+        self.scales = [_typical_size(x) for x in [features] + outputs[:-1]]
         self.summary["recomputed_per_layer"] = recomputed
         embedding, logits = outputs[-2], outputs[-1]
-        old_embedding = old[-2] if not full else None
-        shift = _shift(embedding, carried(old_embedding, plan) if old_embedding is not None else None, plan, full)
+        if not full:
+            shift[plan.old_slot < 0] = np.inf
+            written = np.unique(np.concatenate(written))
         return {
-            "embedding": embedding, "predicted": logits.argmax(axis=1), "shift": shift,
-            "written": _rows_changed(outputs[-2:], old[-2:], plan, full),
+            "embedding": embedding, "predicted": logits.argmax(axis=1), "shift": shift, "written": written,
             "re_embedded": recomputed[-2] if len(recomputed) >= 2 else recomputed[-1],
             "arrays": {**{f"h{i + 1}": outputs[i] for i in range(layers)}, **{f"drift{i}": drift[i] for i in range(layers)}},
         }
@@ -407,6 +415,7 @@ class _Run:
         rows = np.arange(n) if full else np.flatnonzero(diff["texts_changed"] | (plan.old_slot < 0))
         old = None if full or snapshot is None else snapshot.array("embedding")
         embedding = carried(old, plan) if old is not None else None
+        before = embedding[rows] if embedding is not None else None  # last run's, for what moved
         tokenizer = Tokenizer()
         # length-sorted batches: each request pads only to its own longest sentence
         order = rows[np.argsort(tokenizer.lengths([texts[i] for i in rows]), kind="stable")] if len(rows) else rows
@@ -432,8 +441,8 @@ class _Run:
             embedding[chunk] = vectors
         self.scales = []
         self.summary["recomputed_per_layer"] = [int(len(rows))]
-        shift = _shift(embedding, carried(old, plan) if old is not None else None, plan, full)
-        changed = _rows_changed([embedding], [old], plan, full)
+        kept = plan.old_slot[rows] >= 0
+        shift, changed = _moved(embedding, None if full or before is None else (rows[kept], before[kept]), plan)
         return {"embedding": embedding, "predicted": None, "shift": shift, "written": changed,
                 "re_embedded": len(rows), "arrays": {"embedding": embedding}}
 
@@ -599,27 +608,40 @@ def _first_layer(graph: CSRGraph, diff: dict, plan: SlotPlan) -> np.ndarray:
     return need
 
 
-def _shift(embedding: np.ndarray, old: np.ndarray | None, plan: SlotPlan, full: bool) -> np.ndarray:
-    """How far each row's unit vector moved since last run (L2); inf for new rows."""
-    shift = np.zeros(len(embedding), np.float32)
-    if full or old is None:
-        shift[:] = np.inf
-        return shift
-    candidates = np.flatnonzero((plan.old_slot >= 0) & (embedding != old).any(axis=1))
-    shift[candidates] = np.linalg.norm(l2_normalise(embedding[candidates]) - l2_normalise(old[candidates]), axis=1)
-    shift[plan.old_slot < 0] = np.inf
-    return shift
+def _moved(now: np.ndarray, recomputed: tuple | None, plan: SlotPlan) -> tuple[np.ndarray, np.ndarray]:
+    """From the rows recomputed tonight that existed last run and their values before
+    (None: a full run, every row new): how far each row's unit vector moved (L2; inf for
+    new rows) and the rows that differ from last run's (new rows included). Rows not
+    recomputed hold last run's values, so only recomputed rows are compared."""
+    n = len(now)
+    if recomputed is None:
+        return np.full(n, np.inf, np.float32), np.arange(n)
+    existing, before = recomputed
+    differs = (now[existing] != before).any(axis=1)
+    rows = existing[differs]
+    shift = np.zeros(n, np.float32)
+    shift[rows] = np.linalg.norm(l2_normalise(now[rows]) - l2_normalise(before[differs]), axis=1)
+    new = plan.old_slot < 0
+    shift[new] = np.inf
+    return shift, np.union1d(rows, np.flatnonzero(new))
 
 
-def _rows_changed(now: list, before: list, plan: SlotPlan, full: bool) -> np.ndarray:
-    """Rows where any of the arrays differs from last run's (new rows included)."""
-    n = len(plan.order)
-    if full or any(b is None for b in before):
-        return np.arange(n)
-    changed = plan.old_slot < 0
-    for current, old in zip(now, before):
-        changed |= (current != carried(old, plan)).any(axis=1)
-    return np.flatnonzero(changed)
+def _max_abs_change(now: np.ndarray, before: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """Per kept row, the largest absolute change of any column (`before` is overwritten)."""
+    if not kept.any():
+        return np.zeros(int(kept.sum()), np.float32)
+    np.subtract(now, before, out=before)
+    np.abs(before, out=before)
+    return before.max(axis=1)[kept]
+
+
+def _typical_size(x: np.ndarray, sample: int = 32_768) -> float:
+    """Mean per-row max-abs of a layer's input, over an even sample of its rows (a scale
+    for the propagation tolerance, not an exact figure)."""
+    if not len(x):
+        return 0.0
+    rows = x[:: max(1, len(x) // sample)]
+    return float(np.maximum(rows.max(axis=1), -rows.min(axis=1)).mean())
 
 
 _LIST_ARRAYS = ("similar_ids", "similar_scores", "similar_boundary", "similar_changed")

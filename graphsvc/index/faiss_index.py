@@ -72,11 +72,11 @@ def _as_matrix(x: Any, name: str, dim: int | None = None) -> np.ndarray:
 def l2_normalise(x: np.ndarray) -> np.ndarray:
     """Row-wise L2-normalised copy (float32); zero rows stay zero (no NaN)."""
     x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    # divide only where the norm is positive; zero rows are copied unchanged (all zeros)
-    out = np.zeros_like(x)
-    np.divide(x, norms, out=out, where=norms > 0)
-    return out
+    if x.ndim != 2:
+        x = x.reshape(len(x), -1)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))  # no [N, d] temporary
+    norms[norms == 0] = 1.0  # zero rows: 0 / 1
+    return x / norms[:, None]
 
 
 def default_nlist(n: int) -> int:
