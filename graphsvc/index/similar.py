@@ -59,7 +59,7 @@ def neighbours_of_rows(index: VectorIndex, rows: np.ndarray, k: int, batch_size:
 
 def refresh_similar(index: VectorIndex, vectors: np.ndarray, ids: np.ndarray, scores: np.ndarray,
                     boundary: np.ndarray, shift: np.ndarray, k: int, tolerance: float,
-                    score_tolerance: float = 1e-3, chunk: int = 4096) -> dict[str, np.ndarray]:
+                    score_tolerance: float = 1e-3, chunk: int = 65_536) -> dict[str, np.ndarray]:
     """Bring similar lists up to date after some vectors moved, in place.
 
     Each row keeps a window of up to k' = ids.shape[1] > k entries (best first, -1 /
@@ -91,10 +91,7 @@ def refresh_similar(index: VectorIndex, vectors: np.ndarray, ids: np.ndarray, sc
     rows = np.flatnonzero(touched & np.isfinite(shift))
     for start in range(0, len(rows), chunk):
         part = rows[start : start + chunk]
-        entries = ids[part]
-        valid = entries >= 0
-        fresh = np.einsum("rd,rkd->rk", vectors[part], vectors[np.where(valid, entries, 0)])
-        scores[part] = np.where(valid, fresh, -np.inf)
+        scores[part] = pair_scores(vectors, part, ids[part])
     # 2. far movers join the windows they now beat
     far = np.flatnonzero((shift > tolerance) & np.isfinite(shift))
     own_windows = None
@@ -139,6 +136,21 @@ def refresh_similar(index: VectorIndex, vectors: np.ndarray, ids: np.ndarray, sc
     changed = np.flatnonzero((ids[:, :k] != before_ids[:, :k]).any(axis=1)
                              | (scores[:, :k] != before_scores[:, :k]).any(axis=1))
     return {"searched": searched, "changed": changed}
+
+
+def pair_scores(vectors: np.ndarray, rows: np.ndarray, entries: np.ndarray) -> np.ndarray:
+    """Inner products of vectors[rows[i]] with vectors[entries[i, j]] ([len(rows), k]; -inf
+    where an entry is -1), without gathering the entries' vectors (FAISS's by-index kernel)."""
+    import faiss
+
+    vectors = np.ascontiguousarray(vectors, np.float32)
+    queries = np.ascontiguousarray(vectors[rows])
+    entries = np.ascontiguousarray(entries, np.int64)
+    out = np.empty(entries.shape, np.float32)
+    if entries.size:
+        faiss.fvec_inner_products_by_idx(faiss.swig_ptr(out), faiss.swig_ptr(queries), faiss.swig_ptr(vectors),
+                                         faiss.swig_ptr(entries), vectors.shape[1], len(rows), entries.shape[1])
+    return out
 
 
 def _merge_into_windows(ids: np.ndarray, scores: np.ndarray, targets: np.ndarray, movers: np.ndarray,

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from graphsvc.index.faiss_index import VectorIndex, l2_normalise
-from graphsvc.index.similar import _merge_into_windows, _windows_from_results, neighbours_of_rows, refresh_similar
+from graphsvc.index.similar import (
+    _merge_into_windows,
+    _windows_from_results,
+    neighbours_of_rows,
+    pair_scores,
+    refresh_similar,
+)
 
 K, WINDOW, TOLERANCE = 10, 20, 0.05
 
@@ -109,3 +115,16 @@ def test_windows_from_range_results_are_each_rows_best_when_it_has_enough():
         assert got_ids.tolist() == found_ids[best].tolist()
         assert np.allclose(got_scores, found[best])
     assert _windows_from_results(owners[:0], found_ids[:0], found[:0], 3)[0].size == 0
+
+
+def test_pair_scores_are_the_inner_products_of_each_row_with_its_entries():
+    rng = np.random.default_rng(8)
+    vectors = l2_normalise(rng.standard_normal((300, 16)).astype(np.float32))
+    rows = np.array([4, 0, 299, 17])
+    entries = rng.integers(0, 300, (4, 5))
+    entries[1, 2] = entries[3, 0] = -1
+    scores = pair_scores(vectors, rows, entries)
+    expected = np.where(entries >= 0, np.einsum("rd,rkd->rk", vectors[rows], vectors[np.maximum(entries, 0)]), -np.inf)
+    assert np.isneginf(scores[entries < 0]).all()
+    np.testing.assert_allclose(scores, expected, atol=1e-6)
+    assert pair_scores(vectors, rows[:0], entries[:0]).shape == (0, 5)
