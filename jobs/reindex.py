@@ -560,7 +560,7 @@ class _Run:
             model={"name": self.config.model, "version": model_version},
             extra={"job": "reindex", "top_k": self.config.top_k, "calibration": info.get("calibration"),
                    "index_update": info["action"], "run_id": self.summary["run_id"]},
-            keep=self.config.keep,
+            keep=self.config.keep, index_file=journal.directory / "index.faiss",
         )
         journal.mark("published", {"version": manifest.version})
         kill_point("published")

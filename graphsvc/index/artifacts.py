@@ -417,11 +417,14 @@ def publish(
     model: dict[str, Any],
     extra: dict[str, Any] | None = None,
     keep: int = 3,
+    index_file: str | os.PathLike | None = None,
 ) -> Manifest:
     """Publish `index` + `keys` as the next version of `collection` and make it current.
 
     Keeps the newest `keep` versions (and always the current one), removes the rest and
-    any leftover .tmp-* directories from crashed publishes.
+    any leftover .tmp-* directories from crashed publishes. `index_file`: a file that
+    already holds `index` as `VectorIndex.save` wrote it, linked (or copied) into the
+    version instead of writing the index again; it must not be changed in place later.
     """
     _check_collection(collection)
     if keep < 1:
@@ -445,7 +448,13 @@ def publish(
         tmp = coll_dir / f"{TMP_PREFIX}{secrets.token_hex(8)}"
         tmp.mkdir()
         try:
-            index.save(tmp / INDEX_FILE)
+            if index_file is not None:
+                try:
+                    os.link(index_file, tmp / INDEX_FILE)
+                except OSError:  # another file system, or no hard links
+                    shutil.copyfile(index_file, tmp / INDEX_FILE)
+            else:
+                index.save(tmp / INDEX_FILE)
             _write_keys(tmp / KEYS_FILE, keys_arr)
             checksums = {}
             for name in CHECKSUMMED_FILES:

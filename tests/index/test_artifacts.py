@@ -60,6 +60,18 @@ def test_publish_layout_and_load(tmp_path):
     np.testing.assert_array_equal(loaded.index.search(vectors[:5], 4)[1], idx.search(vectors[:5], 4)[1])
 
 
+def test_publish_links_an_index_file_already_saved(tmp_path):
+    idx, keys, vectors = make(seed=3)
+    saved = tmp_path / "journal" / "index.faiss"
+    saved.parent.mkdir()
+    idx.save(saved)
+    m = publish(tmp_path / "indexes", "products", idx, keys, MODEL, index_file=saved)
+    saved.unlink()  # the journal goes; the published version stays whole
+    loaded = load_current(tmp_path / "indexes", "products", verify=True)
+    assert loaded.manifest.version == m.version and loaded.manifest.count == 200
+    np.testing.assert_array_equal(loaded.index.search(vectors[:5], 4)[1], idx.search(vectors[:5], 4)[1])
+
+
 def test_publish_twice_and_prune(tmp_path):
     for seed in range(2):
         idx, keys, _ = make(seed=seed)
