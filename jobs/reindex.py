@@ -170,7 +170,7 @@ class _Run:
                 result = self._embed_products(snapshot, plan, inputs, diff, full, journal)
             else:
                 result = self._embed_movies(snapshot, plan, inputs, diff, full, journal)
-        result["written"] = np.union1d(result["written"], np.flatnonzero(self.rewritten))
+        result["written"] = _union(result["written"], np.flatnonzero(self.rewritten))
         if not full and not (result["shift"] > 0).any() and not len(plan.removed) and not len(plan.added):
             # no vector moved: the published index stands; rewrite only what others replaced
             lists = {**_carried_similar(snapshot, plan, 2 * self.config.top_k), "similar_changed": np.zeros(0, np.int64)}
@@ -399,7 +399,7 @@ class _Run:
         embedding, logits = outputs[-2], outputs[-1]
         if not full:
             shift[plan.old_slot < 0] = np.inf
-            written = np.unique(np.concatenate(written))
+            written = _union(*written)
         return {
             "embedding": embedding, "predicted": logits.argmax(axis=1), "shift": shift, "written": written,
             "re_embedded": recomputed[-2] if len(recomputed) >= 2 else recomputed[-1],
@@ -477,9 +477,9 @@ class _Run:
                 index, reason = None, f"{n} vectors: outside the range the IVF index was trained for ({trained})"
             elif index is not None:
                 moved = np.flatnonzero(shift > 0)
-                remove = np.union1d(np.union1d(plan.removed, plan.old_slot[plan.relocated]),
-                                    moved[(plan.old_slot[moved] >= 0) & (plan.old_slot[moved] == moved)])
-                add = np.union1d(np.union1d(plan.relocated, moved), plan.added)
+                remove = _union(plan.removed, plan.old_slot[plan.relocated],
+                                moved[(plan.old_slot[moved] >= 0) & (plan.old_slot[moved] == moved)])
+                add = _union(plan.relocated, moved, plan.added)
                 index.update(remove, add, embedding[add])
                 reason, refresh = f"in place: {len(remove)} vectors removed, {len(add)} added by id", True
         if refresh:
@@ -532,7 +532,7 @@ class _Run:
         keys = pulled_keys.take(pa.array(plan.order))
         ids, scores, k = lists["similar_ids"], lists["similar_scores"], self.config.top_k
         rows = (np.arange(len(plan.order)) if full or "similar_changed" not in lists
-                else np.union1d(np.union1d(result["written"], lists["similar_changed"]), plan.added))
+                else _union(result["written"], lists["similar_changed"], plan.added))
         size = self.config.write_batch
         for number, start in enumerate(range(0, len(rows), size)):
             if journal.done(f"write-{number}"):
@@ -623,7 +623,18 @@ def _moved(now: np.ndarray, recomputed: tuple | None, plan: SlotPlan) -> tuple[n
     shift[rows] = np.linalg.norm(l2_normalise(now[rows]) - l2_normalise(before[differs]), axis=1)
     new = plan.old_slot < 0
     shift[new] = np.inf
-    return shift, np.union1d(rows, np.flatnonzero(new))
+    return shift, _union(rows, np.flatnonzero(new))
+
+
+def _union(*parts: np.ndarray) -> np.ndarray:
+    """The sorted distinct non-negative ids in any of `parts` (a mask, not a sort)."""
+    parts = [np.asarray(p, np.int64) for p in parts if len(p)]
+    if not parts:
+        return np.zeros(0, np.int64)
+    mask = np.zeros(max(int(p.max()) for p in parts) + 1, bool)
+    for p in parts:
+        mask[p] = True
+    return np.flatnonzero(mask)
 
 
 def _max_abs_change(now: np.ndarray, before: np.ndarray, kept: np.ndarray) -> np.ndarray:
