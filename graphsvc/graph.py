@@ -34,18 +34,15 @@ def edges_to_positions(
     Batches are looked up in groups of about `group_rows` edges: each lookup builds a
     hash table of all keys, so one per small batch would cost more than the lookups."""
     key_array = pa.array(keys, pa.string()) if not isinstance(keys, pa.Array) else keys
-    prefix = collection + "/"
+    # the ids as edges name them (`collection/key`): looked up as they are, no slicing;
+    # an id of another collection is simply not among them
+    ids_of_keys = pc.binary_join_element_wise(collection + "/", key_array.cast(pa.string()), "")
     sources, targets, dangling = [], [], 0
 
     def lookup(group: list[pa.RecordBatch]) -> None:
         nonlocal dangling
         table = pa.Table.from_batches(group)
-        positions = []
-        for name in ("_from", "_to"):
-            ids = table.column(name)
-            local = pc.starts_with(ids, prefix)
-            position = pc.index_in(pc.utf8_slice_codeunits(ids, len(prefix)), value_set=key_array)
-            positions.append(pc.if_else(local, position, pa.scalar(None, pa.int32())))
+        positions = [pc.index_in(table.column(name), value_set=ids_of_keys) for name in ("_from", "_to")]
         valid = pc.and_(pc.is_valid(positions[0]), pc.is_valid(positions[1]))
         dangling += table.num_rows - (pc.sum(valid).as_py() or 0)
         for out, position in zip((sources, targets), positions):
