@@ -259,20 +259,33 @@ class Snapshot:
              revisions: pa.Array | None = None) -> "Snapshot":
         """Write a complete snapshot next to the current one, then switch CURRENT to it
         (one rename) and remove the old one."""
+        return Snapshot.finish(Snapshot.stage(state_dir, arrays), meta, keys, revisions)
+
+    @staticmethod
+    def stage(state_dir: Path, arrays: dict[str, np.ndarray]) -> Path:
+        """The first half of `save`: the arrays, durable, in a directory no reader looks
+        at (a crash leaves it for the next save to remove)."""
         state_dir.mkdir(parents=True, exist_ok=True)
         tmp = state_dir / f".tmp-snapshot-{secrets.token_hex(6)}"
         tmp.mkdir()
-        table = pa.table({"_key": keys} if revisions is None else {"_key": keys, "_rev": revisions})
-        with pa.OSFile(str(tmp / "keys.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
         for name, array in arrays.items():
             with open(tmp / f"{name}.npy", "wb") as f:
                 np.save(f, array)
                 f.flush()
                 os.fsync(f.fileno())
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        return tmp
+
+    @staticmethod
+    def finish(staged: Path, meta: dict, keys: pa.Array, revisions: pa.Array | None = None) -> "Snapshot":
+        """The second half of `save`: keys, revisions and meta beside the staged arrays,
+        then CURRENT switched to them."""
+        state_dir = staged.parent
+        table = pa.table({"_key": keys} if revisions is None else {"_key": keys, "_rev": revisions})
+        with pa.OSFile(str(staged / "keys.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        (staged / "meta.json").write_text(json.dumps(meta, indent=2))
         final = state_dir / f"snapshot-{secrets.token_hex(6)}"
-        os.rename(tmp, final)
+        os.rename(staged, final)
         current_tmp = state_dir / f".tmp-current-{secrets.token_hex(6)}"
         current_tmp.write_text(final.name + "\n")
         os.replace(current_tmp, state_dir / SNAPSHOT_CURRENT)

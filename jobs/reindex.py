@@ -25,7 +25,9 @@ changed features is recomputed. `tolerance=0` recomputes the exact closure.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -187,13 +189,28 @@ class _Run:
 
         with self.timer("index"):
             index, lists, index_info = self._index(snapshot, plan, result, full, journal)
-        with self.timer("write_back"):
-            written = self._write_back(plan, inputs["keys"], result, lists, full, journal)
-        with self.timer("publish"):
-            version = self._publish(index, plan, inputs["keys"], model_version, index_info, journal)
+        result["lists"] = lists
+
+        def write_back():
+            with self.timer("write_back"):
+                return self._write_back(plan, inputs["keys"], result, lists, full, journal)
+
+        # the write-back (the store's work) runs beside the publish and the snapshot's
+        # arrays (file work); the snapshot is committed once both are done
+        writer = _Beside(write_back, "reindex-write-back")
+        try:
+            with self.timer("publish"):
+                version = self._publish(index, plan, inputs["keys"], model_version, index_info, journal)
+            with self.timer("commit"):
+                staged = self._stage(snapshot, plan, diff, result)
+        except BaseException:
+            with contextlib.suppress(BaseException):  # the first error is the one to report
+                writer.result()
+            raise
+        written = writer.result()
         with self.timer("commit"):
-            result["lists"] = lists
-            self._commit(snapshot, plan, inputs, diff, result, model_version, version, journal, index_info)
+            self._commit(snapshot, plan, inputs, diff, result, model_version, version, journal, index_info,
+                         staged=staged)
         self.summary.update(
             re_embedded=int(result["re_embedded"]), moved=int((result["shift"] > 0).sum()),
             moved_far=index_info["far_movers"], similar_searched=index_info["similar_searched"],
@@ -566,10 +583,16 @@ class _Run:
         kill_point("published")
         return manifest.version
 
-    def _commit(self, snapshot, plan, inputs, diff, result, model_version, index_version, journal, info=None) -> None:
+    def _stage(self, snapshot, plan, diff, result) -> Path:
+        """The snapshot's arrays, written (durably) where no run reads them yet."""
         arrays = {**diff["arrays"], **result["arrays"]}
         lists = result.get("lists") or _carried_similar(snapshot, plan, 2 * self.config.top_k)
         arrays.update({name: lists[name] for name in _LIST_ARRAYS if name != "similar_changed"})
+        return Snapshot.stage(self.dir, arrays)
+
+    def _commit(self, snapshot, plan, inputs, diff, result, model_version, index_version, journal, info=None,
+                staged: Path | None = None) -> None:
+        staged = staged or self._stage(snapshot, plan, diff, result)
         previous = snapshot.meta if snapshot else {}
         info = info or {}
         meta = {
@@ -581,7 +604,7 @@ class _Run:
         }
         keys = inputs["keys"].take(pa.array(plan.order))
         # revisions as they are after our write-back (on ArangoDB it changes them too)
-        Snapshot.save(self.dir, meta, keys, arrays, revisions_by_key(self.store, self.config.collection, keys))
+        Snapshot.finish(staged, meta, keys, revisions_by_key(self.store, self.config.collection, keys))
         self.store.put_state(f"reindex:{self.config.collection}", {
             "run_id": meta["run_id"], "index_version": index_version, "finished_at": meta["finished_at"],
         })
@@ -589,6 +612,29 @@ class _Run:
 
 
 # ----------------------------------------------------------------- helpers
+
+
+class _Beside:
+    """`fn()` in a thread of its own; `result()` waits for it and returns its value or
+    raises what it raised."""
+
+    def __init__(self, fn: Callable[[], object], name: str):
+        self._value, self._error = None, None
+
+        def target():
+            try:
+                self._value = fn()
+            except BaseException as exc:  # handed to result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=target, name=name, daemon=True)
+        self._thread.start()
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _slot_graph(edges, order: np.ndarray) -> CSRGraph:
