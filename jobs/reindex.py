@@ -697,7 +697,7 @@ def _typical_size(x: np.ndarray, sample: int = 32_768) -> float:
     for the propagation tolerance, not an exact figure)."""
     if not len(x):
         return 0.0
-    rows = x[:: max(1, len(x) // sample)]
+    rows = x[:: -(-len(x) // sample)]  # at most `sample` rows, evenly spaced
     return float(np.maximum(rows.max(axis=1), -rows.min(axis=1)).mean())
 
 

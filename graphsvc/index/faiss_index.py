@@ -72,8 +72,6 @@ def _as_matrix(x: Any, name: str, dim: int | None = None) -> np.ndarray:
 def l2_normalise(x: np.ndarray) -> np.ndarray:
     """Row-wise L2-normalised copy (float32); zero rows stay zero (no NaN)."""
     x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        x = x.reshape(len(x), -1)
     norms = np.sqrt(np.einsum("ij,ij->i", x, x))  # no [N, d] temporary
     norms[norms == 0] = 1.0  # zero rows: 0 / 1
     return x / norms[:, None]
