@@ -395,7 +395,7 @@ class _Run:
             kept = plan.old_slot[rows] >= 0
             existing = rows[kept]
             if layer == layers - 2 and len(existing):  # the embedding: how far each unit vector moved
-                shift[existing] = np.linalg.norm(l2_normalise(out[kept]) - l2_normalise(before[kept]), axis=1)
+                shift[existing] = _unit_shift(out[kept], before[kept])
             moved = _max_abs_change(out, before, kept)
             if layer >= layers - 2:
                 written.append(existing[moved > 0])
@@ -666,10 +666,15 @@ def _moved(now: np.ndarray, recomputed: tuple | None, plan: SlotPlan) -> tuple[n
     differs = (now[existing] != before).any(axis=1)
     rows = existing[differs]
     shift = np.zeros(n, np.float32)
-    shift[rows] = np.linalg.norm(l2_normalise(now[rows]) - l2_normalise(before[differs]), axis=1)
+    shift[rows] = _unit_shift(now[rows], before[differs])
     new = plan.old_slot < 0
     shift[new] = np.inf
     return shift, _union(rows, np.flatnonzero(new))
+
+
+def _unit_shift(now: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """Per row, how far its unit vector moved (L2): a bound on the change of any cosine."""
+    return np.linalg.norm(l2_normalise(now) - l2_normalise(before), axis=1)
 
 
 def _union(*parts: np.ndarray) -> np.ndarray:
