@@ -257,14 +257,18 @@ def train_command(ctx, nodes, edges, features, label, ogb_root, ogb_split, split
               help="Keep only the newest N versions of each exported model [default: keep all].")
 @click.option("--instances", default=1, show_default=True, type=click.IntRange(1),
               help="instance_group count in config.pbtxt (model copies Triton runs side by side).")
+@click.option("--instance-kind", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
+              help="instance_group kind: gpu writes KIND_GPU, so an NGC tritonserver on a GPU host runs the models "
+                   "on the GPU ('graphsvc triton serve' here still runs them on the CPU).")
 @json_option
 @run_reporting_errors
-def export_command(model_repository, checkpoint, graphsage, text, version, replace, keep, instances, as_json):
+def export_command(model_repository, checkpoint, graphsage, text, version, replace, keep, instances, instance_kind,
+                   as_json):
     """Write TorchScript models and config.pbtxt into the Triton model repository, as new versions."""
     from jobs.export_models import export_models
 
     exported = export_models(model_repository, checkpoint if graphsage else None, text, version,
-                             replace=replace, keep=keep, instances=instances)
+                             replace=replace, keep=keep, instances=instances, instance_kind=instance_kind)
     if as_json:
         emit_json([{"name": m.name, "version": m.version, "path": str(m.path), "source": m.source,
                     "status": m.status, "removed_versions": list(m.removed)} for m in exported])

