@@ -167,8 +167,9 @@ def collections(ctx, as_json):
               help="Seconds before a request is answered with 503.")
 @click.option("--no-store", is_flag=True, help="Answer keys and scores from the indexes alone (no fields, no filters).")
 @click.option("--hold-store", is_flag=True,
-              help="Keep the embedded store open (faster fields/filters; jobs writing to it must wait for the service "
-                   "to stop). By default it is opened read-only per request that needs it.")
+              help="Never let go of the embedded store. By default the service keeps it open read-only and lets go "
+                   "when a job announces a write (fields/filters answer 503 until the job releases it); with this "
+                   "flag such jobs wait GRAPHSVC_STORE_LOCK_WAIT seconds, then fail.")
 @click.pass_context
 @run_reporting_errors
 def serve(ctx, host, port, workers, collections, reload_interval, max_batch, max_body_bytes, request_timeout, no_store,

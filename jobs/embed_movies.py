@@ -61,6 +61,7 @@ def embed_movies(
         require_vector_index(store)  # before hours of work, not after
     with timer("pull"):
         keys, texts, skipped = pull_texts(store, config)
+    store.release()  # the service may read the store while we compute; the write-back reopens it
 
     triton.wait_ready(timeout=config.ready_timeout, models=[config.model])
     model_version = triton.latest_version(config.model)

@@ -70,6 +70,7 @@ def embed_products(
         require_vector_index(store)  # before hours of work, not after
     with timer("pull"):
         data = load_node_graph(store, config.nodes, config.edges, config.features)
+    store.release()  # the service may read the store while we compute; the write-back reopens it
 
     if config.mode not in ("layerwise", "sampled"):
         raise ConfigError(f"unknown embedding mode '{config.mode}' (layerwise or sampled)")

@@ -167,6 +167,7 @@ class _Run:
                 RunJournal(entry).remove()
         self.summary["run_id"] = run_id
 
+        self.store.release()  # the service may read the store while we compute; the write-back reopens it
         with self.timer("embed"):
             if config.target == "products":
                 result = self._embed_products(snapshot, plan, inputs, diff, full, journal)

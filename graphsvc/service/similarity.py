@@ -27,7 +27,6 @@ from graphsvc.service.reloader import IndexReloader
 from graphsvc.service.search import Candidates, Ranked, candidates, top_k
 from graphsvc.store import GraphStore, is_server_url, open_store
 from graphsvc.store.base import Condition
-from graphsvc.store.embedded import EmbeddedStore
 
 TEXT_BATCH = 32  # sentences per Triton request
 
@@ -181,9 +180,8 @@ class SimilarityService:
             return [[{"_key": key, "score": round(score, 6)} for key, score in zip(r.keys, r.scores)] for r in ranked]
         every_key = list(dict.fromkeys(key for r in ranked for key in r.keys))
         with self.store.open() as store:
-            # the embedded store reads only the asked attributes' columns (not the vectors)
-            projection = {"attributes": list(fields)} if isinstance(store, EmbeddedStore) else {}
-            documents = dict(zip(every_key, store.get_documents(collection, every_key, **projection)))
+            # only the asked attributes: the vectors beside them are most of a document's bytes
+            documents = dict(zip(every_key, store.get_documents(collection, every_key, attributes=list(fields))))
         out = []
         for r in ranked:
             hits = []

@@ -38,6 +38,14 @@ FOR d IN @@collection
   RETURN d
 """
 
+# The same with only the asked attributes (and the system ones): the service's `fields=`
+# then moves no vectors over the wire. KEEP takes an array of attribute names.
+GET_DOCUMENT_ATTRIBUTES = """
+FOR d IN @@collection
+  FILTER d._key IN @keys
+  RETURN KEEP(d, @attributes)
+"""
+
 # The first key in `@keys` without a document: primary-index lookups that never load
 # the documents themselves.
 FIRST_MISSING_KEY = """

@@ -792,11 +792,16 @@ class ArangoStore(GraphStore):
 
         return _rebatched(rows, batch_size, to_batch)
 
-    def get_documents(self, name: str, keys: Sequence[str]) -> list[dict[str, Any] | None]:
+    def get_documents(self, name: str, keys: Sequence[str], *, attributes: Sequence[str] | None = None
+                      ) -> list[dict[str, Any] | None]:
         self._kind(name)
         found: dict[str, dict] = {}
+        query, bind_vars = aql.GET_DOCUMENTS, {"@collection": name}
+        if attributes is not None:
+            query = aql.GET_DOCUMENT_ATTRIBUTES
+            bind_vars["attributes"] = ["_key", "_id", "_rev", "_from", "_to", *attributes]
         for chunk in _chunks(list(dict.fromkeys(keys)), KEY_BATCH_SIZE):
-            for document in self._all(aql.GET_DOCUMENTS, {"@collection": name, "keys": list(chunk)}, name):
+            for document in self._all(query, {**bind_vars, "keys": list(chunk)}, name):
                 found[document["_key"]] = document
         return [found.get(key) for key in keys]
 

@@ -162,8 +162,10 @@ class GraphStore(ABC):
         """Stream `_from` and `_to` of an edge collection as strings."""
 
     @abstractmethod
-    def get_documents(self, name: str, keys: Sequence[str]) -> list[dict[str, Any] | None]:
-        """Documents in the order of `keys`; None where a key does not exist."""
+    def get_documents(self, name: str, keys: Sequence[str], *, attributes: Sequence[str] | None = None
+                      ) -> list[dict[str, Any] | None]:
+        """Documents in the order of `keys`; None where a key does not exist. With
+        `attributes`, each holds only those (and its system attributes)."""
 
     @abstractmethod
     def select_keys(self, name: str, equals: Mapping[str, Any] | None = None) -> list[str]:
@@ -213,6 +215,10 @@ class GraphStore(ABC):
     @abstractmethod
     def delete_state(self, key: str) -> None:
         ...
+
+    def release(self) -> None:
+        """Let go of what other processes may need until the next call (a job calls this
+        after its pull, before minutes of computing). Calls after it reconnect as needed."""
 
     def close(self) -> None:
         pass

@@ -154,20 +154,48 @@ class EmbeddedStore(GraphStore):
                 )
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer_mark = None if read_only or self.path is None else writer_mark(self.path)
-        self._db = self._connect(read_only)
+        self._read_only = read_only
+        self._conn: duckdb.DuckDBPyConnection | None = None
+        self._released = False
+        self._open_connection()
+        self._columns: dict[str, dict[str, str]] = {}
+        self._kinds: dict[str, CollectionKind] = {}
+        self._empty: set[str] = set()  # collections created by this connection and not written yet
+
+    def _open_connection(self) -> None:
+        self._conn = self._connect(self._read_only)
         # Bulk writes of embeddings are float data that compresses little; writing it
         # uncompressed makes write-back ~1.4x faster. The memory limit keeps a job's
         # store within bounds (DuckDB's default is 80% of RAM).
         self._run(f"SET memory_limit = '{os.environ.get('GRAPHSVC_EMBEDDED_MEMORY_LIMIT', '4GB')}'")
-        if not read_only:
+        if not self._read_only:
             self._run("SET force_compression = 'uncompressed'")
             # bulk loads checkpoint when the connection closes rather than every 16 MB of WAL
             self._run("SET checkpoint_threshold = '1GB'")
             self._run(_SCHEMA)
             self._index_existing_tables()
-        self._columns: dict[str, dict[str, str]] = {}
-        self._kinds: dict[str, CollectionKind] = {}
-        self._empty: set[str] = set()  # collections created by this connection and not written yet
+
+    @property
+    def _db(self) -> duckdb.DuckDBPyConnection:
+        if self._conn is None and self._released:  # released between a job's phases: open again
+            self._released = False
+            self._columns.clear()  # another process may have written meanwhile
+            self._kinds.clear()
+            self._open_connection()
+        if self._conn is None:
+            raise StoreError(f"store {self.url} is closed")
+        return self._conn
+
+    def release(self) -> None:
+        """Close the file until the next call needs it: a job computing for minutes between
+        its pull and its write-back lets `graphsvc serve` read the store meanwhile (DuckDB
+        lets one process write a file or many read it). An in-memory store stays open."""
+        if self.path is None or self._conn is None:
+            return
+        self._conn.close()
+        self._conn = None
+        self._released = True
+        self._release_writer_mark()
 
     def _index_existing_tables(self) -> None:
         """Stores written before tables had a key index get theirs once (seconds at
@@ -867,9 +895,10 @@ class EmbeddedStore(GraphStore):
         self._run("DELETE FROM _state WHERE key = ?", [key])
 
     def close(self) -> None:
-        if getattr(self, "_db", None) is not None:
-            self._db.close()
-            self._db = None
+        self._released = False
+        if getattr(self, "_conn", None) is not None:
+            self._conn.close()
+            self._conn = None
             self._release_writer_mark()
 
 

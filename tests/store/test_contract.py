@@ -288,6 +288,16 @@ def test_get_documents_follows_the_order_of_the_keys_with_none_for_missing(produ
     assert products.get_documents("products", []) == []
 
 
+def test_get_documents_with_attributes_returns_only_those_and_the_system_ones(products):
+    products.update_attributes("products", pa.table({"_key": ["a"], "embedding": [[0.5, 0.25]], "price": [1.5]}))
+    products.upsert_documents("products", [{"_key": "d", "title": "Drum", "nested": {"x": 1}}])
+    a, missing, d = products.get_documents("products", ["a", "zz", "d"], attributes=["price", "nested"])
+    assert body(a) == {"_key": "a", "price": 1.5}  # the written-back value, and no title or embedding
+    assert a["_id"] == "products/a" and a["_rev"]
+    assert missing is None
+    assert body(d) == {"_key": "d", "nested": {"x": 1}}
+
+
 def test_select_keys_by_equality_of_attributes(products):
     assert products.select_keys("products") == ["a", "b", "c"]
     assert products.select_keys("products", {"category": 3}) == ["a", "b"]

@@ -3,11 +3,13 @@
 import os
 import threading
 import time
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pytest
 
+from graphsvc.errors import StoreError
 from graphsvc.store.embedded import EmbeddedStore, active_writer, writer_mark
 
 ODD_KEYS = ["a'b", "x:y@z", "%20sp", "a;DROP", "(1)+2=3", "$!*,.-_"]  # ArangoDB's key characters
@@ -96,3 +98,31 @@ def test_a_writer_that_cannot_get_the_file_says_what_holds_it(path, monkeypatch)
     finally:
         reader.close()
     assert not writer_mark(path).exists()
+
+
+def test_a_released_store_lets_another_process_read_and_reopens_for_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "store.duckdb"
+    store = EmbeddedStore(path)
+    store.create_collection("products")
+    store.upsert_documents("products", [{"_key": "a", "title": "first"}, {"_key": "b", "title": "second"}])
+    assert active_writer(path) == os.getpid()
+    store.release()  # a job between its pull and its write-back
+    assert active_writer(path) is None
+    reader = ("import sys; sys.path.insert(0, sys.argv[2]); from graphsvc.store.embedded import EmbeddedStore; "
+              "s = EmbeddedStore(sys.argv[1], create=False, read_only=True); "
+              "print(s.get_documents('products', ['b'])[0]['title'])")
+    done = subprocess.run([sys.executable, "-c", reader, str(path), str(Path(__file__).resolve().parents[2])],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "second"
+    # the next call opens the file again, as the writer
+    store.update_attributes("products", pa.table({"_key": ["b"], "title": ["rewritten"]}))
+    assert active_writer(path) == os.getpid()
+    assert store.get_documents("products", ["b"])[0]["title"] == "rewritten"
+    store.close()
+    assert active_writer(path) is None
+    with pytest.raises(StoreError, match="closed"):
+        store.get_documents("products", ["b"])
