@@ -44,14 +44,16 @@ class CatalogueSpec:
     degree_exponent: float = 2.3
     max_degree_factor: float = 200.0  # weights capped at this multiple of the mean degree
     category_skew: float = 1.1  # category k's share ∝ (k+1)^-skew
-    same_category: float = 0.72
-    sibling_category: float = 0.14
-    label_noise: float = 0.18
-    centroid_scale: float = 0.15
+    same_category: float = 0.82
+    sibling_category: float = 0.12
+    label_noise: float = 0.12
+    centroid_scale: float = 0.35
     sibling_closeness: float = 0.85  # how much of a centroid its sibling shares (0..1)
     feature_noise: float = 1.0
     split_noise: float = 0.5  # noise on log-weight when ranking products into the split
-    chunk_products: int = 16_384  # products per generation chunk (changes the output)
+    # products per generation chunk (part of what the output depends on); by default
+    # about 1/64 of the catalogue, 256 to 16,384, so small catalogues still split
+    chunk_products: int | None = None
 
     def __post_init__(self) -> None:
         if self.num_products < max(self.num_categories, 2):
@@ -65,12 +67,18 @@ class CatalogueSpec:
         return cls(OGBN_PRODUCTS_NODES, OGBN_PRODUCTS_EDGES, seed=seed)
 
     @property
+    def chunk_size(self) -> int:
+        if self.chunk_products is not None:
+            return self.chunk_products
+        return int(np.clip(self.num_products // 64, 256, 16_384))
+
+    @property
     def num_chunks(self) -> int:
-        return -(-self.num_products // self.chunk_products)
+        return -(-self.num_products // self.chunk_size)
 
     def chunk_range(self, chunk: int) -> tuple[int, int]:
-        lo = chunk * self.chunk_products
-        return lo, min(lo + self.chunk_products, self.num_products)
+        lo = chunk * self.chunk_size
+        return lo, min(lo + self.chunk_size, self.num_products)
 
 
 @dataclass(frozen=True)
