@@ -145,17 +145,52 @@ def synth():
 
 @synth.command("products")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("arango_dumps/products"), show_default=True)
-@click.option("--products", "num_products", default=4000, show_default=True, type=click.IntRange(10))
+@click.option("--products", "num_products", default=4000, show_default=True, type=click.IntRange(10),
+              help="Size of the small sample catalogue (without --scale/--nodes).")
 @click.option("--categories", default=47, show_default=True, type=click.IntRange(2))
-@click.option("--seed", default=7, show_default=True)
+@click.option("--scale", type=click.Choice(["ogbn-products"]), default=None,
+              help="The ogbn-products-shaped catalogue at its full size: 2,449,029 products, 61,859,140 co-purchases.")
+@click.option("--nodes", default=None, type=click.IntRange(47), help="Products of an ogbn-products-shaped catalogue.")
+@click.option("--edges", default=None, type=click.IntRange(1), help="Its undirected co-purchases (with --nodes).")
+@click.option("--files", default=8, show_default=True, type=click.IntRange(1),
+              help="Data files per collection (arangodump --split-files), with --scale/--nodes.")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1),
+              help="Threads generating and compressing, with --scale/--nodes.")
+@click.option("--seed", default=None, type=int, help="[default: 7 for the sample, 0 with --scale/--nodes]")
 @json_option
 @run_reporting_errors
-def synth_products(out, num_products, categories, seed, as_json):
-    """A seeded ogbn-products-shaped graph with planted category structure."""
-    from jobs.synth import ProductGraphSpec, write_products_dump
+def synth_products(out, num_products, categories, scale, nodes, edges, files, threads, seed, as_json):
+    """A seeded ogbn-products-shaped graph with planted category structure: the small
+    sample (default), or with --scale/--nodes a streamed catalogue of any size, split over
+    gzip data files as arangodump writes large collections."""
+    if scale is None and nodes is None and edges is None:
+        from jobs.synth import ProductGraphSpec, write_products_dump
 
-    counts = write_products_dump(out, ProductGraphSpec(num_products=num_products, num_categories=categories, seed=seed))
-    emit_json(counts) if as_json else click.echo(f"wrote {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        spec = ProductGraphSpec(num_products=num_products, num_categories=categories, seed=7 if seed is None else seed)
+        counts = write_products_dump(out, spec)
+    else:
+        from jobs.catalogue import CatalogueSpec
+        from jobs.synth import write_catalogue_dump
+
+        if scale is not None and (nodes is not None or edges is not None):
+            raise ConfigError("--scale fixes the size; give either --scale or --nodes with --edges")
+        if scale is None and (nodes is None or edges is None):
+            raise ConfigError("--nodes and --edges go together (or use --scale ogbn-products)")
+        seed = 0 if seed is None else seed
+        try:
+            spec = CatalogueSpec.ogbn_products(seed) if scale else CatalogueSpec(nodes, edges, seed=seed)
+        except ValueError as e:
+            raise ConfigError(f"--nodes {nodes} --edges {edges}: {e}") from None
+        with progress(spec.num_products + spec.num_edges, "writing", "rows") as bar:
+            done = {}
+
+            def advance(name, rows):
+                bar.update(rows - done.get(name, 0))
+                done[name] = rows
+
+            counts = write_catalogue_dump(out, spec, files=files, threads=threads, on_progress=advance)
+    emit_json(counts) if as_json else click.echo(
+        f"wrote {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items() if not isinstance(v, dict)))
 
 
 @synth.command("movies")

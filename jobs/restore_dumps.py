@@ -356,9 +356,9 @@ class _Restorer:
             # (the generator expression holds the only reference: closing it stops the first stage too)
             blocks = (
                 (block, parse_block(block, collection.kind, stop_at_error=stop))
-                for block in _read_ahead(
+                for block in _read_ahead(_with_resume_hint(
                     iter_line_blocks(path, skip, self.batch_size, self.max_block_bytes, _FIRST_BLOCK_LINES)
-                )
+                ))
             )
             for block, parsed in _read_ahead(blocks):
                 if parsed.rejected:
@@ -409,6 +409,27 @@ class _Restorer:
         except GraphsvcError as exc:
             return {"type": str(definition.get("type", "")), "fields": fields, "status": "failed", "reason": str(exc)}
         return {"type": outcome.type, "fields": list(outcome.fields), "status": outcome.status, "reason": outcome.reason}
+
+
+def _with_resume_hint(blocks: Iterator) -> Iterator:
+    """A data file that cannot be read to its end (a truncated or damaged gzip) fails with
+    what to do: every line before the damage is committed, so an intact copy of the file
+    and --resume finish the restore without reading the committed part again."""
+    try:
+        yield from blocks
+    except DumpFormatError as e:
+        if e.line is None:
+            raise
+        prefix = f"{e.path} line {e.line}: "
+        message = str(e)[len(prefix):] if str(e).startswith(prefix) else str(e)
+        raise DumpFormatError(
+            e.path, f"{message} — lines before it are restored; put back an intact copy of the file and rerun with --resume",
+            line=e.line,
+        ) from e
+    finally:
+        close = getattr(blocks, "close", None)
+        if close is not None:
+            close()
 
 
 def _read_ahead(items: Iterator, depth: int = 1) -> Iterator:

@@ -21,6 +21,7 @@ import re
 import shutil
 import tempfile
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Literal, Mapping
@@ -48,6 +49,9 @@ __all__ = [
     "iter_operation_batches",
     "read_graphs",
     "write_dump",
+    "dump_being_built",
+    "write_structure",
+    "write_graphs",
     "LineBlock",
     "RejectedLine",
     "Upserts",
@@ -442,14 +446,9 @@ def _graph_document(graph: GraphInfo) -> dict:
     }
 
 
-def _write_collection(
-    directory: Path,
-    name: str,
-    kind: str,
-    documents: Iterable[Mapping[str, Any]],
-    envelope: bool,
-    compress: bool,
-) -> None:
+def write_structure(directory: Path, name: str, kind: str) -> str:
+    """Write `<name>_<md5>.structure.json`; returns the stem data files are named after
+    (`<stem>.data.json[.gz]`, or `<stem>.<n>.data.json[.gz]` when split)."""
     stem = f"{name}_{_name_hash(name)}"
     structure = {
         "indexes": [],
@@ -461,6 +460,24 @@ def _write_collection(
         },
     }
     _write_bytes(directory / f"{stem}.structure.json", _dumps(structure))
+    return stem
+
+
+def write_graphs(directory: Path, graphs: Iterable[GraphInfo], compress: bool = True) -> None:
+    """The named graphs as the `_graphs` collection."""
+    docs = [_graph_document(g) for g in sorted(graphs, key=lambda g: g.name)]
+    _write_collection(directory, GRAPHS_COLLECTION, "document", docs, False, compress)
+
+
+def _write_collection(
+    directory: Path,
+    name: str,
+    kind: str,
+    documents: Iterable[Mapping[str, Any]],
+    envelope: bool,
+    compress: bool,
+) -> None:
+    stem = write_structure(directory, name, kind)
 
     data_path = directory / (f"{stem}.data.json.gz" if compress else f"{stem}.data.json")
     with data_path.open("wb") as raw:
@@ -520,17 +537,7 @@ def write_dump(
     renamed into place, so readers never see a half-written dump. Output is
     deterministic: the same input gives byte-identical files.
     """
-    target = Path(directory)
-    if target.exists() and not target.is_dir():
-        raise ValueError(f"{target} exists and is not a directory")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        _write_bytes(tmp / "ENCRYPTION", b"none")
-        _write_bytes(
-            tmp / "dump.json",
-            _dumps({"database": database, "useEnvelope": envelope, "properties": {"name": database}}),
-        )
+    with dump_being_built(directory, database, envelope) as tmp:
         seen: set[str] = set()
         graph_list = list(graphs)
         for name, kind, documents in collections:
@@ -545,6 +552,26 @@ def write_dump(
         if graph_list:
             docs = [_graph_document(g) for g in sorted(graph_list, key=lambda g: g.name)]
             _write_collection(tmp, GRAPHS_COLLECTION, "document", docs, envelope, compress)
+    return Path(directory)
+
+
+@contextmanager
+def dump_being_built(directory: str | os.PathLike, database: str, envelope: bool = False) -> Iterator[Path]:
+    """A temporary sibling of `directory` holding `ENCRYPTION` and `dump.json`, for the
+    caller to fill; on leaving without error it replaces `directory` in one rename (so
+    readers never see a half-written dump), on an error it is removed."""
+    target = Path(directory)
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"{target} exists and is not a directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        _write_bytes(tmp / "ENCRYPTION", b"none")
+        _write_bytes(
+            tmp / "dump.json",
+            _dumps({"database": database, "useEnvelope": envelope, "properties": {"name": database}}),
+        )
+        yield tmp
         _fsync_dir(tmp)
         os.chmod(tmp, 0o755)  # mkdtemp creates 0700; a dump is an ordinary folder
     except BaseException:
@@ -567,7 +594,6 @@ def write_dump(
     _fsync_dir(target.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    return target
 
 
 # --------------------------------------------------------------------------- block reading
