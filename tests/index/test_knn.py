@@ -128,3 +128,15 @@ def test_similar_lists_of_a_large_index_come_from_the_knn_pass(monkeypatch):
     monkeypatch.setattr(similar, "KNN_PASS_MIN_ROWS", 10_000)
     similar.similar_lists(index, keys, 5)
     assert calls == [1]
+
+
+def test_auto_precision_takes_bfloat16_only_for_wide_blocks_where_it_is_fast(monkeypatch):
+    x = clustered(1200, 16, seed=7)
+    monkeypatch.setattr(knn, "fast_bfloat16", lambda device: True)
+    assert knn_graph(x, 5, sample=100).precision == "float32"  # ~hundreds of columns per row
+    monkeypatch.setattr(knn, "BFLOAT16_MIN_WIDTH", 0)
+    wide = knn_graph(x, 5, sample=100)
+    assert wide.precision == "bfloat16" and wide.recall_at_k >= 0.95
+    monkeypatch.setattr(knn, "fast_bfloat16", lambda device: False)
+    assert knn_graph(x, 5, sample=100).precision == "float32"
+    assert knn_graph(x, 5, sample=100, precision="bfloat16").precision == "bfloat16"
