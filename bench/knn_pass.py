@@ -134,10 +134,22 @@ def baseline(vectors: np.ndarray, rows: np.ndarray, exact: np.ndarray, k: int, s
     neighbours_of_rows(index, timed, k)
     per_row = (time.perf_counter() - started) / len(timed)
     _, ids = neighbours_of_rows(index, rows, k)
-    return {"build_s": round(built, 2), "calibrate_s": round(calibrated, 2), "nprobe": calibration["nprobe"],
-            "nlist": index.params["nlist"], "pass_s_extrapolated": round(per_row * n, 1),
-            "total_s_extrapolated": round(built + calibrated + per_row * n, 1), "timed_rows": len(timed),
-            "recall_at_10": round(recall(ids, exact), 4)}
+    result = {"build_s": round(built, 2), "calibrate_s": round(calibrated, 2), "nprobe": calibration["nprobe"],
+              "nlist": index.params["nlist"], "pass_s_extrapolated": round(per_row * n, 1),
+              "total_s_extrapolated": round(built + calibrated + per_row * n, 1), "timed_rows": len(timed),
+              "recall_at_10": round(recall(ids, exact), 4)}
+    # the calibration stops at nlist/16 probes; where that misses 0.95, what reaching it would cost
+    nprobe, found = index.nprobe, result["recall_at_10"]
+    while found < 0.95 and nprobe < index.params["nlist"]:
+        nprobe = index.nprobe = min(index.params["nlist"], nprobe * 2)
+        found = recall(neighbours_of_rows(index, rows, k)[1], exact)
+    if nprobe != result["nprobe"]:
+        few = timed[: max(1, len(timed) // 10)]
+        started = time.perf_counter()
+        neighbours_of_rows(index, few, k)
+        result["at_0_95"] = {"nprobe": nprobe, "recall_at_10": round(found, 4), "timed_rows": len(few),
+                             "pass_s_extrapolated": round((time.perf_counter() - started) / len(few) * n, 1)}
+    return result
 
 
 def run_one(name: str, vectors: np.ndarray, args, rates: dict) -> dict:
@@ -206,7 +218,11 @@ def main() -> None:
             print(f"  today        {b['total_s_extrapolated']:7.1f} s  recall@10 {b['recall_at_10']:.4f}  (build "
                   f"{b['build_s']} s, calibrate {b['calibrate_s']} s → nlist {b['nlist']} nprobe {b['nprobe']}, "
                   f"per-query pass {b['pass_s_extrapolated']} s from {b['timed_rows']:,} rows)")
-            print(f"  speed-up     {r['speedup']}×", flush=True)
+            if "at_0_95" in b:
+                a = b["at_0_95"]
+                print(f"  today ≥0.95  nprobe {a['nprobe']}: recall@10 {a['recall_at_10']:.4f}, per-query pass "
+                      f"{a['pass_s_extrapolated']} s (from {a['timed_rows']:,} rows)")
+            print(f"  speed-up     {r['speedup']}× (against today's calibrated pass)", flush=True)
     report["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
     if args.json:
         print(json.dumps(report, indent=2))
