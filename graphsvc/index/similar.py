@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from graphsvc.index.faiss_index import AUTO_FLAT_MAX, VectorIndex
+from graphsvc.index.faiss_index import AUTO_FLAT_MAX, CALIBRATION_TARGET_RECALL, VectorIndex
 
 SIMILAR_TYPE = pa.list_(pa.struct([("_key", pa.string()), ("score", pa.float32())]))
 
@@ -29,9 +29,10 @@ def neighbours_of_all(index: VectorIndex, k: int) -> tuple[np.ndarray, np.ndarra
     recall@k as the index's nprobe; smaller or other indexes are searched row by row."""
     if index.metric != "cosine" or index.count < KNN_PASS_MIN_ROWS:
         return index.neighbours_of_all(k)
-    from graphsvc.index.knn import TARGET_RECALL, knn_graph  # torch: only when it is needed
+    from graphsvc.index.knn import knn_graph  # torch: only when it is needed
 
-    graph = knn_graph(index.vectors(np.arange(index.count)), k, target_recall=TARGET_RECALL, normalise=False)
+    graph = knn_graph(index.vectors(np.arange(index.count)), k, target_recall=CALIBRATION_TARGET_RECALL,
+                      normalise=False)
     return graph.scores, graph.ids
 
 
