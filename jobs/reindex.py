@@ -55,7 +55,7 @@ from graphsvc.incremental import (
 )
 from graphsvc.index.artifacts import current_version, load_version, publish
 from graphsvc.index.faiss_index import AUTO_FLAT_MAX, VectorIndex, l2_normalise
-from graphsvc.index.similar import embedding_array, refresh_similar, similar_array
+from graphsvc.index.similar import embedding_array, neighbours_of_all, refresh_similar, similar_array
 from graphsvc.models.graphsage import LAYER_NEIGHBOURS, LAYER_OUT, LAYER_SELF, layer_model_name
 from graphsvc.runs import RunJournal, RunLock, kill_point
 from graphsvc.store.base import GraphStore
@@ -513,7 +513,7 @@ class _Run:
             index = VectorIndex.build(embedding, metric="cosine")
             calibration = index.calibrate_nprobe(k=k)
             if n > 1:
-                scores, ids = index.neighbours_of_all(min(window, n - 1))
+                scores, ids = neighbours_of_all(index, min(window, n - 1))
                 if ids.shape[1] < window:
                     pad = window - ids.shape[1]
                     ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
