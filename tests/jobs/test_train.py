@@ -32,6 +32,7 @@ def _without_times(metrics: dict) -> dict:
     metrics = json.loads(json.dumps(metrics))
     metrics.pop("seconds")
     metrics.pop("checkpoint")
+    metrics.pop("timing")
     for record in metrics["history"]:
         record.pop("seconds")
     return metrics
