@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
-import torch
+
+# large CPU tensors on transparent huge pages: a training step allocates its activations
+# afresh (tens of MB each), and 4 KB page faults cost as much as the arithmetic on them
+# (torch reads this at its first large allocation; a user's own setting wins)
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+import torch  # noqa: E402
 
 from graphsvc.checkpoints import write_metrics
 from graphsvc.datasets import NodeGraph, load_node_graph
@@ -55,6 +61,12 @@ def training_device(requested: str | None = None) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device '{name}' asked for, but torch finds no CUDA device — use --device cpu")
     return torch.device(name)
+
+
+def adam(model: torch.nn.Module, learning_rate: float) -> torch.optim.Adam:
+    """Adam with its fused kernel: one pass per parameter, where the per-tensor loop of
+    small parallel ops stalled for tens of milliseconds a step on a busy 2-core machine."""
+    return torch.optim.Adam(model.parameters(), lr=learning_rate, fused=True)
 
 
 @dataclass
@@ -260,7 +272,7 @@ def train_on(
 
     device = training_device(config.device)
     model = GraphSAGE(data.features.shape[1], config.hidden, num_classes, config.num_layers, config.dropout).to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    optimiser = adam(model, config.learning_rate)
     sampler = NeighbourSampler(graph, config.fanouts, seed=config.seed)
     x = torch.from_numpy(np.ascontiguousarray(data.features, np.float32)).to(device)
     y = torch.from_numpy(data.labels).to(device)
@@ -354,3 +366,56 @@ def train_graphsage_ogb(
     if data.splits is None and config.split_attribute:
         raise ConfigError("--split-attribute applies to the store; an OGB directory brings its split in split/")
     return train_on(data, out, config, on_epoch, on_batch, {"ogb_root": str(root), "ogb_split": split})
+
+
+def step_flops(layer_rows: Sequence[Sequence[int]], dims: Sequence[int]) -> dict:
+    """Dense arithmetic of one training step from per-layer [rows computed, input rows,
+    edges]: each layer is two [rows, d_in] × [d_in, d_out] products forward (lin_l on
+    the neighbour mean, lin_r on the node itself) and the same again for the weight
+    gradients, and again for the input gradient except in the first layer (the features
+    need none). `x3` is the usual forward × 3 rule, an upper bound."""
+    forward = sparse = 0
+    for (rows, _, edges), d_in, d_out in zip(layer_rows, dims[:-1], dims[1:]):
+        forward += 2 * 2 * rows * d_in * d_out
+        sparse += 2 * edges * d_in
+    first = 2 * 2 * layer_rows[0][0] * dims[0] * dims[1] if layer_rows else 0
+    return {"forward": forward, "train": 3 * forward - first, "x3": 3 * forward, "sparse_forward": sparse}
+
+
+def train_throughput(graph: CSRGraph, features: np.ndarray, labels: np.ndarray, train_nodes: np.ndarray,
+                     fanouts: Sequence[int] = (15, 10, 5), batch_size: int = 1024, steps: int = 10,
+                     device: str | None = None, hidden: int = 256, seed: int = 0, prefetch: bool = True,
+                     profile: bool = True) -> dict:
+    """Training nodes/s of the `jobs train-graphsage` step on a graph in memory, after one
+    warm-up step: the per-phase split of a step (with `profile`, the device is synchronised
+    between phases), the sampler's share, and the dense arithmetic per step (GFLOP, to set
+    against the machine's matrix-multiply rate). Needs only torch, numpy and pyarrow."""
+    device = training_device(device)
+    torch.manual_seed(seed)
+    num_classes = int(labels.max()) + 1
+    dims = [features.shape[1]] + [hidden] * (len(fanouts) - 1) + [num_classes]
+    model = GraphSAGE(features.shape[1], hidden, num_classes, len(fanouts)).to(device)
+    optimiser = adam(model, 0.005)
+    sampler = NeighbourSampler(graph, fanouts, seed=seed)
+    x = torch.from_numpy(np.ascontiguousarray(features, np.float32)).to(device)
+    y = torch.from_numpy(np.asarray(labels, np.int64)).to(device)
+    order = np.random.default_rng(seed).permutation(np.asarray(train_nodes))
+    needed = batch_size * (steps + 1)
+    if len(order) < needed:  # the same nodes again in a new order: a later epoch
+        order = np.concatenate([order] + [np.random.default_rng(seed + k).permutation(order)
+                                          for k in range(1, -(-needed // len(order)))])
+    train_epoch(model, optimiser, sampler, x, y, order[:batch_size], batch_size, 0, StepTiming(), prefetch=prefetch)
+    timing = StepTiming()
+    train_epoch(model, optimiser, sampler, x, y, order[batch_size:needed], batch_size, 1, timing,
+                profile=profile, prefetch=prefetch)
+    layers = [[round(v / timing.steps) for v in counts] for counts in timing.layer_rows]
+    flops = step_flops(layers, dims)
+    return {
+        "device": str(device),
+        "batch_size": batch_size,
+        "fanouts": list(fanouts),
+        "layers": [{"rows": r, "inputs": i, "edges": e} for r, i, e in layers],
+        "gflop_per_step": round(flops["train"] / 1e9, 2),
+        "gflop_per_step_x3": round(flops["x3"] / 1e9, 2),
+        **timing.summary(),
+    }
