@@ -399,11 +399,13 @@ def train_throughput(graph: CSRGraph, features: np.ndarray, labels: np.ndarray, 
     sampler = NeighbourSampler(graph, fanouts, seed=seed)
     x = torch.from_numpy(np.ascontiguousarray(features, np.float32)).to(device)
     y = torch.from_numpy(np.asarray(labels, np.int64)).to(device)
-    order = np.random.default_rng(seed).permutation(np.asarray(train_nodes))
+    train_nodes = np.asarray(train_nodes)
+    batch_size = min(batch_size, len(train_nodes))
     needed = batch_size * (steps + 1)
-    if len(order) < needed:  # the same nodes again in a new order: a later epoch
-        order = np.concatenate([order] + [np.random.default_rng(seed + k).permutation(order)
-                                          for k in range(1, -(-needed // len(order)))])
+    # full batches of one permutation after another (later epochs) until there are enough
+    whole = len(train_nodes) // batch_size * batch_size
+    order = np.concatenate([np.random.default_rng(seed + k).permutation(train_nodes)[:whole]
+                            for k in range(-(-needed // whole))])
     train_epoch(model, optimiser, sampler, x, y, order[:batch_size], batch_size, 0, StepTiming(), prefetch=prefetch)
     timing = StepTiming()
     train_epoch(model, optimiser, sampler, x, y, order[batch_size:needed], batch_size, 1, timing,
@@ -415,7 +417,7 @@ def train_throughput(graph: CSRGraph, features: np.ndarray, labels: np.ndarray, 
         "batch_size": batch_size,
         "fanouts": list(fanouts),
         "layers": [{"rows": r, "inputs": i, "edges": e} for r, i, e in layers],
-        "gflop_per_step": round(flops["train"] / 1e9, 2),
-        "gflop_per_step_x3": round(flops["x3"] / 1e9, 2),
+        "flop_per_step": flops["train"],
+        "flop_per_step_x3": flops["x3"],
         **timing.summary(),
     }
