@@ -11,7 +11,9 @@ the workshop's format (`{"epoch", "best_acc", "state_dict"}`), metrics as JSON b
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -112,31 +114,44 @@ class _Prepared:
     seconds: float
 
 
+def sampler_threads(device: torch.device) -> int:
+    """Batches sampled at once, ahead of the step. On the CPU one: the step's products
+    use every core, and a sampler beside them only fills the gaps. On a GPU the CPU is
+    free, and sampling is what the step waits on."""
+    if device.type == "cpu":
+        return 1
+    return max(1, min(8, len(os.sched_getaffinity(0)) // 2))
+
+
 def _prepared_batches(sampler: NeighbourSampler, batches: list[np.ndarray], first_number: int, pin: bool,
-                      prefetch: bool = True) -> Iterator[_Prepared]:
-    """Sampled subgraphs as the model takes them, one batch ahead in a background thread:
-    numpy and torch's sparse constructors release the GIL, so sampling the next batch
-    overlaps the current step. Batch k is sampled with batch number first_number + k
-    whatever the thread does, so results do not depend on the overlap."""
+                      threads: int = 1) -> Iterator[_Prepared]:
+    """Sampled subgraphs as the model takes them, `threads` batches ahead in background
+    threads (0: none, sampled in turn): numpy and torch's sparse constructors release the
+    GIL, so sampling overlaps the step. Batch k is sampled with batch number
+    first_number + k whichever thread takes it, so results do not depend on the overlap."""
+    local = threading.local()
 
     def prepare(number: int) -> _Prepared:
         started = time.perf_counter()
+        if not hasattr(local, "sampler"):  # a sampler's scratch arrays serve one thread
+            local.sampler = NeighbourSampler(sampler.graph, sampler.fanouts, sampler.seed) if threads > 1 else sampler
         targets = batches[number]
-        sub = sampler.sample(targets, batch_number=first_number + number)
+        sub = local.sampler.sample(targets, batch_number=first_number + number)
         nodes = torch.from_numpy(sub.nodes)
         adjacencies = mean_adjacencies(sub)
         if pin:
             nodes, adjacencies = nodes.pin_memory(), [a.pin_memory() for a in adjacencies]
         return _Prepared(targets, nodes, adjacencies, time.perf_counter() - started)
 
-    if not prefetch:
+    if threads < 1:
         yield from (prepare(number) for number in range(len(batches)))
         return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sampler") as pool:
-        pending = pool.submit(prepare, 0) if batches else None
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sampler") as pool:
+        pending = deque(pool.submit(prepare, number) for number in range(min(threads, len(batches))))
         for number in range(len(batches)):
-            current = pending.result()
-            pending = pool.submit(prepare, number + 1) if number + 1 < len(batches) else None
+            current = pending.popleft().result()
+            if number + threads < len(batches):
+                pending.append(pool.submit(prepare, number + threads))
             yield current
 
 
@@ -148,7 +163,7 @@ def _sync(device: torch.device) -> None:
 def train_epoch(model: GraphSAGE, optimiser: torch.optim.Optimizer, sampler: NeighbourSampler, x: torch.Tensor,
                 y: torch.Tensor, order: np.ndarray, batch_size: int, first_number: int, timing: StepTiming,
                 on_batch: Callable[[int], None] | None = None, profile: bool = False,
-                prefetch: bool = True) -> tuple[float, int, int]:
+                threads: int | None = None) -> tuple[float, int, int]:
     """One pass over `order` in batches: (summed loss, correct predictions, nodes seen).
     `x` and `y` live on the model's device; `profile` synchronises the device between
     phases so `timing` splits a step truly (slightly slower)."""
@@ -157,7 +172,8 @@ def train_epoch(model: GraphSAGE, optimiser: torch.optim.Optimizer, sampler: Nei
     batches = list(_batches(order, batch_size))
     losses, corrects, seen = [], [], 0
     started = clock = time.perf_counter()
-    for prepared in _prepared_batches(sampler, batches, first_number, pin=device.type == "cuda", prefetch=prefetch):
+    threads = sampler_threads(device) if threads is None else threads
+    for prepared in _prepared_batches(sampler, batches, first_number, pin=device.type == "cuda", threads=threads):
         now = time.perf_counter()
         timing.wait += now - clock
         timing.sample += prepared.seconds
@@ -220,7 +236,8 @@ def predict(model: GraphSAGE, graph: CSRGraph, features: np.ndarray | torch.Tens
     x = torch.from_numpy(features) if isinstance(features, np.ndarray) else features
     device = x.device
     predictions = []
-    for prepared in _prepared_batches(sampler, list(_batches(nodes, batch_size)), 0, pin=device.type == "cuda"):
+    for prepared in _prepared_batches(sampler, list(_batches(nodes, batch_size)), 0, pin=device.type == "cuda",
+                                      threads=sampler_threads(device)):
         adjacencies = [a.to(device, non_blocking=True) for a in prepared.adjacencies] if device.type != "cpu" \
             else prepared.adjacencies
         _, logits = model.forward_blocks(x.index_select(0, prepared.nodes.to(device, non_blocking=True)), adjacencies)
@@ -384,7 +401,7 @@ def step_flops(layer_rows: Sequence[Sequence[int]], dims: Sequence[int]) -> dict
 
 def train_throughput(graph: CSRGraph, features: np.ndarray, labels: np.ndarray, train_nodes: np.ndarray,
                      fanouts: Sequence[int] = (15, 10, 5), batch_size: int = 1024, steps: int = 10,
-                     device: str | None = None, hidden: int = 256, seed: int = 0, prefetch: bool = True,
+                     device: str | None = None, hidden: int = 256, seed: int = 0, threads: int | None = None,
                      profile: bool = True) -> dict:
     """Training nodes/s of the `jobs train-graphsage` step on a graph in memory, after one
     warm-up step: the per-phase split of a step (with `profile`, the device is synchronised
@@ -406,14 +423,15 @@ def train_throughput(graph: CSRGraph, features: np.ndarray, labels: np.ndarray, 
     whole = len(train_nodes) // batch_size * batch_size
     order = np.concatenate([np.random.default_rng(seed + k).permutation(train_nodes)[:whole]
                             for k in range(-(-needed // whole))])
-    train_epoch(model, optimiser, sampler, x, y, order[:batch_size], batch_size, 0, StepTiming(), prefetch=prefetch)
+    train_epoch(model, optimiser, sampler, x, y, order[:batch_size], batch_size, 0, StepTiming(), threads=threads)
     timing = StepTiming()
     train_epoch(model, optimiser, sampler, x, y, order[batch_size:needed], batch_size, 1, timing,
-                profile=profile, prefetch=prefetch)
+                profile=profile, threads=threads)
     layers = [[round(v / timing.steps) for v in counts] for counts in timing.layer_rows]
     flops = step_flops(layers, dims)
     return {
         "device": str(device),
+        "sampler_threads": sampler_threads(device) if threads is None else threads,
         "batch_size": batch_size,
         "fanouts": list(fanouts),
         "layers": [{"rows": r, "inputs": i, "edges": e} for r, i, e in layers],

@@ -270,3 +270,18 @@ def test_layerwise_inference_on_cuda_equals_the_cpus():
     for a, b in zip(cpu, gpu):
         np.testing.assert_allclose(a, b, atol=1e-4)
     assert next(model.parameters()).device.type == "cpu"
+
+
+def test_batches_sampled_in_several_threads_are_those_sampled_in_turn():
+    from graphsvc.graph import CSRGraph, NeighbourSampler
+    from jobs.train import _prepared_batches
+
+    rng = np.random.default_rng(3)
+    graph = CSRGraph.from_edges(rng.integers(0, 800, 8000), rng.integers(0, 800, 8000), 800)
+    batches = [np.arange(k, 800, 9)[:40] for k in range(7)]
+    runs = [list(_prepared_batches(NeighbourSampler(graph, [5, 3], seed=2), batches, 10, pin=False, threads=t))
+            for t in (0, 1, 3)]
+    for prepared in zip(*runs):
+        assert all(torch.equal(p.nodes, prepared[0].nodes) for p in prepared)
+        for layers in zip(*(p.adjacencies for p in prepared)):
+            assert all(torch.equal(a.matrix.col_indices(), layers[0].matrix.col_indices()) for a in layers)
