@@ -285,3 +285,25 @@ def test_batches_sampled_in_several_threads_are_those_sampled_in_turn():
         assert all(torch.equal(p.nodes, prepared[0].nodes) for p in prepared)
         for layers in zip(*(p.adjacencies for p in prepared)):
             assert all(torch.equal(a.matrix.col_indices(), layers[0].matrix.col_indices()) for a in layers)
+
+
+def test_loaded_graph_is_float32_features_and_an_int32_csr(store_path):
+    from graphsvc.datasets import load_node_graph
+
+    with open_store(str(store_path)) as store:
+        data = load_node_graph(store, "products", "bought_together", batch_size=64)  # several chunks
+        stored = store.get_documents("products", [data.keys[i].as_py() for i in (0, 150, 399)])
+    assert data.features.dtype == np.float32 and data.features.shape == (SPEC.num_products, 100)
+    np.testing.assert_array_equal(data.features[[0, 150, 399]], np.array([d["features"] for d in stored], np.float32))
+    assert data.graph.indptr.dtype == data.graph.indices.dtype == np.int32
+
+
+def test_features_of_different_lengths_are_named(tmp_path):
+    from graphsvc.datasets import load_node_graph
+
+    path = restored_store(tmp_path, SPEC)
+    with open_store(str(path)) as store:
+        document = store.get_documents("products", [product_key(5)])[0]
+        store.upsert_documents("products", [{**document, "features": document["features"][:7]}])
+        with pytest.raises(StoreError, match="'features' arrays differ in length \\(7, 100\\)"):
+            load_node_graph(store, "products", "bought_together")
