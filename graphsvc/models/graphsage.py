@@ -138,20 +138,30 @@ class _SAGEBlock(torch.autograd.Function):
         return grad_x, grad_w_l, grad_bias, grad_w_r, None, None
 
 
-class _MaskedRelu(torch.autograd.Function):
-    """relu then multiply by `mask` (dropout's keep/scale), in place on x, one saved mask
-    with the relu folded in: a backward of one product instead of two. On CPU the
-    elementwise work is numpy's, on the tensors' own memory (it ran 2–4× faster than
-    torch's CPU kernels on these sizes here)."""
+class _ReluDropout(torch.autograd.Function):
+    """relu then dropout, in place on x, saving one mask (0 or 1/(1-p), zero where relu
+    cut): a backward of one product instead of two. On CPU the mask is drawn by numpy
+    from a seed torch's generator gives (torch.manual_seed still decides it), 16 random
+    bits per element (p rounded to a multiple of 1/65536), and the elementwise work is
+    numpy's on the tensors' own memory: torch's CPU bernoulli_ draws a double per element
+    and alone took a quarter of a training step here."""
 
     @staticmethod
-    def forward(ctx, x, mask):
+    def forward(ctx, x, p: float):
+        scale = 1.0 / (1.0 - p)
         if x.device.type == "cpu":
-            values, factors = x.detach().numpy(), mask.numpy()
-            factors[values <= 0] = 0.0
+            import numpy as np
+
+            values = x.detach().numpy()
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
+            bits = np.frombuffer(rng.bytes(2 * values.size), np.uint16).reshape(values.shape)
+            keep = (bits >= round(p * 65536)) & (values > 0)
+            factors = keep.astype(np.float32)
+            factors *= np.float32(scale)
             values *= factors
+            mask = torch.from_numpy(factors)
         else:
-            mask.masked_fill_(x <= 0, 0.0)
+            mask = torch.empty_like(x).bernoulli_(1.0 - p).mul_(scale).masked_fill_(x <= 0, 0.0)
             x.mul_(mask)
         ctx.save_for_backward(mask)
         ctx.mark_dirty(x)
@@ -208,24 +218,10 @@ class GraphSAGE(nn.Module):
                 if i == num_layers - 2:
                     embedding = torch.relu(x[: adjacencies[-1].num_rows])
                 if self.training and self.dropout > 0:
-                    x = _MaskedRelu.apply(x, _dropout_mask(x, self.dropout))
+                    x = _ReluDropout.apply(x, self.dropout)
                 else:
                     x = torch.relu(x)
         return embedding[: adjacencies[-1].num_rows], x
-
-
-def _dropout_mask(x: Tensor, p: float) -> Tensor:
-    """Dropout's mask (0 or 1/(1-p)) for x. On CPU drawn by numpy from a seed torch's
-    generator gives (torch.manual_seed still decides it): torch's CPU bernoulli_ draws a
-    double per element and took a quarter of a training step; here 16 random bits per
-    element (p rounded to a multiple of 1/65536)."""
-    if x.device.type != "cpu":
-        return torch.empty_like(x).bernoulli_(1.0 - p).div_(1.0 - p)
-    import numpy as np
-
-    rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
-    bits = np.frombuffer(rng.bytes(2 * x.numel()), np.uint16).reshape(x.shape)
-    return torch.from_numpy(np.where(bits >= round(p * 65536), np.float32(1.0 / (1.0 - p)), np.float32(0.0)))
 
 
 class SAGELayerStep(nn.Module):

@@ -145,7 +145,7 @@ def test_first_layer_without_a_transpose_refuses_a_gradient_for_its_input():
 
 
 def test_training_dropout_follows_the_torch_seed_and_drops_its_share():
-    from graphsvc.models.graphsage import _dropout_mask, mean_adjacencies
+    from graphsvc.models.graphsage import _ReluDropout, mean_adjacencies
 
     sub = _sampled(2)
     model = GraphSAGE(8, 16, 5, dropout=0.5).train()
@@ -157,7 +157,8 @@ def test_training_dropout_follows_the_torch_seed_and_drops_its_share():
         runs.append(model.forward_blocks(x, adjacencies)[1])
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
     torch.manual_seed(0)
-    mask = _dropout_mask(torch.zeros(400, 500), 0.3)
-    values = torch.unique(mask).tolist()
-    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / 0.7)
-    assert abs(float((mask == 0).float().mean()) - 0.3) < 0.01
+    x = torch.rand(400, 500) - 0.25  # a quarter cut by the relu
+    out = _ReluDropout.apply(x.clone(), 0.3)
+    ratio = out[x > 0] / x[x > 0]
+    assert bool(((ratio == 0) | ((ratio - 1 / 0.7).abs() < 1e-5)).all())
+    assert abs(float((out[x > 0] == 0).float().mean()) - 0.3) < 0.01 and bool((out[x <= 0] == 0).all())
