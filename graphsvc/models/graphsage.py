@@ -141,8 +141,8 @@ class _SAGEBlock(torch.autograd.Function):
 class _ReluDropout(torch.autograd.Function):
     """relu then dropout, in place on x, saving one mask (0 or 1/(1-p), zero where relu
     cut): a backward of one product instead of two. On CPU the mask is drawn by numpy
-    from a seed torch's generator gives (torch.manual_seed still decides it), 16 random
-    bits per element (p rounded to a multiple of 1/65536), and the elementwise work is
+    from a seed torch's generator gives (torch.manual_seed still decides it), 8 or 16
+    random bits per element (p rounded to a multiple of 1/65536), and the elementwise work is
     numpy's on the tensors' own memory: torch's CPU bernoulli_ draws a double per element
     and alone took a quarter of a training step here."""
 
@@ -154,8 +154,11 @@ class _ReluDropout(torch.autograd.Function):
 
             values = x.detach().numpy()
             rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
-            bits = np.frombuffer(rng.bytes(2 * values.size), np.uint16).reshape(values.shape)
-            keep = (bits >= round(p * 65536)) & (values > 0)
+            # a byte per element where that draws p exactly (p = 0.5, the default), else two
+            kind = np.uint8 if float(p * 256).is_integer() else np.uint16
+            levels = 1 << (8 * np.dtype(kind).itemsize)
+            bits = np.frombuffer(rng.bytes(values.size * np.dtype(kind).itemsize), kind)
+            keep = (bits.reshape(values.shape) >= round(p * levels)) & (values > 0)
             factors = keep.astype(np.float32)
             factors *= np.float32(scale)
             values *= factors

@@ -162,3 +162,13 @@ def test_training_dropout_follows_the_torch_seed_and_drops_its_share():
     ratio = out[x > 0] / x[x > 0]
     assert bool(((ratio == 0) | ((ratio - 1 / 0.7).abs() < 1e-5)).all())
     assert abs(float((out[x > 0] == 0).float().mean()) - 0.3) < 0.01 and bool((out[x <= 0] == 0).all())
+
+
+def test_training_dropout_at_the_default_rate_drops_half():
+    from graphsvc.models.graphsage import _ReluDropout
+
+    torch.manual_seed(1)
+    x = torch.rand(300, 400) + 0.1
+    out = _ReluDropout.apply(x.clone(), 0.5)
+    assert abs(float((out == 0).float().mean()) - 0.5) < 0.01
+    assert torch.allclose(out[out != 0], 2 * x[out != 0])
