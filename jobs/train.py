@@ -124,7 +124,7 @@ def sampler_threads(device: torch.device) -> int:
 
 
 def _prepared_batches(sampler: NeighbourSampler, batches: list[np.ndarray], first_number: int, pin: bool,
-                      threads: int = 1) -> Iterator[_Prepared]:
+                      threads: int = 1, training: bool = True) -> Iterator[_Prepared]:
     """Sampled subgraphs as the model takes them, `threads` batches ahead in background
     threads (0: none, sampled in turn): numpy and torch's sparse constructors release the
     GIL, so sampling overlaps the step. Batch k is sampled with batch number
@@ -138,7 +138,7 @@ def _prepared_batches(sampler: NeighbourSampler, batches: list[np.ndarray], firs
         targets = batches[number]
         sub = local.sampler.sample(targets, batch_number=first_number + number)
         nodes = torch.from_numpy(sub.nodes)
-        adjacencies = mean_adjacencies(sub)
+        adjacencies = mean_adjacencies(sub, training)
         if pin:
             nodes, adjacencies = nodes.pin_memory(), [a.pin_memory() for a in adjacencies]
         return _Prepared(targets, nodes, adjacencies, time.perf_counter() - started)
@@ -207,12 +207,11 @@ def train_epoch(model: GraphSAGE, optimiser: torch.optim.Optimizer, sampler: Nei
         seen += len(prepared.targets)
         timing.steps += 1
         timing.nodes += len(prepared.targets)
-        if profile:
-            for layer, a in enumerate(prepared.adjacencies):
-                counts = [a.num_rows, a.matrix.shape[1], a.matrix.values().numel()]
-                if len(timing.layer_rows) <= layer:
-                    timing.layer_rows.append([0, 0, 0])
-                timing.layer_rows[layer] = [t + c for t, c in zip(timing.layer_rows[layer], counts)]
+        for layer, a in enumerate(prepared.adjacencies):
+            counts = [a.num_rows, a.matrix.shape[1], a.matrix.values().numel()]
+            if len(timing.layer_rows) <= layer:
+                timing.layer_rows.append([0, 0, 0])
+            timing.layer_rows[layer] = [t + c for t, c in zip(timing.layer_rows[layer], counts)]
         if on_batch:
             on_batch(len(prepared.targets))
     total_loss = float(torch.stack(losses).sum()) if losses else 0.0
@@ -237,7 +236,7 @@ def predict(model: GraphSAGE, graph: CSRGraph, features: np.ndarray | torch.Tens
     device = x.device
     predictions = []
     for prepared in _prepared_batches(sampler, list(_batches(nodes, batch_size)), 0, pin=device.type == "cuda",
-                                      threads=sampler_threads(device)):
+                                      threads=sampler_threads(device), training=False):
         adjacencies = [a.to(device, non_blocking=True) for a in prepared.adjacencies] if device.type != "cpu" \
             else prepared.adjacencies
         _, logits = model.forward_blocks(x.index_select(0, prepared.nodes.to(device, non_blocking=True)), adjacencies)

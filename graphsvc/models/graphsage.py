@@ -176,10 +176,11 @@ class _ReluDropout(torch.autograd.Function):
         return grad * mask, None
 
 
-def mean_adjacencies(subgraph) -> list[MeanAdjacency]:
+def mean_adjacencies(subgraph, training: bool = True) -> list[MeanAdjacency]:
     """One MeanAdjacency per layer for a sampled subgraph (`graphsvc.graph.SampledSubgraph`);
-    every layer but the first gets its transpose, for the gradient of its input."""
-    return [MeanAdjacency(*subgraph.adjacency(layer), transpose=layer > 0) for layer in range(len(subgraph.sizes))]
+    for training, every layer but the first gets its transpose, for its input's gradient."""
+    return [MeanAdjacency(*subgraph.adjacency(layer), transpose=training and layer > 0)
+            for layer in range(len(subgraph.sizes))]
 
 
 class GraphSAGE(nn.Module):
