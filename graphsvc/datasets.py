@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from graphsvc.errors import StoreError
 from graphsvc.graph import CSRGraph, EdgeIndexing, edges_to_positions
@@ -54,14 +55,9 @@ def load_node_graph(
     )
     if table.num_rows == 0:
         raise StoreError(f"collection '{nodes}' has no documents")
-    column = table.column(features).combine_chunks()
-    if column.null_count:
-        first = table.column("_key").filter(column.is_null()).to_pylist()[:3]
-        raise StoreError(f"{nodes}: {column.null_count} documents lack '{features}' (e.g. {', '.join(first)})")
-    lengths = np.unique(column.value_lengths().to_numpy())
-    if len(lengths) != 1:
-        raise StoreError(f"{nodes}: '{features}' arrays differ in length ({', '.join(map(str, lengths[:5]))})")
-    matrix = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(table.num_rows, -1)
+    matrix = _feature_matrix(table, features, nodes)
+    # the pulled copy goes before the edges come in: at 2.45M products it is another 1 GB
+    table = table.drop_columns([features])
     labels = None
     if label:
         labels = table.column(label).to_numpy(zero_copy_only=False)
@@ -76,11 +72,28 @@ def load_node_graph(
     return NodeGraph(keys, matrix, labels, graph, indexed.dangling, splits, source=f"store:{nodes}/{edges}")
 
 
+def _feature_matrix(table: pa.Table, features: str, nodes: str) -> np.ndarray:
+    """The [N, F] float32 matrix of a list<float32> column, written chunk by chunk into
+    one array (no combined copy of the column, no float64 on the way)."""
+    column = table.column(features)
+    if column.null_count:
+        first = table.column("_key").filter(column.is_null()).to_pylist()[:3]
+        raise StoreError(f"{nodes}: {column.null_count} documents lack '{features}' (e.g. {', '.join(first)})")
+    lengths = np.unique(pc.list_value_length(column).to_numpy())
+    if len(lengths) != 1:
+        raise StoreError(f"{nodes}: '{features}' arrays differ in length ({', '.join(map(str, lengths[:5]))})")
+    matrix = np.empty((table.num_rows, int(lengths[0]) if len(lengths) else 0), np.float32)
+    row = 0
+    for chunk in column.chunks:
+        values = chunk.flatten().to_numpy(zero_copy_only=False)
+        matrix[row : row + len(chunk)] = values.reshape(len(chunk), matrix.shape[1])
+        row += len(chunk)
+    return matrix
+
+
 def load_texts(store: GraphStore, collection: str, text: str, fallback: str) -> tuple[pa.Array, list[str], int]:
     """Keys and texts (`text`, else `fallback`) of the documents that have one, and the
     count of those without."""
-    import pyarrow.compute as pc
-
     table = pa.Table.from_batches(
         list(store.pull(collection, {text: pa.string(), fallback: pa.string()})),
         schema=pa.schema([("_key", pa.string()), (text, pa.string()), (fallback, pa.string())]),

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 class EdgeIndexing:
     """Edges turned into node positions, and what could not be."""
 
-    source: np.ndarray  # int64 positions
+    source: np.ndarray  # positions, int32 when they fit (`index_dtype`)
     target: np.ndarray
     dangling: int  # edges whose _from or _to is not a node of the collection
 
@@ -38,6 +38,7 @@ def edges_to_positions(
     # an id of another collection is simply not among them
     ids_of_keys = pc.binary_join_element_wise(collection + "/", key_array.cast(pa.string()), "")
     sources, targets, dangling = [], [], 0
+    position_type = index_dtype(len(key_array))
 
     def lookup(group: list[pa.RecordBatch]) -> None:
         nonlocal dangling
@@ -46,7 +47,7 @@ def edges_to_positions(
         valid = pc.and_(pc.is_valid(positions[0]), pc.is_valid(positions[1]))
         dangling += table.num_rows - (pc.sum(valid).as_py() or 0)
         for out, position in zip((sources, targets), positions):
-            out.append(pc.filter(position, valid).to_numpy().astype(np.int64))
+            out.append(pc.filter(position, valid).to_numpy().astype(position_type))
 
     group, rows = [], 0
     for batch in edge_batches:
@@ -58,15 +59,23 @@ def edges_to_positions(
     if group:
         lookup(group)
     if not sources:
-        empty = np.zeros(0, np.int64)
+        empty = np.zeros(0, position_type)
         return EdgeIndexing(empty, empty, 0)
     return EdgeIndexing(np.concatenate(sources), np.concatenate(targets), dangling)
+
+
+def index_dtype(*extents: int) -> type:
+    """int32 when every position up to the largest extent fits in it, else int64: at
+    ogbn-products size (2.45M nodes, 124M adjacency entries) int32 halves the CSR."""
+    return np.int32 if max(extents, default=0) < 2**31 else np.int64
 
 
 @dataclass(frozen=True)
 class CSRGraph:
     """Adjacency in compressed sparse rows: the neighbours of node i are
-    `indices[indptr[i]:indptr[i+1]]`, sorted."""
+    `indices[indptr[i]:indptr[i+1]]`, sorted. Both arrays have one integer type
+    (`index_dtype`): int32 unless the graph is too large for it, and a torch sparse CSR
+    tensor (which wants the two types equal) takes them without a copy."""
 
     indptr: np.ndarray
     indices: np.ndarray
@@ -88,13 +97,14 @@ class CSRGraph:
         return self.indices[self.indptr[node] : self.indptr[node + 1]]
 
     def rows(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The adjacency of `nodes` only, in that order: (indptr, indices)."""
+        """The adjacency of `nodes` only, in that order: (indptr, indices), both int64."""
         nodes = np.asarray(nodes, np.int64)
-        starts, degrees = self.indptr[nodes], self.degree(nodes)
+        starts, degrees = self.indptr[nodes].astype(np.int64), self.degree(nodes)
         indptr = np.zeros(len(nodes) + 1, np.int64)
         np.cumsum(degrees, out=indptr[1:])
         owners = np.repeat(np.arange(len(nodes)), degrees)
-        return indptr, self.indices[starts[owners] + np.arange(indptr[-1]) - indptr[:-1][owners]]
+        slots = starts[owners] + np.arange(indptr[-1]) - indptr[:-1][owners]
+        return indptr, self.indices[slots].astype(np.int64)
 
     @classmethod
     def from_edges(
@@ -103,20 +113,45 @@ class CSRGraph:
         target: np.ndarray,
         num_nodes: int,
         undirected: bool = True,
+        chunk: int = 1 << 22,
     ) -> "CSRGraph":
         """Build from edge lists; self-loops and duplicate edges are dropped. With
-        `undirected`, each edge is usable both ways (co-purchases have no direction)."""
-        source = np.asarray(source, np.int64)
-        target = np.asarray(target, np.int64)
-        if undirected:
-            source, target = np.concatenate([source, target]), np.concatenate([target, source])
-        keep = source != target
-        # one int64 per edge: sorting it orders by row then column and exposes duplicates
-        packed = np.unique(source[keep] * num_nodes + target[keep])
-        rows, columns = np.divmod(packed, num_nodes)
-        indptr = np.zeros(num_nodes + 1, np.int64)
-        np.cumsum(np.bincount(rows, minlength=num_nodes), out=indptr[1:])
-        return cls(indptr, columns.astype(np.int64))
+        `undirected`, each edge is usable both ways (co-purchases have no direction).
+
+        Memory: one int64 key per adjacency entry, sorted in place, is the only full-size
+        temporary (1 GB at ogbn-products' 124M entries); everything else is done `chunk`
+        entries at a time and the result is int32 where it fits."""
+        source, target = np.asarray(source), np.asarray(target)
+        directions = ((source, target), (target, source)) if undirected else ((source, target),)
+        # key = row * num_nodes + column: sorting orders by row then column and exposes
+        # duplicates; a self-loop gets -1 and sorts first, to be cut off
+        keys = np.empty(len(source) * len(directions), np.int64)
+        for part, (rows, columns) in enumerate(directions):
+            for start in range(0, len(source), chunk):
+                r = rows[start : start + chunk].astype(np.int64)
+                c = columns[start : start + chunk].astype(np.int64)
+                out = keys[part * len(source) + start :][: len(r)]
+                np.multiply(r, num_nodes, out=out)
+                out += c
+                out[r == c] = -1
+        keys.sort()
+        first = int(np.searchsorted(keys, 0))
+        dtype = index_dtype(num_nodes, len(keys))
+        indices = np.empty(len(keys) - first, dtype)
+        counts = np.zeros(num_nodes, np.int64)
+        kept = 0
+        for start in range(first, len(keys), chunk):
+            block = keys[start : start + chunk]
+            distinct = block[np.concatenate(([start == first or keys[start - 1] != block[0]], block[1:] != block[:-1]))]
+            rows, columns = np.divmod(distinct, num_nodes)
+            indices[kept : kept + len(columns)] = columns
+            kept += len(columns)
+            counts += np.bincount(rows, minlength=num_nodes)
+        del keys
+        indptr = np.zeros(num_nodes + 1, dtype)
+        np.cumsum(counts, out=indptr[1:])
+        # a copy only when duplicates were dropped (resize in place would refuse a view)
+        return cls(indptr, indices[:kept].copy() if kept < len(indices) else indices)
 
 
 @dataclass(frozen=True)
@@ -125,9 +160,10 @@ class SampledSubgraph:
 
     `nodes` holds global node ids ordered by hop: the targets first, then the nodes first
     reached at hop 1, hop 2, … `edge_index[0]` are message sources (neighbours) and
-    `edge_index[1]` their destinations, both as positions in `nodes`. `sizes[i]` is the
-    number of leading nodes whose representation layer i must compute: layer i of L only
-    needs the nodes within L-1-i hops of a target.
+    `edge_index[1]` their destinations, both as positions in `nodes`; destinations never
+    decrease along the edges. `sizes[i]` is the number of leading nodes whose
+    representation layer i must compute: layer i of L only needs the nodes within L-1-i
+    hops of a target.
     """
 
     nodes: np.ndarray
@@ -135,39 +171,68 @@ class SampledSubgraph:
     sizes: np.ndarray
     num_targets: int
 
+    def adjacency(self, layer: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Layer `layer`'s messages as CSR rows, one per node it computes: (indptr,
+        source positions, number of input rows). Destinations are sorted, so a layer's
+        edges are a prefix of `edge_index` and its rows are counted, not sorted."""
+        rows = int(self.sizes[layer])
+        inputs = int(self.sizes[layer - 1]) if layer > 0 else len(self.nodes)
+        destinations = self.edge_index[1]
+        end = int(np.searchsorted(destinations, rows))
+        dtype = index_dtype(inputs, end)
+        indptr = np.zeros(rows + 1, dtype)
+        np.cumsum(np.bincount(destinations[:end], minlength=rows), out=indptr[1:])
+        return indptr, self.edge_index[0, :end].astype(dtype), inputs
+
 
 class NeighbourSampler:
     """Samples up to `fanouts[h]` distinct neighbours per node at hop h (-1: all of them).
 
     Seeded per batch, so the same batch always gets the same computation graph whatever
-    order or concurrency the batches run in.
+    order the batches run in. One sampler samples one batch at a time (it keeps scratch
+    arrays the size of the graph); give each thread its own.
     """
 
     def __init__(self, graph: CSRGraph, fanouts: Sequence[int], seed: int = 0):
         self.graph = graph
         self.fanouts = list(fanouts)
         self.seed = seed
-        self._local = np.full(graph.num_nodes, -1, np.int64)
+        position = index_dtype(graph.num_nodes)
+        self._local = np.full(graph.num_nodes, -1, position)
+        self._reached = np.zeros(graph.num_nodes, bool)
+
+    def _distinct_new(self, picked: np.ndarray) -> np.ndarray:
+        """The picked nodes not yet in the subgraph, once each, ascending (as np.unique
+        would give them). Many picks are marked in a graph-sized boolean map and read back
+        in one pass, which is linear where np.unique sorts; few picks are just sorted."""
+        candidates = picked[self._local[picked] < 0]
+        if len(candidates) * 16 < len(self._reached):
+            return np.unique(candidates)
+        self._reached[candidates] = True
+        new = np.flatnonzero(self._reached).astype(self._local.dtype)
+        self._reached[new] = False
+        return new
 
     def sample(self, targets: np.ndarray, batch_number: int = 0) -> SampledSubgraph:
         rng = np.random.default_rng([self.seed, batch_number])
-        targets = np.asarray(targets, np.int64)
+        targets = np.asarray(targets, self._local.dtype)
         local = self._local
         if np.unique(targets).size != targets.size:
             raise ValueError("targets must be distinct")
         node_chunks, counts = [targets], [targets.size]
         try:
             local[targets] = np.arange(targets.size)
-            frontier, total = targets, targets.size
+            frontier, first, total = targets, 0, targets.size
             edge_sources, edge_targets = [], []
             for fanout in self.fanouts:
                 owners, picked = sample_neighbours(self.graph, frontier, fanout, rng)
-                new = np.unique(picked[local[picked] < 0])
-                local[new] = total + np.arange(new.size)
-                total += new.size
-                edge_sources.append(local[picked])
-                edge_targets.append(local[frontier[owners]])
+                new = self._distinct_new(picked)
+                local[new] = np.arange(total, total + new.size)
+                edge_sources.append(local[picked].astype(np.int64))
+                # the frontier holds positions first..first+len-1, in order
+                edge_targets.append(owners + first)
                 node_chunks.append(new)
+                first, total = total, total + new.size
                 counts.append(total)
                 frontier = new
             nodes = np.concatenate(node_chunks)
@@ -179,27 +244,42 @@ class NeighbourSampler:
         hops = len(self.fanouts)
         # layer i computes nodes within hops-1-i hops: counts[hops-1-i]
         sizes = np.array([counts[hops - 1 - i] for i in range(hops)], np.int64)
-        return SampledSubgraph(nodes, edge_index, sizes, targets.size)
+        return SampledSubgraph(nodes.astype(np.int64), edge_index, sizes, targets.size)
 
 
 def sample_neighbours(
     graph: CSRGraph, nodes: np.ndarray, fanout: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each node, up to `fanout` distinct neighbours drawn uniformly (all when
-    fanout < 0 or the degree is smaller). Returns (owner position in `nodes`, neighbour id)."""
-    starts = graph.indptr[nodes]
+    fanout < 0 or the degree is smaller). Returns (owner position in `nodes`, neighbour
+    id), grouped by owner in the order of `nodes`."""
+    starts = graph.indptr[nodes].astype(np.int64)
     degrees = graph.indptr[nodes + 1] - starts
-    total = int(degrees.sum())
-    owners = np.repeat(np.arange(nodes.size), degrees)
-    offsets = np.cumsum(degrees) - degrees
-    slots = starts[owners] + (np.arange(total) - offsets[owners])
-    if fanout < 0 or total == 0 or degrees.max() <= fanout:
-        return owners, graph.indices[slots]
-    # a random key per candidate; the `fanout` smallest keys of each node win
-    order = np.lexsort((rng.random(total), owners))
-    rank = np.arange(total) - offsets[owners[order]]
-    chosen = order[rank < fanout]
-    return owners[chosen], graph.indices[slots[chosen]]
+    take = degrees if fanout < 0 else np.minimum(degrees, fanout)
+    first = np.cumsum(take) - take
+    owners = np.repeat(np.arange(nodes.size), take)
+    # the k-th pick of a node is its k-th neighbour, unless the node has more than fanout
+    slot = np.arange(len(owners)) - first[owners]
+    many = np.flatnonzero(degrees > take)
+    if many.size:
+        slot[(first[many, None] + np.arange(fanout)).ravel()] = _distinct_offsets(degrees[many], fanout, rng).ravel()
+    return owners, graph.indices[starts[owners] + slot]
+
+
+def _distinct_offsets(degrees: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k distinct offsets in [0, degree) per row, each k-subset equally likely: Floyd's
+    algorithm, one vectorised step per pick, so the cost is rows × k², not a sort of every
+    neighbour of every node (what a random key per candidate costs)."""
+    chosen = np.empty((len(degrees), k), np.int64)
+    draws = rng.random((len(degrees), k))
+    for step in range(k):
+        ceiling = degrees - k + step  # pick in [0, ceiling]; ceiling itself if taken already
+        pick = np.minimum((draws[:, step] * (ceiling + 1)).astype(np.int64), ceiling)
+        if step:
+            taken = (chosen[:, :step] == pick[:, None]).any(axis=1)
+            pick = np.where(taken, ceiling, pick)
+        chosen[:, step] = pick
+    return chosen
 
 
 class NeighbourMean:
@@ -222,6 +302,23 @@ class NeighbourMean:
                 size=(graph.num_nodes, graph.num_nodes),
             )
 
+    @property
+    def adjacency(self):
+        """The [N, N] torch sparse CSR matrix of 1/degree weights (to move to a GPU)."""
+        return self._adjacency
+
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():
-            return (self._adjacency @ self._torch.from_numpy(np.ascontiguousarray(rows, np.float32))).numpy()
+            return sparse_times(self._adjacency, self._torch.from_numpy(np.ascontiguousarray(rows, np.float32))).numpy()
+
+
+def sparse_times(matrix, dense):
+    """matrix (sparse CSR) @ dense. On CPU into an uninitialised result with beta=0: the
+    plain product zero-fills a result and copies it once more, which took 3–5× the time of
+    the product itself."""
+    import torch
+
+    if matrix.device.type != "cpu":
+        return matrix @ dense
+    out = torch.empty((matrix.shape[0], dense.shape[1]), dtype=dense.dtype)
+    return torch.addmm(out, matrix, dense, beta=0, out=out)

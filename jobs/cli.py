@@ -239,12 +239,14 @@ def _split_fractions(value: str) -> tuple[float, float]:
 @click.option("--lr", "learning_rate", default=0.005, show_default=True, type=click.FloatRange(0, min_open=True))
 @click.option("--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True))
 @click.option("--seed", default=0, show_default=True, help="Seeds the split, held-out edges, sampling and weights.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, envvar="GRAPHSVC_DEVICE",
+              help="Where the model trains [default: cuda when torch finds a GPU]; sampling stays on the CPU.")
 @json_option
 @click.pass_context
 @run_reporting_errors
 def train_command(ctx, nodes, edges, features, label, ogb_root, ogb_split, split_attribute, split_fractions,
                   holdout_edges, out, epochs, patience, hidden, fanouts, batch_size, learning_rate, dropout, seed,
-                  as_json):
+                  device, as_json):
     """Train GraphSAGE (mean aggregation) with early stopping; the best checkpoint in the
     workshop's format, metrics as JSON beside it (OUT.metrics.json)."""
     from graphsvc.checkpoints import metrics_path
@@ -254,7 +256,7 @@ def train_command(ctx, nodes, edges, features, label, ogb_root, ogb_split, split
     config = TrainingConfig(hidden=hidden, epochs=epochs, patience=patience, fanouts=hops, num_layers=len(hops),
                             batch_size=batch_size, learning_rate=learning_rate, dropout=dropout,
                             split=_split_fractions(split_fractions), split_attribute=split_attribute,
-                            holdout_edges=holdout_edges, seed=seed)
+                            holdout_edges=holdout_edges, seed=seed, device=device)
 
     def report(record):
         mark = "  *" if record["best"] else ""
@@ -275,6 +277,10 @@ def train_command(ctx, nodes, edges, features, label, ogb_root, ogb_split, split
     click.echo(f"saved {out} (epoch {metrics['best_epoch']} of {metrics['epochs_run']}): accuracy "
                + " ".join(f"{k} {v:.3f}" for k, v in accuracy.items() if v is not None)
                + f" in {metrics['seconds']}s; metrics in {metrics_path(out)}")
+    timing = metrics["timing"]
+    click.echo(f"training: {timing['nodes_per_s']:.0f} nodes/s on {metrics['device']}, {timing['step_s']:.3f}s a step; "
+               f"sampling {timing['sample_s']:.3f}s of it ({timing['sample_share']:.0%}, "
+               f"{timing['wait_s']:.3f}s not hidden behind the step)")
 
 
 @cli.command("export-models")

@@ -195,9 +195,11 @@ def _export_layer(repository: Path, step: graphsage.SAGELayerStep, layer: int, b
 def _sampled_example(in_channels: int, layers: int, targets: int) -> dict[str, torch.Tensor]:
     """A request as the embed job sends it: a sampled computation graph of a small random graph."""
     rng = np.random.default_rng(targets)
-    graph = CSRGraph.from_edges(rng.integers(0, 64, 512), rng.integers(0, 64, 512), 64)
+    # large enough that no example reaches every node: the examples' node counts must
+    # differ, or the traced signature would fix x's first dimension
+    graph = CSRGraph.from_edges(rng.integers(0, 1000, 4000), rng.integers(0, 1000, 4000), 1000)
     subgraph = NeighbourSampler(graph, [5] * layers, seed=targets).sample(np.arange(targets))
-    request = graphsage.subgraph_request(rng.normal(size=(64, in_channels)).astype(np.float32), subgraph)
+    request = graphsage.subgraph_request(rng.normal(size=(1000, in_channels)).astype(np.float32), subgraph)
     return {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in request.items()}
 
 

@@ -107,3 +107,48 @@ def test_neighbour_mean_averages_each_nodes_neighbours():
     rows = np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0], [7.0, 7.0]], np.float32)
     mean = NeighbourMean(graph)(rows)
     assert np.allclose(mean, [[4.0, 3.0], [3.0, 2.0], [2.0, 1.0], [0.0, 0.0]])
+
+
+def test_csr_is_int32_when_node_ids_fit_and_int64_beyond():
+    from graphsvc.graph import index_dtype
+
+    graph = _random_graph()
+    assert graph.indptr.dtype == graph.indices.dtype == np.int32
+    assert index_dtype(2**31 - 1) == np.int32 and index_dtype(10, 2**31) == np.int64
+
+
+def test_csr_built_in_small_chunks_equals_one_chunk():
+    rng = np.random.default_rng(2)
+    source, target = rng.integers(0, 40, 700), rng.integers(0, 40, 700)
+    whole = CSRGraph.from_edges(source, target, 40)
+    chunked = CSRGraph.from_edges(source, target, 40, chunk=7)
+    assert np.array_equal(whole.indptr, chunked.indptr) and np.array_equal(whole.indices, chunked.indices)
+    # the same adjacency as a plain set of undirected pairs
+    pairs = {(a, b) for a, b in zip(source.tolist(), target.tolist()) if a != b}
+    pairs |= {(b, a) for a, b in pairs}
+    assert whole.num_edges == len(pairs)
+    assert all((row, column) in pairs for row in range(40) for column in whole.neighbours(row).tolist())
+
+
+def test_each_layers_adjacency_holds_the_edges_into_the_nodes_it_computes():
+    graph = _random_graph()
+    sub = NeighbourSampler(graph, [4, 3, 2], seed=3).sample(np.array([10, 20, 30, 40]), batch_number=1)
+    source, target = sub.edge_index
+    for layer in range(3):
+        indptr, columns, inputs = sub.adjacency(layer)
+        rows = int(sub.sizes[layer])
+        assert len(indptr) == rows + 1 and inputs == (sub.sizes[layer - 1] if layer else len(sub.nodes))
+        into = target < rows
+        expected = sorted(zip(target[into].tolist(), source[into].tolist()))
+        got = sorted((row, column) for row in range(rows) for column in columns[indptr[row]:indptr[row + 1]].tolist())
+        assert got == expected and columns.max() < inputs
+
+
+def test_sampled_subgraph_does_not_depend_on_the_relabelling_route():
+    # few new nodes are sorted, many are marked in a graph-sized map: the same subgraph
+    graph = _random_graph()
+    sampler = NeighbourSampler(graph, [5, 5], seed=1)
+    sub = sampler.sample(np.arange(0, 200, 3), batch_number=4)
+    sampler._reached = np.zeros(10**7, bool)  # makes every hop take the sorting route
+    sorted_route = sampler.sample(np.arange(0, 200, 3), batch_number=4)
+    assert np.array_equal(sub.nodes, sorted_route.nodes) and np.array_equal(sub.edge_index, sorted_route.edge_index)

@@ -32,6 +32,7 @@ def _without_times(metrics: dict) -> dict:
     metrics = json.loads(json.dumps(metrics))
     metrics.pop("seconds")
     metrics.pop("checkpoint")
+    metrics.pop("timing")
     for record in metrics["history"]:
         record.pop("seconds")
     return metrics
@@ -147,6 +148,8 @@ def test_cli_reports_progress_per_epoch_and_a_summary(store_path, tmp_path):
     assert [line.split()[1] for line in epochs] == ["1", "2", "3"]
     assert "valid" in epochs[0] and "loss" in epochs[0]
     assert result.stdout.startswith(f"saved {out}") and str(metrics_path(out)) in result.stdout
+    summary = result.stdout.splitlines()[-1]
+    assert summary.startswith("training: ") and "nodes/s on " in summary and "sampling " in summary
     metrics = json.loads(metrics_path(out).read_text())
     assert metrics["config"]["seed"] == 2 and metrics["config"]["fanouts"] == [5, 5]
     assert metrics["data"]["nodes"] == "products" and metrics["data"]["edges"] == "bought_together"
@@ -179,3 +182,128 @@ def test_held_out_edges_stay_out_of_the_training_graph(store_path):
     shuffled = CSRGraph.from_edges(inverse[pairs[:, 0]], inverse[pairs[:, 1]], len(order))
     again = hold_out_edges(shuffled, data.keys.take(order), 0.1, seed=0)
     assert {tuple(sorted(order[p].tolist())) for p in again.held_out} == held
+
+
+def test_metrics_report_the_step_timing_and_the_samplers_share(store_path, tmp_path):
+    with open_store(str(store_path)) as store:
+        metrics = train_graphsage(store, tmp_path / "m.pth.tar", config=SMALL)
+    timing = metrics["timing"]
+    batches = -(-metrics["split"]["sizes"]["train"] // SMALL.batch_size) * SMALL.epochs
+    assert timing["steps"] == batches and timing["nodes_per_s"] > 0
+    assert 0 < timing["sample_share"] < 1 and 0 < timing["sample_s"] < timing["step_s"]
+    assert metrics["device"] == "cpu"  # the tests run with GRAPHSVC_DEVICE unset on a CPU-only torch, or cpu
+
+
+@pytest.mark.parametrize("found, env, expected", [(False, None, "cpu"), (True, None, "cuda"), (True, "cpu", "cpu")])
+def test_cuda_is_chosen_only_when_torch_finds_it(monkeypatch, found, env, expected):
+    from graphsvc.evaluation.inference import inference_device
+    from jobs.train import training_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: found)
+    monkeypatch.delenv("GRAPHSVC_DEVICE", raising=False)
+    if env:
+        monkeypatch.setenv("GRAPHSVC_DEVICE", env)
+    assert training_device().type == inference_device().type == expected
+    assert training_device("cpu").type == "cpu"
+
+
+def test_asking_for_cuda_without_it_is_a_clear_error(monkeypatch):
+    from jobs.train import training_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no CUDA device — use --device cpu"):
+        training_device("cuda")
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        training_device("tpu")
+
+
+def test_training_step_imports_with_torch_numpy_and_pyarrow_only():
+    import subprocess
+    import sys
+
+    probe = ("import sys; import jobs.train; "
+             "print(sorted(m for m in ('duckdb', 'faiss', 'tritonclient', 'click', 'arango') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_train_throughput_reports_rates_and_the_sampled_sizes():
+    from graphsvc.graph import CSRGraph
+    from jobs.train import train_throughput
+
+    rng = np.random.default_rng(0)
+    graph = CSRGraph.from_edges(rng.integers(0, 3000, 30000), rng.integers(0, 3000, 30000), 3000)
+    features = rng.standard_normal((3000, 12), dtype=np.float32)
+    labels = rng.integers(0, 4, 3000)
+    result = train_throughput(graph, features, labels, np.arange(500), fanouts=(5, 3), batch_size=128, steps=3,
+                              hidden=16, device="cpu")
+    assert result["steps"] == 3 and result["device"] == "cpu" and result["nodes_per_s"] > 0
+    assert [layer["rows"] for layer in result["layers"]][-1] == 128
+    rows, inputs = result["layers"][0]["rows"], result["layers"][0]["inputs"]
+    assert 128 < rows <= inputs <= 3000
+    assert 0 < result["flop_per_step"] < result["flop_per_step_x3"]
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@needs_cuda
+def test_training_on_cuda_learns_like_on_the_cpu(store_path, tmp_path):
+    config = TrainingConfig(hidden=32, num_layers=2, fanouts=(10, 10), batch_size=32, epochs=8, seed=1)
+    with open_store(str(store_path)) as store:
+        gpu = train_graphsage(store, tmp_path / "g.pth.tar", config=TrainingConfig(**{**config.__dict__, "device": "cuda"}))
+    assert gpu["device"].startswith("cuda") and gpu["accuracy"]["test"] > 0.8
+
+
+@needs_cuda
+def test_layerwise_inference_on_cuda_equals_the_cpus():
+    from graphsvc.evaluation.inference import embed_layerwise
+    from graphsvc.graph import CSRGraph
+    from graphsvc.models.graphsage import GraphSAGE
+
+    rng = np.random.default_rng(0)
+    graph = CSRGraph.from_edges(rng.integers(0, 500, 5000), rng.integers(0, 500, 5000), 500)
+    features = rng.standard_normal((500, 12), dtype=np.float32)
+    model = GraphSAGE(12, 16, 4)
+    cpu = embed_layerwise(model, graph, features, device="cpu")
+    gpu = embed_layerwise(model, graph, features, device="cuda")
+    for a, b in zip(cpu, gpu):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    assert next(model.parameters()).device.type == "cpu"
+
+
+def test_batches_sampled_in_several_threads_are_those_sampled_in_turn():
+    from graphsvc.graph import CSRGraph, NeighbourSampler
+    from jobs.train import _prepared_batches
+
+    rng = np.random.default_rng(3)
+    graph = CSRGraph.from_edges(rng.integers(0, 800, 8000), rng.integers(0, 800, 8000), 800)
+    batches = [np.arange(k, 800, 9)[:40] for k in range(7)]
+    runs = [list(_prepared_batches(NeighbourSampler(graph, [5, 3], seed=2), batches, 10, pin=False, threads=t))
+            for t in (0, 1, 3)]
+    for prepared in zip(*runs):
+        assert all(torch.equal(p.nodes, prepared[0].nodes) for p in prepared)
+        for layers in zip(*(p.adjacencies for p in prepared)):
+            assert all(torch.equal(a.matrix.col_indices(), layers[0].matrix.col_indices()) for a in layers)
+
+
+def test_loaded_graph_is_float32_features_and_an_int32_csr(store_path):
+    from graphsvc.datasets import load_node_graph
+
+    with open_store(str(store_path)) as store:
+        data = load_node_graph(store, "products", "bought_together", batch_size=64)  # several chunks
+        stored = store.get_documents("products", [data.keys[i].as_py() for i in (0, 150, 399)])
+    assert data.features.dtype == np.float32 and data.features.shape == (SPEC.num_products, 100)
+    np.testing.assert_array_equal(data.features[[0, 150, 399]], np.array([d["features"] for d in stored], np.float32))
+    assert data.graph.indptr.dtype == data.graph.indices.dtype == np.int32
+
+
+def test_features_of_different_lengths_are_named(tmp_path):
+    from graphsvc.datasets import load_node_graph
+
+    path = restored_store(tmp_path, SPEC)
+    with open_store(str(path)) as store:
+        document = store.get_documents("products", [product_key(5)])[0]
+        store.upsert_documents("products", [{**document, "features": document["features"][:7]}])
+        with pytest.raises(StoreError, match="'features' arrays differ in length \\(7, 100\\)"):
+            load_node_graph(store, "products", "bought_together")

@@ -101,3 +101,74 @@ def test_layer_steps_with_neighbour_means_equal_the_full_model():
         edge_index = torch.from_numpy(np.stack([graph.indices, row]))
         _, logits = model(torch.from_numpy(x), edge_index, torch.tensor([50, 50, 50]))
     assert np.allclose(h, logits.numpy(), atol=1e-5)
+
+
+def _sampled(seed=0, nodes=400, fanouts=(6, 4, 3)):
+    rng = np.random.default_rng(seed)
+    graph = CSRGraph.from_edges(rng.integers(0, nodes, 6000), rng.integers(0, nodes, 6000), nodes)
+    return NeighbourSampler(graph, list(fanouts), seed=seed).sample(np.arange(0, nodes, 9))
+
+
+def test_training_route_gives_the_exported_forwards_outputs_and_gradients():
+    from graphsvc.models.graphsage import MeanAdjacency, mean_adjacencies
+
+    sub = _sampled()
+    torch.manual_seed(0)
+    model = GraphSAGE(8, 16, 5, dropout=0.0).train()
+    x = torch.randn(len(sub.nodes), 8, requires_grad=True)
+    embedding, logits = model(x, torch.from_numpy(sub.edge_index), torch.from_numpy(sub.sizes))
+    (logits.square().sum() + embedding.sum()).backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters()}
+    expected_x, x.grad = x.grad.clone(), None
+    model.zero_grad()
+
+    adjacencies = mean_adjacencies(sub)
+    assert adjacencies[0].transposed is None and all(a.transposed is not None for a in adjacencies[1:])
+    adjacencies[0] = MeanAdjacency(*sub.adjacency(0), transpose=True)  # to compare x's gradient too
+    embedding2, logits2 = model.forward_blocks(x, adjacencies)
+    (logits2.square().sum() + embedding2.sum()).backward()
+    assert torch.allclose(embedding, embedding2, atol=1e-5) and torch.allclose(logits, logits2, atol=1e-5)
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.grad, expected[name], atol=1e-4), name
+    assert torch.allclose(x.grad, expected_x, atol=1e-5)
+
+
+def test_first_layer_without_a_transpose_refuses_a_gradient_for_its_input():
+    from graphsvc.models.graphsage import mean_adjacencies
+
+    sub = _sampled(1)
+    model = GraphSAGE(8, 16, 5)
+    x = torch.randn(len(sub.nodes), 8, requires_grad=True)
+    _, logits = model.forward_blocks(x, mean_adjacencies(sub))
+    with pytest.raises(RuntimeError, match="without its transpose"):
+        logits.sum().backward()
+
+
+def test_training_dropout_follows_the_torch_seed_and_drops_its_share():
+    from graphsvc.models.graphsage import _ReluDropout, mean_adjacencies
+
+    sub = _sampled(2)
+    model = GraphSAGE(8, 16, 5, dropout=0.5).train()
+    x = torch.randn(len(sub.nodes), 8)
+    adjacencies = mean_adjacencies(sub)
+    runs = []
+    for seed in (3, 3, 4):
+        torch.manual_seed(seed)
+        runs.append(model.forward_blocks(x, adjacencies)[1])
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+    torch.manual_seed(0)
+    x = torch.rand(400, 500) - 0.25  # a quarter cut by the relu
+    out = _ReluDropout.apply(x.clone(), 0.3)
+    ratio = out[x > 0] / x[x > 0]
+    assert bool(((ratio == 0) | ((ratio - 1 / 0.7).abs() < 1e-5)).all())
+    assert abs(float((out[x > 0] == 0).float().mean()) - 0.3) < 0.01 and bool((out[x <= 0] == 0).all())
+
+
+def test_training_dropout_at_the_default_rate_drops_half():
+    from graphsvc.models.graphsage import _ReluDropout
+
+    torch.manual_seed(1)
+    x = torch.rand(300, 400) + 0.1
+    out = _ReluDropout.apply(x.clone(), 0.5)
+    assert abs(float((out == 0).float().mean()) - 0.5) < 0.01
+    assert torch.allclose(out[out != 0], 2 * x[out != 0])
