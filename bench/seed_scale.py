@@ -325,6 +325,8 @@ def main() -> None:
                                          parse_json=True)
         phases = summary.get("seconds", {})
         step.note = ", ".join(f"{k} {v}" for k, v in phases.items() if k != "total")
+        found = summary.get("similar") or {}
+        step.note += f"; top-10 by {found.get('method')}, measured recall@10 {found.get('recall_at_k')}"
 
         started = time.perf_counter()
         recall = recall_check(work / "indexes", work / "store.duckdb", sample=1000, per_query_sample=20_000)

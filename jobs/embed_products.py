@@ -91,7 +91,7 @@ def embed_products(
         index = VectorIndex.build(embeddings, metric="cosine")
         # an approximate index searches as widely as it takes to find 95% of the exact top 10
         calibration = index.calibrate_nprobe(k=config.top_k)
-        similar = similar_lists(index, data.keys, config.top_k)
+        similar, similar_report = similar_lists(index, data.keys, config.top_k)
 
     with timer("write_back"):
         store.update_attributes(
@@ -132,6 +132,7 @@ def embed_products(
         "index_version": manifest.version,
         "index_kind": index.kind,
         "index_recall_at_k": calibration["recall_at_k"],
+        "similar": similar_report,  # how the similar lists were found, and their measured recall@k
         "arangodb_vector_index": vector_index,
         "nodes_per_second": round(len(data.keys) / timer.seconds["embed"], 1),
         "batches": {"computed": journal.computed, "reused": journal.reused},

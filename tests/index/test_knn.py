@@ -116,8 +116,10 @@ def test_similar_lists_of_a_large_index_come_from_the_knn_pass(monkeypatch):
     real = knn.knn_graph
     monkeypatch.setattr(knn, "knn_graph", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     monkeypatch.setattr(similar, "KNN_PASS_MIN_ROWS", 1000)
-    lists = similar.similar_lists(index, keys, 5).to_pylist()
+    lists, report = similar.similar_lists(index, keys, 5)
+    lists = lists.to_pylist()
     assert calls == [1]
+    assert report["method"] == "block kNN pass" and report["recall_at_k"] >= 0.95
     exact = exact_top(x, 5)
     found = np.array([[int(e["_key"][1:]) for e in row] for row in lists])
     assert not (found == np.arange(2000)[:, None]).any()
@@ -126,8 +128,9 @@ def test_similar_lists_of_a_large_index_come_from_the_knn_pass(monkeypatch):
     assert (np.diff(scores, axis=1) <= 0).all()
     # below the threshold the index answers, as before
     monkeypatch.setattr(similar, "KNN_PASS_MIN_ROWS", 10_000)
-    similar.similar_lists(index, keys, 5)
+    _, report = similar.similar_lists(index, keys, 5)
     assert calls == [1]
+    assert report["method"] == "index search per row" and report["index"] == "ivf"
 
 
 def test_auto_precision_takes_bfloat16_only_for_wide_blocks_where_it_is_fast(monkeypatch):
