@@ -157,13 +157,24 @@ def synth():
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1),
               help="Threads generating and compressing, with --scale/--nodes.")
 @click.option("--seed", default=None, type=int, help="[default: 7 for the sample, 0 with --scale/--nodes]")
+@click.option("--ogb-root", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
+              help="Write an OGB node dataset you have on disk (ogbn-products as ogb lays it out) as the same dump "
+                   "instead: the workshop's own catalogue.")
+@click.option("--ogb-split", default=None, help="Split directory under split/ [default: the only one there].")
 @json_option
 @run_reporting_errors
-def synth_products(out, num_products, categories, scale, nodes, edges, files, threads, seed, as_json):
+def synth_products(out, num_products, categories, scale, nodes, edges, files, threads, seed, ogb_root, ogb_split,
+                   as_json):
     """A seeded ogbn-products-shaped graph with planted category structure: the small
     sample (default), or with --scale/--nodes a streamed catalogue of any size, split over
     gzip data files as arangodump writes large collections."""
-    if scale is None and nodes is None and edges is None:
+    if ogb_root is not None:
+        from jobs.synth import write_ogb_dump
+
+        if scale is not None or nodes is not None or edges is not None:
+            raise ConfigError("--ogb-root writes the dataset as it is; leave out --scale/--nodes/--edges")
+        counts = write_ogb_dump(out, ogb_root, ogb_split, files=files, threads=threads)
+    elif scale is None and nodes is None and edges is None:
         from jobs.synth import ProductGraphSpec, write_products_dump
 
         spec = ProductGraphSpec(num_products=num_products, num_categories=categories, seed=7 if seed is None else seed)

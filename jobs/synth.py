@@ -30,7 +30,7 @@ import pyarrow as pa
 from graphsvc.store.base import EdgeDefinition, GraphInfo
 from graphsvc.store.dumps import dump_being_built, write_dump, write_graphs, write_structure
 from jobs import synth_text as text
-from jobs.catalogue import SPLIT_NAMES, Catalogue, CatalogueSpec
+from jobs.catalogue import SPLIT_NAMES, Catalogue, CatalogueSpec, EdgeChunk, ProductChunk
 
 MOVIES_SOURCE = Path(__file__).resolve().parent / "data" / "movies.jsonl"
 
@@ -131,8 +131,69 @@ def write_catalogue_dump(
     bytes do not depend on the thread count. Memory: the per-product state plus a few
     chunks in flight. Returns counts and timings.
     """
+    return _write_products(out, Catalogue(spec), files, threads, on_progress)
+
+
+def write_ogb_dump(out: Path, root: Path, split: str | None = None, files: int = 8, threads: int = 2,
+                   on_progress: Callable[[str, int], None] | None = None) -> dict:
+    """Write an OGB node dataset on disk (ogbn-products as the `ogb` package lays it out,
+    see `graphsvc.ogb`) as the same arangodump the synthetic catalogue is: product
+    `P{i:07d}` for node i, `category` its label, `split` from the dataset's split
+    directory, `features`; each undirected co-purchase once. So the workshop's own
+    catalogue goes through `jobs restore-dumps` and every job like the synthetic one."""
+    from graphsvc.ogb import load_ogb_node_dataset
+
+    return _write_products(out, _LoadedCatalogue(load_ogb_node_dataset(root, split)), files, threads, on_progress)
+
+
+@dataclass(frozen=True)
+class _LoadedSpec:
+    num_products: int
+    num_edges: int
+    num_chunks: int
+
+
+class _LoadedCatalogue:
+    """A catalogue already in memory (an OGB dataset), served in the chunks the dump
+    writer asks for: products in ranges, co-purchases by their smaller end, as
+    `jobs.catalogue.Catalogue` serves them."""
+
+    exact_features = True  # the dataset's values, not rounded as the synthetic ones are
+
+    def __init__(self, data, chunk_products: int | None = None):
+        n = len(data.keys)
+        # as the synthetic catalogue chunks: about 1/64 of the products, 256 to 16,384
+        chunk_products = chunk_products or int(np.clip(n // 64, 256, 16_384))
+        indptr, indices = data.graph.indptr, data.graph.indices
+        owners = np.repeat(np.arange(n, dtype=indices.dtype), np.diff(indptr))
+        upper = indices > owners  # each undirected pair once, from its smaller end, in order
+        self._sources, self._targets = owners[upper], indices[upper]
+        del owners, upper
+        self._features = data.features
+        self._labels = data.labels if data.labels is not None else np.full(n, -1, np.int64)
+        self._splits = np.full(n, len(SPLIT_NAMES), np.int8)  # no split: written as null (absent)
+        for number, name in enumerate(SPLIT_NAMES):
+            if data.splits and name in data.splits:
+                self._splits[data.splits[name]] = number
+        self._chunk = chunk_products
+        self.spec = _LoadedSpec(n, int(len(self._sources)), -(-n // chunk_products))
+        starts = np.arange(self.spec.num_chunks, dtype=np.int64) * chunk_products
+        self.edge_offsets = np.searchsorted(self._sources, starts)
+
+    def products(self, chunk: int) -> ProductChunk:
+        lo, hi = chunk * self._chunk, min((chunk + 1) * self._chunk, self.spec.num_products)
+        return ProductChunk(lo, self._labels[lo:hi], self._labels[lo:hi], self._splits[lo:hi], self._features[lo:hi])
+
+    def edges(self, chunk: int) -> EdgeChunk:
+        lo = int(self.edge_offsets[chunk])
+        hi = int(self.edge_offsets[chunk + 1]) if chunk + 1 < self.spec.num_chunks else self.spec.num_edges
+        return EdgeChunk(lo, self._sources[lo:hi].astype(np.int64), self._targets[lo:hi].astype(np.int64))
+
+
+def _write_products(out: Path, catalogue, files: int, threads: int,
+                    on_progress: Callable[[str, int], None] | None) -> dict:
     started = time.perf_counter()
-    catalogue = Catalogue(spec)
+    spec = catalogue.spec
     digits = max(KEY_DIGITS, len(str(spec.num_products - 1)))
     edge_digits = len(str(max(spec.num_edges - 1, 1)))
     counts, file_counts = {}, {}
@@ -210,8 +271,9 @@ def _product_lines(catalogue: Catalogue, chunk: int, digits: int) -> tuple[bytes
         '{"_key":"P', text.padded_integers(numbers, digits),
         '","title":"Product ', text.integers(numbers),
         '","category":', text.integers(products.categories),
-        ',"split":', text.vocabulary([f'"{s}"' for s in SPLIT_NAMES], products.splits),
-        ',"features":[', text.float_lists(products.features), "]}",
+        ',"split":', text.vocabulary([f'"{s}"' for s in SPLIT_NAMES] + ["null"], products.splits),
+        ',"features":[', (text.exact_float_lists(products.features) if getattr(catalogue, "exact_features", False)
+                          else text.float_lists(products.features)), "]}",
     )
     return lines, len(numbers)
 

@@ -63,6 +63,18 @@ def float_lists(values: np.ndarray, limit: float = 9.99) -> pa.Array:
     return fixed_width(text[:, :-1])  # the last value has no comma
 
 
+def exact_float_lists(values: np.ndarray) -> pa.Array:
+    """Each row of `values` [n, d] as `v0,v1,…`, every float32 written in full (Arrow's
+    shortest round-trip text): for data that is not ours to round, such as OGB features."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if not np.isfinite(values).all():
+        raise ValueError("features hold NaN or infinite values, which JSON cannot carry")
+    n, d = values.shape
+    texts = pc.cast(pa.array(values.reshape(-1)), pa.large_string())
+    rows = pa.LargeListArray.from_arrays(pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int64)), texts)
+    return pc.binary_join(rows, pa.scalar(",", pa.large_string()))
+
+
 _FLOAT_TABLES: dict[int, np.ndarray] = {}
 
 

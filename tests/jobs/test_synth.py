@@ -161,3 +161,39 @@ def test_truncated_gzip_in_a_middle_split_file_stops_with_its_line_and_resume_sk
     with open_store(str(store_path)) as store:
         assert store.collection("bought_together").count == 60_000
         assert store.change_marker("products") == marker
+
+
+def test_an_ogb_dataset_is_written_as_the_same_dump_and_restores_exactly(tmp_path):
+    from graphsvc.ogb import load_ogb_node_dataset
+    from jobs.synth import ProductGraphSpec
+    from tests.jobs.sample_graphs import write_ogb_directory
+
+    directory, graph, split = write_ogb_directory(tmp_path / "ogb", ProductGraphSpec(num_products=700, seed=5))
+    out = tmp_path / "dump"
+    result = CliRunner().invoke(cli, ["synth", "products", "--ogb-root", str(directory), "--out", str(out),
+                                      "--files", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    assert len(list(out.glob("bought_together_*.data.json.gz"))) == 3
+    store_path = tmp_path / "store.duckdb"
+    restored = CliRunner().invoke(cli, ["--store", str(store_path), "restore-dumps", str(out), "--json"])
+    assert restored.exit_code == 0, restored.output
+    data = load_ogb_node_dataset(directory)
+    with open_store(str(store_path)) as store:
+        assert store.collection("products").count == 700
+        assert store.collection("bought_together").count == len(graph.edges)
+        keys = [f"P{i:07d}" for i in (0, 123, 699)]
+        for i, document in zip((0, 123, 699), store.get_documents("products", keys)):
+            # every float32 as it was (the two-decimal rounding of the synthetic catalogue would fail this)
+            np.testing.assert_array_equal(np.array(document["features"], np.float32), data.features[i])
+            assert document["category"] == int(data.labels[i])
+            assert document["split"] == next(name for name, nodes in split.items() if i in set(nodes))
+        pairs = {(int(a["_from"][10:]), int(a["_to"][10:])) for batch in store.pull_edges("bought_together")
+                 for a in batch.to_pylist()}
+    assert pairs == {tuple(p) for p in graph.edges.tolist()}
+
+
+def test_ogb_root_with_a_size_is_refused(tmp_path):
+    (tmp_path / "ogb").mkdir()
+    result = CliRunner().invoke(cli, ["synth", "products", "--ogb-root", str(tmp_path / "ogb"), "--nodes", "100",
+                                      "--out", str(tmp_path / "d")])
+    assert result.exit_code == 1 and "--ogb-root" in result.output
