@@ -143,3 +143,18 @@ def test_auto_precision_takes_bfloat16_only_for_wide_blocks_where_it_is_fast(mon
     monkeypatch.setattr(knn, "fast_bfloat16", lambda device: False)
     assert knn_graph(x, 5, sample=100).precision == "float32"
     assert knn_graph(x, 5, sample=100, precision="bfloat16").precision == "bfloat16"
+
+
+def test_auto_precision_keeps_float32_where_bfloat16_cannot_tell_the_neighbours_apart(monkeypatch):
+    # one direction with tiny perturbations: every score is within bfloat16's resolution
+    # of the others, so a bfloat16 shortlist is a lottery; measured first, it is not used
+    rng = np.random.default_rng(8)
+    base = rng.standard_normal(32)
+    x = (base + 0.03 * rng.standard_normal((1500, 32))).astype(np.float32)
+    monkeypatch.setattr(knn, "fast_bfloat16", lambda device: True)
+    monkeypatch.setattr(knn, "BFLOAT16_MIN_WIDTH", 0)
+    auto = knn_graph(x, 5, sample=200)
+    assert auto.precision == "float32" and auto.recall_at_k >= 0.95
+    assert "precision_check" in auto.seconds
+    forced = knn_graph(x, 5, sample=200, precision="bfloat16")  # asked for: honoured, and its loss shows
+    assert forced.precision == "bfloat16" and forced.recall_at_k < auto.recall_at_k
