@@ -70,6 +70,10 @@ class Step:
                 self.note]
 
 
+class StepFailed(Exception):
+    """A step's command failed; the table still shows it, with its seconds and peak RSS."""
+
+
 @dataclass
 class Pipeline:
     work: Path
@@ -91,12 +95,14 @@ class Pipeline:
             _, status, usage = os.wait4(process.pid, 0)
             process.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - started
-        if process.returncode != 0:
-            tail = (self.work / f"{name}.err").read_text(errors="replace").strip().splitlines()[-5:]
-            raise SystemExit(f"step {name} failed (exit {process.returncode}): {' | '.join(tail)}")
-        summary = json.loads(out_path.read_text()) if parse_json else None
         step = Step(name, seconds, rows, usage.ru_maxrss / 1024, note, in_total)
         self.steps.append(step)
+        if process.returncode != 0:
+            tail = (self.work / f"{name}.err").read_text(errors="replace").strip().splitlines()[-3:]
+            why = "killed (out of memory?)" if process.returncode == -9 else f"exit {process.returncode}"
+            step.note, step.rows = f"FAILED: {why} {' | '.join(tail)}"[:200], None
+            raise StepFailed(f"step {name} failed: {why}: {' | '.join(tail)}")
+        summary = json.loads(out_path.read_text()) if parse_json else None
         say(f"   {seconds:.1f}s, peak RSS {step.peak_rss_mb:,.0f} MB")
         return step, summary
 
@@ -260,8 +266,6 @@ def main() -> None:
     args = parser.parse_args()
 
     work = args.work.resolve()
-    dump = work / "dump"
-    marker = work / "dump.size"
     if args.fresh and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -274,7 +278,21 @@ def main() -> None:
            "GRAPHSVC_MODEL_REPOSITORY": str(work / "models"), "GRAPHSVC_TRITON_URL": f"grpc://127.0.0.1:{grpc}",
            "PYTHONUNBUFFERED": "1"}
     pipeline = Pipeline(work, args.nodes, args.edges, env=env)
+    failed = None
+    try:
+        run(pipeline, args, work, (http, grpc, metrics, service_port))
+    except StepFailed as failure:
+        failed = failure
+    report(pipeline, args, work)
+    if failed:
+        raise SystemExit(str(failed))
+
+
+def run(pipeline: "Pipeline", args, work: Path, ports: tuple[int, int, int, int]) -> None:
+    """Every step in order; a failed step of the main path stops it (StepFailed)."""
+    http, grpc, metrics, service_port = ports
     jobs, graphsvc = ["-m", "jobs.cli"], ["-m", "graphsvc.cli"]
+    dump, marker = work / "dump", work / "dump.size"
 
     if marker.exists() and marker.read_text() == f"{args.nodes} {args.edges}" and dump.is_dir():
         say(f"== synth: reusing {dump}")
@@ -353,27 +371,40 @@ def main() -> None:
         service = None
 
         if not args.skip_reindex:
-            full, full_summary = pipeline.command("reindex (first: full)", [*jobs, "reindex", "products", "--json"],
-                                                  rows=args.nodes, in_total=False, parse_json=True)
-            started = time.perf_counter()
-            changed = change_features(work / "store.duckdb", 0.01)
-            pipeline.steps.append(Step("change 1% of products", time.perf_counter() - started, rows=changed,
-                                       in_total=False))
-            night, night_summary = pipeline.command("reindex (1% changed)", [*jobs, "reindex", "products", "--json"],
-                                                    rows=changed, in_total=False, parse_json=True)
-            night.note = f"{night.seconds / full.seconds:.1%} of the full reindex run"
-            pipeline.figures["reindex"] = {"full": full_summary, "night": night_summary, "changed": changed,
-                                           "ratio": round(night.seconds / full.seconds, 4)}
+            reindex_steps(pipeline, args, jobs, work)
     finally:
         stop(service)
         stop(triton)
 
     if not args.skip_evaluate:
-        step, summary = pipeline.command("evaluate", [*jobs, "evaluate", "--checkpoint", str(checkpoint),
-                                                      "--out", str(work / "evaluation"), "--json"],
-                                         in_total=False, parse_json=True)
-        pipeline.figures["evaluate"] = summary
+        try:
+            step, summary = pipeline.command("evaluate", [*jobs, "evaluate", "--checkpoint", str(checkpoint),
+                                                          "--out", str(work / "evaluation"), "--json"],
+                                             in_total=False, parse_json=True)
+            pipeline.figures["evaluate"] = summary
+        except StepFailed as failure:
+            say(str(failure))
 
+
+def reindex_steps(pipeline: "Pipeline", args, jobs: list[str], work: Path) -> None:
+    """The first reindex (a full one), 1 % of the products changed, the next (incremental)."""
+    try:
+        full, full_summary = pipeline.command("reindex (first: full)", [*jobs, "reindex", "products", "--json"],
+                                              rows=args.nodes, in_total=False, parse_json=True)
+        started = time.perf_counter()
+        changed = change_features(work / "store.duckdb", 0.01)
+        pipeline.steps.append(Step("change 1% of products", time.perf_counter() - started, rows=changed,
+                                   in_total=False))
+        night, night_summary = pipeline.command("reindex (1% changed)", [*jobs, "reindex", "products", "--json"],
+                                                rows=changed, in_total=False, parse_json=True)
+        night.note = f"{night.seconds / full.seconds:.1%} of the full reindex run"
+        pipeline.figures["reindex"] = {"full": full_summary, "night": night_summary, "changed": changed,
+                                       "ratio": round(night.seconds / full.seconds, 4)}
+    except StepFailed as failure:
+        say(str(failure))
+
+
+def report(pipeline: "Pipeline", args, work: Path) -> None:
     total = sum(s.seconds for s in pipeline.steps if s.in_total)
     header = ["step", "seconds", "rows", "rows/s", "peak RSS MB", "note"]
     rows = [s.row() for s in pipeline.steps]
