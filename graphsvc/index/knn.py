@@ -252,13 +252,7 @@ def _partners(nearest: np.ndarray, probes: int) -> list[np.ndarray]:
     b = nearest[:, :probes].reshape(-1)
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     pairs = np.unique(lo * c + hi)
-    lo, hi = pairs // c, pairs % c
-    split = np.searchsorted(lo, np.arange(c + 1))
-    out = []
-    for cell in range(c):
-        others = hi[split[cell] : split[cell + 1]]
-        out.append(np.concatenate([[cell], others[others != cell]]))
-    return out
+    return _by_first_cell(pairs, c)
 
 
 def _reach(partners: list[np.ndarray]) -> list[np.ndarray]:
@@ -267,11 +261,16 @@ def _reach(partners: list[np.ndarray]) -> list[np.ndarray]:
     lo = np.concatenate([np.full(len(p), i) for i, p in enumerate(partners)])
     hi = np.concatenate(partners)
     keys = np.unique(np.concatenate([lo * c + hi, hi * c + lo]))
-    a, b = keys // c, keys % c
-    split = np.searchsorted(a, np.arange(c + 1))
+    return _by_first_cell(keys, c)
+
+
+def _by_first_cell(pairs: np.ndarray, c: int) -> list[np.ndarray]:
+    """Sorted unique pair codes `first * c + second` → per cell, itself then its seconds."""
+    first, second = pairs // c, pairs % c
+    split = np.searchsorted(first, np.arange(c + 1))
     out = []
     for cell in range(c):
-        others = b[split[cell] : split[cell + 1]]
+        others = second[split[cell] : split[cell + 1]]
         out.append(np.concatenate([[cell], others[others != cell]]))
     return out
 
@@ -378,38 +377,27 @@ def _top(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 def _shortlist_recall(x: torch.Tensor, rows: torch.Tensor, exact: torch.Tensor, keep: int, chunk: int) -> float:
     """Recall@k of `rows` when they are compared with every row in bfloat16 and their best
     `keep` re-scored in float32: what the low-precision pass loses, whichever cells meet."""
-    k = exact.shape[1]
-    q = x[rows].to(torch.bfloat16)
-    best_s = torch.full((len(rows), keep), -math.inf, device=x.device)
-    best_i = torch.full((len(rows), keep), -1, dtype=torch.int64, device=x.device)
-    for start in range(0, x.shape[0], chunk * 4):
-        s = (q @ x[start : start + chunk * 4].to(torch.bfloat16).T).float()
-        own = rows - start
-        inside = (own >= 0) & (own < s.shape[1])
-        s[torch.nonzero(inside).squeeze(1), own[inside]] = -math.inf
-        top_s, top_p = _top(s, keep)
-        best_s, best_i = _merge(best_s, best_i, top_s, torch.where(top_p >= 0, top_p + start, -1))
-    scores = torch.einsum("rd,rkd->rk", x[rows], x[best_i.clamp(min=0)])
-    scores[best_i < 0] = -math.inf
-    found = torch.gather(best_i, 1, torch.topk(scores, k, dim=1).indices)
+    shortlist = _exact_top(x, rows, keep, chunk, torch.bfloat16)
+    scores = torch.einsum("rd,rkd->rk", x[rows], x[shortlist.clamp(min=0)])
+    scores[shortlist < 0] = -math.inf
+    found = torch.gather(shortlist, 1, torch.topk(scores, exact.shape[1], dim=1).indices)
     return recall_at_k(found.cpu().numpy(), exact.cpu().numpy())
 
 
-def _exact_top(x: torch.Tensor, rows: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
-    """Exact top-k ids of `rows` over all of `x` (self excluded)."""
-    q = x[rows]
+def _exact_top(x: torch.Tensor, rows: torch.Tensor, k: int, chunk: int,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Top-k ids of `rows` over all of `x` (self excluded; -1 where fewer), compared in
+    `dtype`: exact in float32."""
+    q = x[rows].to(dtype)
     best_s = torch.full((len(rows), k), -math.inf, device=x.device)
     best_i = torch.full((len(rows), k), -1, dtype=torch.int64, device=x.device)
     for start in range(0, x.shape[0], chunk * 4):
-        s = q @ x[start : start + chunk * 4].T
+        s = (q @ x[start : start + chunk * 4].to(dtype).T).float()
         own = rows - start
         inside = (own >= 0) & (own < s.shape[1])
         s[torch.nonzero(inside).squeeze(1), own[inside]] = -math.inf
-        kk = min(k, s.shape[1])
-        top_s, top_p = torch.topk(s, kk, dim=1)
-        pad = len(rows), k - kk
-        best_s, best_i = _merge(best_s, best_i, torch.cat([top_s, torch.full(pad, -math.inf, device=x.device)], 1),
-                                torch.cat([top_p + start, torch.full(pad, -1, dtype=torch.int64, device=x.device)], 1))
+        top_s, top_p = _top(s, k)
+        best_s, best_i = _merge(best_s, best_i, top_s, torch.where(top_p >= 0, top_p + start, -1))
     return best_i
 
 
