@@ -12,11 +12,11 @@ For two kinds of vectors:
   synthetic product features (47 categories, noisy) and a random graph of degree ~25
   with 80% same-category neighbours — the scale bench's untrained embeddings.
 
-It prints this machine's matrix-multiply rates (torch, 4096², float32 = sgemm and
-bfloat16), the multiply-adds the pass needed and the floor time they imply at the rate
-of the precision the pass compared in, the pass's seconds and
+It prints this machine's matrix-multiply rates (torch, 4096², float32 = sgemm, and
+bfloat16 for comparison), the multiply-adds the pass needed (how many rows each row was
+compared with) and the floor time they imply at the sgemm rate, the pass's seconds and
 recall@10 against exact search on 1,000 sampled rows (self excluded), and the
-baseline: `VectorIndex.build` + `calibrate_nprobe` (as the jobs do) + the per-query
+baseline: `VectorIndex.build` + `calibrate_nprobe` (as the jobs did) + the per-query
 `neighbours_of_all` on `--baseline-rows` rows, extrapolated to all rows, with its recall
 on the same 1,000 rows.
 """
@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from graphsvc.index.knn import fast_bfloat16, knn_graph, pick_device  # noqa: E402
+from graphsvc.index.knn import knn_graph, pick_device  # noqa: E402
 
 
 def say(message: str) -> None:
@@ -156,16 +156,15 @@ def run_one(name: str, vectors: np.ndarray, args, rates: dict) -> dict:
     n = len(vectors)
     say(f"{name}: kNN pass over {n:,} × {vectors.shape[1]}")
     started = time.perf_counter()
-    graph = knn_graph(vectors, args.k, device=args.device, cells=args.cells, probes=args.probes,
-                      precision=args.precision)
-    rate = rates[graph.precision]
+    graph = knn_graph(vectors, args.k, device=args.device, cells=args.cells, probes=args.probes)
+    rate = rates["float32"]
     seconds = time.perf_counter() - started
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-30)
     rows = np.sort(np.random.default_rng(12345).choice(n, size=min(1000, n), replace=False))
     exact = exact_top(unit, rows, args.k)
     result = {
         "seconds": round(seconds, 2), "phases": {p: round(s, 2) for p, s in graph.seconds.items()},
-        "cells": graph.cells, "probes": graph.probes, "device": graph.device, "precision": graph.precision,
+        "cells": graph.cells, "probes": graph.probes, "device": graph.device, "width": round(graph.width),
         "gflop": round(graph.flops / 1e9, 1), "floor_s": round(graph.flops / 1e9 / rate, 2),
         "exact_gflop": round(2.0 * n * n * vectors.shape[1] / 1e9, 1),
         "sampled_recall_at_10": round(graph.recall_at_k, 4),
@@ -189,18 +188,16 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=None)
     parser.add_argument("--probes", type=int, default=None)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     device = pick_device(args.device)
     rates = {"float32": sgemm_rate(device), "bfloat16": sgemm_rate(device, dtype=torch.bfloat16)}
     report = {"nodes": args.nodes, "dim": args.dim, "device": str(device), "threads": torch.get_num_threads(),
               "sgemm_gflops": round(rates["float32"], 1), "bf16_gemm_gflops": round(rates["bfloat16"], 1),
-              "fast_bfloat16": fast_bfloat16(device), "kinds": {}}
+              "kinds": {}}
     if not args.json:
         print(f"{args.nodes:,} × {args.dim}, k={args.k}, {report['device']} ({report['threads']} threads), "
-              f"sgemm {rates['float32']:.0f} GFLOP/s, bf16 {rates['bfloat16']:.0f} GFLOP/s, "
-              f"precision {args.precision}", flush=True)
+              f"sgemm {rates['float32']:.0f} GFLOP/s, bf16 {rates['bfloat16']:.0f} GFLOP/s", flush=True)
     for name in args.kinds.split(","):
         make = {"clustered": clustered, "unclustered": unclustered}[name]
         say(f"{name}: generating {args.nodes:,} vectors")
@@ -209,8 +206,8 @@ def main() -> None:
             continue
         print(f"{name}:")
         print(f"  kNN pass     {r['seconds']:7.1f} s  recall@10 {r['recall_at_10']:.4f} (its own sample "
-              f"{r['sampled_recall_at_10']:.4f})  cells {r['cells']}  probes {r['probes']}  {r['precision']}  phases {r['phases']}")
-        print(f"  arithmetic   {r['gflop']:,.0f} GFLOP → floor {r['floor_s']:.1f} s at the {r['precision']} rate "
+              f"{r['sampled_recall_at_10']:.4f})  cells {r['cells']}  probes {r['probes']}  compared with {r['width']:,} rows each  phases {r['phases']}")
+        print(f"  arithmetic   {r['gflop']:,.0f} GFLOP → floor {r['floor_s']:.1f} s at the sgemm rate "
               f"({r['floor_s'] / r['phases']['pass']:.0%} of the pass phase); exact all-pairs "
               f"{r['exact_gflop']:,.0f} GFLOP")
         if "baseline" in r:

@@ -19,8 +19,7 @@ import pyarrow as pa
 from graphsvc.datasets import load_texts
 from graphsvc.errors import TritonInferenceError
 from graphsvc.index.artifacts import publish
-from graphsvc.index.faiss_index import VectorIndex
-from graphsvc.index.similar import embedding_array, similar_lists
+from graphsvc.index.similar import embedding_array, index_with_neighbours, similar_array
 from graphsvc.models.text import EMBEDDING, Tokenizer
 from graphsvc.store import require_vector_index
 from graphsvc.store.base import GraphStore
@@ -72,10 +71,9 @@ def embed_movies(
         embeddings = _embed(texts, triton, config, on_progress, journal)
 
     with timer("index"):
-        index = VectorIndex.build(embeddings, metric="cosine")
-        # an approximate index searches as widely as it takes to find 95% of the exact top 10
-        calibration = index.calibrate_nprobe(k=config.top_k)
-        similar, similar_report = similar_lists(index, keys, config.top_k)
+        indexed = index_with_neighbours(embeddings, config.top_k)
+        index, calibration = indexed.index, indexed.calibration
+        similar = similar_array(keys, indexed.ids, indexed.scores)
 
     with timer("write_back"):
         store.update_attributes(
@@ -107,7 +105,7 @@ def embed_movies(
         "index_version": manifest.version,
         "index_kind": index.kind,
         "index_recall_at_k": calibration["recall_at_k"],
-        "similar": similar_report,  # how the similar lists were found, and their measured recall@k
+        "similar": indexed.report,  # how the similar lists were found, and their measured recall@k
         "arangodb_vector_index": vector_index,
         "sentences_per_second": round(len(texts) / timer.seconds["embed"], 1),
         "batches": {"computed": journal.computed, "reused": journal.reused},

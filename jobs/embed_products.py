@@ -30,8 +30,7 @@ from graphsvc.models.graphsage import (
     layer_model_name,
     subgraph_request,
 )
-from graphsvc.index.faiss_index import VectorIndex
-from graphsvc.index.similar import embedding_array, similar_lists
+from graphsvc.index.similar import embedding_array, index_with_neighbours, similar_array
 from graphsvc.store import require_vector_index
 from graphsvc.store.base import GraphStore
 from graphsvc.incremental import fingerprint, row_hashes
@@ -88,10 +87,9 @@ def embed_products(
             embeddings, predicted = _embed(data, triton, config, on_progress, journal)
 
     with timer("index"):
-        index = VectorIndex.build(embeddings, metric="cosine")
-        # an approximate index searches as widely as it takes to find 95% of the exact top 10
-        calibration = index.calibrate_nprobe(k=config.top_k)
-        similar, similar_report = similar_lists(index, data.keys, config.top_k)
+        indexed = index_with_neighbours(embeddings, config.top_k)
+        index, calibration = indexed.index, indexed.calibration
+        similar = similar_array(data.keys, indexed.ids, indexed.scores)
 
     with timer("write_back"):
         store.update_attributes(
@@ -132,7 +130,7 @@ def embed_products(
         "index_version": manifest.version,
         "index_kind": index.kind,
         "index_recall_at_k": calibration["recall_at_k"],
-        "similar": similar_report,  # how the similar lists were found, and their measured recall@k
+        "similar": indexed.report,  # how the similar lists were found, and their measured recall@k
         "arangodb_vector_index": vector_index,
         "nodes_per_second": round(len(data.keys) / timer.seconds["embed"], 1),
         "batches": {"computed": journal.computed, "reused": journal.reused},

@@ -55,7 +55,7 @@ from graphsvc.incremental import (
 )
 from graphsvc.index.artifacts import current_version, load_version, publish
 from graphsvc.index.faiss_index import AUTO_FLAT_MAX, VectorIndex, l2_normalise
-from graphsvc.index.similar import embedding_array, neighbours_of_all, refresh_similar, similar_array
+from graphsvc.index.similar import embedding_array, index_with_neighbours, refresh_similar, similar_array
 from graphsvc.models.graphsage import LAYER_NEIGHBOURS, LAYER_OUT, LAYER_SELF, layer_model_name
 from graphsvc.runs import RunJournal, RunLock, kill_point
 from graphsvc.store.base import GraphStore
@@ -510,16 +510,12 @@ class _Run:
             info = {"action": "updated", "reason": reason, "kind": index.kind,
                     "calibration": snapshot.meta.get("calibration"), "trained_count": snapshot.meta.get("trained_count")}
         else:
-            index = VectorIndex.build(embedding, metric="cosine")
-            calibration = index.calibrate_nprobe(k=k)
-            if n > 1:
-                scores, ids = neighbours_of_all(index, min(window, n - 1))
-                if ids.shape[1] < window:
-                    pad = window - ids.shape[1]
-                    ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
-                    scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-            else:
-                ids, scores = np.full((n, window), -1, np.int64), np.full((n, window), -np.inf, np.float32)
+            indexed = index_with_neighbours(embedding, k, lists=window)
+            index, calibration, ids, scores = indexed.index, indexed.calibration, indexed.ids, indexed.scores
+            if ids.shape[1] < window:
+                pad = window - ids.shape[1]
+                ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+                scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
             boundary = np.where(ids[:, -1] >= 0, scores[:, -1], -np.inf).astype(np.float32)
             lists = {"similar_ids": ids, "similar_scores": scores, "similar_boundary": boundary}
             searched, changed = n, n

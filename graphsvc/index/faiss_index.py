@@ -133,12 +133,15 @@ class VectorIndex:
         nprobe: int | None = None,
         seed: int = 0,
         *,
+        centroids: np.ndarray | None = None,
         use_gpu: bool | None = None,
     ) -> "VectorIndex":
         """Index `vectors` [N, d]; vector i gets id i.
 
         kind="auto" builds an exact flat index below AUTO_FLAT_MAX vectors and an
         IVF-Flat index (nlist ≈ 4·sqrt(N), nprobe ≈ nlist/16, at least 8) above.
+        `centroids` [nlist, d] (an IVF index; e.g. the cells of `graphsvc.index.knn`)
+        are used as they are instead of training.
         """
         _check_metric(metric)
         if kind not in KINDS:
@@ -150,7 +153,12 @@ class VectorIndex:
         if metric == "cosine":
             x = l2_normalise(x)
         if kind == "auto":
-            kind = "ivf" if n >= AUTO_FLAT_MAX else "flat"
+            kind = "ivf" if n >= AUTO_FLAT_MAX or centroids is not None else "flat"
+        if centroids is not None:
+            if kind != "ivf":
+                raise ValueError("centroids are only for an IVF index")
+            centroids = _as_matrix(centroids, "centroids", d)
+            nlist = len(centroids)
         fmetric = _faiss_metric(metric)
 
         if kind == "flat":
@@ -173,19 +181,24 @@ class VectorIndex:
         index = faiss.IndexIVFFlat(quantizer, d, nlist, fmetric)
         index.cp.seed = int(seed)
         n_train = min(n, max(nlist * TRAIN_POINTS_PER_CENTROID, 10_000))
-        if n_train < n:
+        if centroids is not None:  # trained elsewhere: the quantizer holds them as they are
+            quantizer.add(centroids)
+            index.is_trained = True
+            train = None
+        elif n_train < n:
             rng = np.random.default_rng(seed)
-            sample = np.sort(rng.choice(n, size=n_train, replace=False))
-            train = x[sample]
+            train = x[np.sort(rng.choice(n, size=n_train, replace=False))]
         else:
             train = x
         gpu = _to_gpu(index) if use_gpu is None or use_gpu else None
         if gpu is not None:
-            gpu.train(train)
+            if train is not None:
+                gpu.train(train)
             gpu.add(x)
             index = faiss.index_gpu_to_cpu(gpu)
         else:
-            index.train(train)
+            if train is not None:
+                index.train(train)
             index.add(x)
         faiss.extract_index_ivf(index).nprobe = min(int(nprobe), nlist)
         return cls(index, metric, use_gpu=use_gpu)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 
@@ -16,36 +18,49 @@ SIMILAR_TYPE = pa.list_(pa.struct([("_key", pa.string()), ("score", pa.float32()
 KNN_PASS_MIN_ROWS = AUTO_FLAT_MAX
 
 
-def similar_lists(index: VectorIndex, keys: pa.Array, k: int) -> tuple[pa.Array, dict]:
-    """`[{"_key", "score"}, …]` per row of the index, best first, the item itself
-    excluded; and how they were found (`neighbours_of_all`'s report)."""
-    scores, ids, report = neighbours_of_all(index, k, report=True)
-    return similar_array(keys, ids, scores), report
+@dataclass
+class Indexed:
+    """A cosine index over some vectors, and every vector's nearest others."""
+
+    index: VectorIndex
+    calibration: dict  # {"nprobe", "recall_at_k", "k", "sample"}: how widely the index searches, what it finds
+    scores: np.ndarray  # [N, k] float32, best first; -inf where fewer exist
+    ids: np.ndarray  # [N, k] int64 row numbers, the row itself excluded; -1 where fewer exist
+    report: dict  # how the lists were found (the job summaries' `similar`)
 
 
-def neighbours_of_all(index: VectorIndex, k: int, report: bool = False):
-    """Top-k of every stored vector, its own id excluded: (scores [N, k] float32, ids
-    [N, k] int64; -inf / -1 where fewer exist), best first. A cosine index of at least
-    KNN_PASS_MIN_ROWS vectors goes through the block kNN pass, calibrated to the same
-    recall@k as the index's nprobe; smaller or other indexes are searched row by row.
-    With `report`, also a dict saying which, with the pass's recall@k measured on
-    sampled rows against exact search (a flat index is exact: recall 1.0)."""
-    if index.metric != "cosine" or index.count < KNN_PASS_MIN_ROWS:
-        scores, ids = index.neighbours_of_all(k)
-        found = {"method": "index search per row", "index": index.kind, "nprobe": index.nprobe,
-                 "recall_at_k": 1.0 if index.kind == "flat" else None}
-        return (scores, ids, found) if report else (scores, ids)
+def index_with_neighbours(vectors: np.ndarray, k: int, *, lists: int | None = None) -> Indexed:
+    """A cosine `VectorIndex` of `vectors` and each row's top `lists` (default k) others.
+
+    Below KNN_PASS_MIN_ROWS the index is flat and the lists come from its exact search.
+    From there the block kNN pass (`graphsvc.index.knn`) makes the lists, calibrated to
+    the index's target recall@k, and the IVF index is built on the pass's cells with its
+    number of probes: a query searches as the pass did, so the pass's measured recall is
+    the index's and neither trains nor calibrates twice."""
+    n = len(vectors)
+    width = min(lists or k, max(n - 1, 1))
+    if n < KNN_PASS_MIN_ROWS:
+        index = VectorIndex.build(vectors, metric="cosine")
+        # an approximate index searches as widely as it takes to find 97% of the exact top k
+        calibration = index.calibrate_nprobe(k=k)
+        scores, ids = index.neighbours_of_all(width) if n > 1 else _none(n, width)
+        report = {"method": "index search per row", "index": index.kind, "nprobe": index.nprobe,
+                  "recall_at_k": 1.0 if index.kind == "flat" else calibration["recall_at_k"]}
+        return Indexed(index, calibration, scores, ids, report)
     from graphsvc.index.knn import knn_graph  # torch: only when it is needed
 
-    graph = knn_graph(index.vectors(np.arange(index.count)), k, target_recall=CALIBRATION_TARGET_RECALL,
-                      normalise=False)
-    if not report:
-        return graph.scores, graph.ids
-    found = {"method": "block kNN pass", "recall_at_k": round(float(graph.recall_at_k), 4), "sample": graph.sample,
-             "cells": graph.cells, "probes": graph.probes, "device": graph.device,
-             "precision": getattr(graph, "precision", "float32"),
-             "seconds": {name: round(value, 2) for name, value in graph.seconds.items()}}
-    return graph.scores, graph.ids, found
+    graph = knn_graph(vectors, width, target_recall=CALIBRATION_TARGET_RECALL)
+    index = VectorIndex.build(vectors, metric="cosine", kind="ivf", centroids=graph.centroids, nprobe=graph.probes)
+    recall = round(float(graph.recall_at_k), 4)
+    calibration = {"nprobe": graph.probes, "recall_at_k": recall, "k": width, "sample": graph.sample}
+    report = {"method": "block kNN pass", "recall_at_k": recall, "sample": graph.sample, "cells": graph.cells,
+              "probes": graph.probes, "compared_per_row": round(graph.width), "device": graph.device,
+              "seconds": {name: round(value, 2) for name, value in graph.seconds.items()}}
+    return Indexed(index, calibration, graph.scores, graph.ids, report)
+
+
+def _none(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
 
 
 def similar_array(keys: pa.Array, ids: np.ndarray, scores: np.ndarray) -> pa.Array:

@@ -42,10 +42,9 @@ def test_every_rows_top_k_reaches_the_target_recall_against_exact_search():
     assert graph.flops < 2.0 * 3000 * 3000 * 32
 
 
-@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_lists_are_best_first_true_inner_products_without_the_row_itself(precision):
+def test_lists_are_best_first_true_inner_products_without_the_row_itself():
     x = clustered(3000, 16, seed=1)
-    graph = knn_graph(x, 7, sample=300, precision=precision)
+    graph = knn_graph(x, 7, sample=300)
     assert graph.ids.shape == graph.scores.shape == (3000, 7)
     assert graph.ids.dtype == np.int64 and graph.scores.dtype == np.float32
     assert not (graph.ids == np.arange(3000)[:, None]).any()
@@ -57,11 +56,9 @@ def test_lists_are_best_first_true_inner_products_without_the_row_itself(precisi
     assert (np.diff(graph.scores, axis=1) <= 0).all()
 
 
-@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_probing_every_cell_is_exact_search(precision):
-    # bfloat16 compares coarsely but keeps 2k candidates and re-scores them in float32
+def test_probing_every_cell_is_exact_search():
     x = np.random.default_rng(2).standard_normal((800, 24)).astype(np.float32)
-    graph = knn_graph(x, 5, cells=10, probes=10, sample=200, precision=precision)
+    graph = knn_graph(x, 5, cells=10, probes=10, sample=200)
     np.testing.assert_array_equal(graph.ids, exact_top(x, 5))
     assert graph.recall_at_k == 1.0
 
@@ -88,11 +85,6 @@ def test_fewer_rows_than_k_pad_with_minus_one_and_minus_infinity():
     assert knn_graph(x[:1], 3).ids.tolist() == [[-1, -1, -1]]
 
 
-def test_an_unknown_precision_is_refused():
-    with pytest.raises(ValueError, match="precision must be auto, float32 or bfloat16"):
-        knn_graph(np.ones((4, 2), np.float32), 1, precision="half")
-
-
 def test_cuda_is_chosen_only_when_torch_sees_it(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_device() == torch.device("cpu")
@@ -108,53 +100,59 @@ def test_the_knn_module_imports_without_faiss_duckdb_or_triton():
     assert out.stdout.strip() == "[]"
 
 
-def test_similar_lists_of_a_large_index_come_from_the_knn_pass(monkeypatch):
+def test_a_large_index_takes_its_lists_from_the_knn_pass_and_its_cells_from_the_pass(monkeypatch):
     x = clustered(2000, 16, seed=6)
-    index = VectorIndex.build(x, kind="ivf", nlist=20, use_gpu=False)
-    keys = pa.array([f"P{i}" for i in range(2000)])
     calls = []
     real = knn.knn_graph
     monkeypatch.setattr(knn, "knn_graph", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     monkeypatch.setattr(similar, "KNN_PASS_MIN_ROWS", 1000)
-    lists, report = similar.similar_lists(index, keys, 5)
-    lists = lists.to_pylist()
+    indexed = similar.index_with_neighbours(x, 5)
     assert calls == [1]
-    assert report["method"] == "block kNN pass" and report["recall_at_k"] >= 0.95
+    assert indexed.report["method"] == "block kNN pass" and indexed.report["recall_at_k"] >= 0.95
     exact = exact_top(x, 5)
-    found = np.array([[int(e["_key"][1:]) for e in row] for row in lists])
-    assert not (found == np.arange(2000)[:, None]).any()
-    assert recall(found, exact) >= 0.95
-    scores = np.array([[e["score"] for e in row] for row in lists])
-    assert (np.diff(scores, axis=1) <= 0).all()
-    # below the threshold the index answers, as before
+    assert not (indexed.ids == np.arange(2000)[:, None]).any()
+    assert recall(indexed.ids, exact) >= 0.95
+    assert (np.diff(indexed.scores, axis=1) <= 0).all()
+    # the index is IVF over the pass's cells, searching as many as the pass probed; so a
+    # query finds what the pass found for it (its own id aside)
+    index = indexed.index
+    assert index.kind == "ivf" and index.params == {"nlist": indexed.report["cells"],
+                                                    "nprobe": indexed.report["probes"]}
+    assert indexed.calibration == {"nprobe": indexed.report["probes"], "recall_at_k": indexed.report["recall_at_k"],
+                                   "k": 5, "sample": 1000}
+    scores, ids = similar.neighbours_of_rows(index, np.arange(2000), 5)
+    assert recall(ids, indexed.ids) >= 0.99
+    lists = similar.similar_array(pa.array([f"P{i}" for i in range(2000)]), indexed.ids, indexed.scores).to_pylist()
+    assert [int(e["_key"][1:]) for e in lists[7]] == indexed.ids[7].tolist()
+    # below the threshold the index is flat and its search exact
     monkeypatch.setattr(similar, "KNN_PASS_MIN_ROWS", 10_000)
-    _, report = similar.similar_lists(index, keys, 5)
+    small = similar.index_with_neighbours(x, 5)
     assert calls == [1]
-    assert report["method"] == "index search per row" and report["index"] == "ivf"
+    assert small.report == {"method": "index search per row", "index": "flat", "nprobe": None, "recall_at_k": 1.0}
+    np.testing.assert_array_equal(small.ids, exact)
 
 
-def test_auto_precision_takes_bfloat16_only_for_wide_blocks_where_it_is_fast(monkeypatch):
-    x = clustered(1200, 16, seed=7)
-    monkeypatch.setattr(knn, "fast_bfloat16", lambda device: True)
-    assert knn_graph(x, 5, sample=100).precision == "float32"  # ~hundreds of columns per row
-    monkeypatch.setattr(knn, "BFLOAT16_MIN_WIDTH", 0)
-    wide = knn_graph(x, 5, sample=100)
-    assert wide.precision == "bfloat16" and wide.recall_at_k >= 0.95
-    monkeypatch.setattr(knn, "fast_bfloat16", lambda device: False)
-    assert knn_graph(x, 5, sample=100).precision == "float32"
-    assert knn_graph(x, 5, sample=100, precision="bfloat16").precision == "bfloat16"
+def test_an_index_built_on_given_centroids_neither_trains_nor_moves_them():
+    x = clustered(3000, 8, seed=9)
+    graph = knn_graph(x, 5, sample=200)
+    index = VectorIndex.build(x, centroids=graph.centroids, nprobe=graph.probes, use_gpu=False)
+    import faiss
+
+    ivf = faiss.extract_index_ivf(index.faiss_index)
+    np.testing.assert_array_equal(ivf.quantizer.reconstruct_n(0, ivf.nlist), graph.centroids)
+    assert index.count == 3000 and index.nprobe == graph.probes
+    with pytest.raises(ValueError, match="centroids are only for an IVF index"):
+        VectorIndex.build(x, kind="flat", centroids=graph.centroids)
+    with pytest.raises(ValueError, match="centroids have dimension 3, the index has dimension 8"):
+        VectorIndex.build(x, centroids=np.ones((4, 3), np.float32))
 
 
-def test_auto_precision_keeps_float32_where_bfloat16_cannot_tell_the_neighbours_apart(monkeypatch):
-    # one direction with tiny perturbations: every score is within bfloat16's resolution
-    # of the others, so a bfloat16 shortlist is a lottery; measured first, it is not used
-    rng = np.random.default_rng(8)
-    base = rng.standard_normal(32)
-    x = (base + 0.03 * rng.standard_normal((1500, 32))).astype(np.float32)
-    monkeypatch.setattr(knn, "fast_bfloat16", lambda device: True)
-    monkeypatch.setattr(knn, "BFLOAT16_MIN_WIDTH", 0)
-    auto = knn_graph(x, 5, sample=200)
-    assert auto.precision == "float32" and auto.recall_at_k >= 0.95
-    assert "precision_check" in auto.seconds
-    forced = knn_graph(x, 5, sample=200, precision="bfloat16")  # asked for: honoured, and its loss shows
-    assert forced.precision == "bfloat16" and forced.recall_at_k < auto.recall_at_k
+def test_groups_larger_than_a_block_are_split_and_give_the_same_lists(monkeypatch):
+    x = clustered(1500, 12, seed=10)
+    whole = knn_graph(x, 6, cells=8, probes=3, sample=100)
+    monkeypatch.setattr(knn, "BLOCK_SCORES", 1000)  # a few rows per product
+    monkeypatch.setattr(knn, "CHUNK_CANDIDATES", 6 * 3 * 50)  # 50 rows per chunk
+    split = knn_graph(x, 6, cells=8, probes=3, sample=100)
+    np.testing.assert_array_equal(split.ids, whole.ids)
+    np.testing.assert_allclose(split.scores, whole.scores, atol=1e-6)
+    assert split.flops == whole.flops

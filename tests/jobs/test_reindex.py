@@ -169,3 +169,35 @@ def test_cli_summary_and_keep_prunes_old_versions(baseline, triton, tmp_path):
     assert len(published.keys) == len(attributes(store_path))
     text = CliRunner().invoke(jobs_cli, [*settings, "reindex", "products"], catch_exceptions=False)
     assert text.exit_code == 0 and "unchanged" in text.output and "index v4" in text.output
+
+
+def test_above_the_flat_size_the_index_is_built_on_the_knn_cells_and_then_updated_in_place(
+        baseline, triton, tmp_path, monkeypatch):
+    # the thresholds lowered so that 1,200 products take the large-catalogue path
+    import jobs.reindex as reindex_module
+    from graphsvc.index import similar
+
+    monkeypatch.setattr(similar, "KNN_PASS_MIN_ROWS", 500)
+    monkeypatch.setattr(reindex_module, "AUTO_FLAT_MAX", 500)
+    store_path, index_dir = _fresh(baseline, tmp_path)
+    first = run_reindex(triton, store_path, index_dir, full=True)
+    assert first["index"]["action"] == "rebuilt" and first["index"]["kind"] == "ivf"
+    calibration = first["index"]["calibration"]
+    loaded = load_current(index_dir, "products")
+    assert loaded.index.params["nprobe"] == calibration["nprobe"] and calibration["recall_at_k"] >= 0.95
+
+    change_catalogue(store_path, share=0.01, seed=1)
+    second = run_reindex(triton, store_path, index_dir)
+    assert second["mode"] == "incremental" and second["index"]["action"] == "updated"
+    # the lists written are those of exact search on tonight's embeddings, but for what
+    # the index's calibrated recall and the list tolerance allow
+    written = attributes(store_path)
+    keys = sorted(written)
+    unit = np.array([written[k]["embedding"] for k in keys])
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    scores = unit @ unit.T
+    np.fill_diagonal(scores, -np.inf)
+    exact = np.argsort(-scores, axis=1)[:, :10]
+    found = [{s["_key"] for s in written[k]["similar"]} for k in keys]
+    recall = np.mean([len(found[i] & {keys[j] for j in exact[i]}) / 10 for i in range(len(keys))])
+    assert recall >= 0.93
