@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -51,6 +52,9 @@ TARGET_RECALL = 0.97
 #: k-means trains on at most this many sampled rows per cell
 TRAIN_ROWS_PER_CELL = 64
 KMEANS_ITERATIONS = 12
+#: above this many cells k-means runs in two levels (see _kmeans), then this many rounds over all
+FLAT_KMEANS_MAX_CELLS = 2048
+REFINE_ITERATIONS = 3
 #: a worker's chunk holds at most this many (row, slot) candidates: rows × P × k
 CHUNK_CANDIDATES = 1 << 22
 #: one group's score block holds at most this many scores (rows × cell members)
@@ -145,6 +149,7 @@ def knn_graph(vectors: np.ndarray | torch.Tensor, k: int, *, target_recall: floa
     sorted_x = torch.empty_like(x)
     for start in range(0, n, 65_536):
         sorted_x[start : start + 65_536] = x[order[start : start + 65_536]]
+    del x  # (the caller's array, when it was unit float32 already, is not freed)
     seconds["lists"] = _clock(dev) - mark
 
     mark = time.perf_counter()
@@ -181,69 +186,112 @@ def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
 # ------------------------------------------------------------------ cells
 
 def _kmeans(x: torch.Tensor, cells: int, gen: torch.Generator) -> torch.Tensor:
-    """Spherical k-means (unit centroids, nearest by inner product) on a sample.
-    Hand-written because torch has none and faiss may be absent; ~a dozen iterations
-    of one matrix product each."""
+    """Spherical k-means (unit centroids, nearest by inner product) on a sample of
+    TRAIN_ROWS_PER_CELL rows per cell. Hand-written because torch has none and faiss may
+    be absent. Each round is one product of the sample with the centroids, so its cost
+    grows as cells²; above FLAT_KMEANS_MAX_CELLS it runs in two levels: ~sqrt(cells)
+    coarse cells, each split into its share of the cells, then REFINE_ITERATIONS rounds
+    over all of them."""
     n = x.shape[0]
     train = x[torch.randperm(n, generator=gen)[: min(n, cells * TRAIN_ROWS_PER_CELL)].to(x.device)]
-    centroids = train[torch.randperm(train.shape[0], generator=gen)[:cells].to(x.device)].clone()
-    for _ in range(KMEANS_ITERATIONS):
+    if cells <= FLAT_KMEANS_MAX_CELLS:
+        return _lloyd(train, _pick(train, cells, gen), KMEANS_ITERATIONS, gen)
+    coarse = _lloyd(train, _pick(train, round(math.sqrt(cells)), gen), KMEANS_ITERATIONS, gen)
+    group = _probe_lists(train, coarse, 1)[:, 0]
+    order = torch.argsort(group, stable=True)
+    sizes = torch.bincount(group, minlength=len(coarse)).cpu().numpy()
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    parts = []
+    for g, share in enumerate(_shares(sizes, cells)):
+        if share:
+            members = train[order[bounds[g] : bounds[g + 1]]]
+            parts.append(_lloyd(members, _pick(members, int(share), gen), KMEANS_ITERATIONS, gen))
+    return _lloyd(train, torch.cat(parts), REFINE_ITERATIONS, gen)
+
+
+def _pick(rows: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
+    return rows[torch.randperm(rows.shape[0], generator=gen)[:count].to(rows.device)].clone()
+
+
+def _lloyd(train: torch.Tensor, centroids: torch.Tensor, iterations: int, gen: torch.Generator) -> torch.Tensor:
+    for _ in range(iterations):
         assign = _probe_lists(train, centroids, 1)[:, 0]
         sums = torch.zeros_like(centroids).index_add_(0, assign, train)
-        empty = torch.bincount(assign, minlength=cells) == 0
+        empty = torch.bincount(assign, minlength=len(centroids)) == 0
         if empty.any():  # an empty cell restarts at a random training row
-            pick = torch.randint(0, train.shape[0], (int(empty.sum()),), generator=gen).to(x.device)
+            pick = torch.randint(0, train.shape[0], (int(empty.sum()),), generator=gen).to(train.device)
             sums[empty] = train[pick]
         centroids = unit_rows(sums)
     return centroids
 
 
+def _shares(sizes: np.ndarray, total: int) -> np.ndarray:
+    """`total` split in proportion to `sizes` (largest remainders), none above its size."""
+    quota = sizes * total / max(int(sizes.sum()), 1)
+    share = np.minimum(np.floor(quota).astype(np.int64), sizes)
+    for g in np.argsort(-(quota - share), kind="stable"):
+        if share.sum() >= total:
+            break
+        share[g] += share[g] < sizes[g]
+    return share
+
+
 def _probe_lists(x: torch.Tensor, centroids: torch.Tensor, probes: int, chunk: int = 16_384) -> torch.Tensor:
     """Each row's `probes` nearest cells, nearest first: [N, P] int64."""
     out = torch.empty(x.shape[0], probes, dtype=torch.int64, device=x.device)
-    for start in range(0, x.shape[0], chunk):
-        out[start : start + chunk] = torch.topk(x[start : start + chunk] @ centroids.T, probes, dim=1).indices
+
+    def run(first: int, step: int) -> float:
+        for start in range(first * chunk, x.shape[0], step * chunk):
+            out[start : start + chunk] = torch.topk(x[start : start + chunk] @ centroids.T, probes, dim=1).indices
+        return 0.0
+
+    _in_threads(run, x.device)
     return out
+
+
+def _in_threads(run: Callable[[int, int], float], device: torch.device) -> float:
+    """`run(first, step)` over chunks first, first + step, …: on the CPU in one Python
+    thread per core, each running torch single-threaded, and the sum of what they return.
+    The chunks' products are small, and torch's own threads would wait for each other at
+    every one of the operations a chunk takes (measured at 100k × 256 on this project's
+    2-core machine: 19 s with 2 torch threads, 4.7 s with a thread per core)."""
+    workers = 1 if device.type != "cpu" else max(1, torch.get_num_threads())
+    if workers == 1:
+        return run(0, 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            return sum(pool.map(lambda first: run(first, workers), range(workers)))
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------- pass
 
 def _pass(x: torch.Tensor, starts: np.ndarray, lists: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Every row of `x` (in cell order: cell c's members are x[starts[c]:starts[c+1]])
-    against the members of the cells in its probe list; positions, not row ids.
-
-    On the CPU the chunks are shared among one Python thread per core, each running
-    torch single-threaded (chunks write disjoint rows): the groups are small, and torch's
-    own threads would wait for each other at every one of the ~10 operations a group takes."""
+    against the members of the cells in its probe list; positions, not row ids. Chunks
+    of rows write disjoint rows, so they run side by side (`_in_threads`)."""
     n = x.shape[0]
     dev = x.device
     probes = lists.shape[1]
     best_s = torch.empty(n, k, device=dev)
     best_i = torch.empty(n, k, dtype=torch.int64, device=dev)
     rows = max(1, CHUNK_CANDIDATES // (probes * k))
-    workers = 1 if dev.type != "cpu" else max(1, torch.get_num_threads())
 
-    def run(first: int) -> float:
+    def run(first: int, step: int) -> float:
         slot_s = torch.empty(min(rows, n), probes * k, device=dev)
         slot_i = torch.empty(min(rows, n), probes * k, dtype=torch.int64, device=dev)
         flops = 0.0
-        for a in range(first * rows, n, workers * rows):
+        for a in range(first * rows, n, step * rows):
             b = min(n, a + rows)
             flops += _chunk(x, starts, lists[a:b], a, k, slot_s[: b - a], slot_i[: b - a])
             top_s, pos = torch.topk(slot_s[: b - a], k, dim=1)
             best_s[a:b], best_i[a:b] = top_s, torch.gather(slot_i[: b - a], 1, pos)
         return flops
 
-    if workers == 1:
-        return best_s, best_i, run(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(workers) as pool:
-            flops = sum(pool.map(run, range(workers)))
-    finally:
-        torch.set_num_threads(threads)
-    return best_s, best_i, flops
+    return best_s, best_i, _in_threads(run, dev)
 
 
 def _chunk(x: torch.Tensor, starts: np.ndarray, lists: torch.Tensor, first: int, k: int,
