@@ -18,13 +18,13 @@ import pyarrow as pa
 
 from graphsvc.datasets import load_texts
 from graphsvc.errors import TritonInferenceError
+from graphsvc.incremental import fingerprint, text_hashes
 from graphsvc.index.artifacts import publish
 from graphsvc.index.similar import embedding_array, index_with_neighbours, similar_array
 from graphsvc.models.text import EMBEDDING, Tokenizer
+from graphsvc.runs import RunJournal, job_journal, kill_point
 from graphsvc.store import require_vector_index
 from graphsvc.store.base import GraphStore
-from graphsvc.incremental import fingerprint, text_hashes
-from graphsvc.runs import RunJournal, job_journal, kill_point
 from graphsvc.timing import PhaseTimer
 from graphsvc.triton.client import TritonClient
 

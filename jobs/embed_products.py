@@ -20,7 +20,9 @@ import pyarrow as pa
 from graphsvc.datasets import NodeGraph, load_node_graph
 from graphsvc.errors import ConfigError, ModelRepositoryError, TritonInferenceError
 from graphsvc.graph import NeighbourMean, NeighbourSampler
+from graphsvc.incremental import fingerprint, row_hashes
 from graphsvc.index.artifacts import publish
+from graphsvc.index.similar import embedding_array, index_with_neighbours, similar_array
 from graphsvc.models.graphsage import (
     EMBEDDING,
     LAYER_NEIGHBOURS,
@@ -30,11 +32,9 @@ from graphsvc.models.graphsage import (
     layer_model_name,
     subgraph_request,
 )
-from graphsvc.index.similar import embedding_array, index_with_neighbours, similar_array
+from graphsvc.runs import RunJournal, job_journal, kill_point
 from graphsvc.store import require_vector_index
 from graphsvc.store.base import GraphStore
-from graphsvc.incremental import fingerprint, row_hashes
-from graphsvc.runs import RunJournal, job_journal, kill_point
 from graphsvc.timing import PhaseTimer
 from graphsvc.triton.client import TritonClient
 

@@ -44,7 +44,6 @@ from graphsvc.splits import hold_out_edges, random_split
 from graphsvc.store.base import GraphStore
 from graphsvc.timing import PhaseTimer
 
-
 DEFAULT_HOLDOUT = 0.1  # what `jobs train-graphsage` holds out unless told otherwise
 DEFAULT_SPLIT = (0.6, 0.2)
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tests.support import REPO_ROOT, free_ports
 from graphsvc.cli import cli as graphsvc_cli
 from graphsvc.index.artifacts import current_version, load_current
 from graphsvc.store import open_store
@@ -20,6 +19,7 @@ from graphsvc.triton.client import TritonClient
 from jobs.cli import cli as jobs_cli
 from jobs.synth import ProductGraphSpec, write_movies_dump, write_products_dump
 from jobs.train import TrainingConfig, train_graphsage
+from tests.support import REPO_ROOT, free_ports
 
 SPEC = ProductGraphSpec(num_products=800, num_categories=8, seed=11)
 

@@ -27,7 +27,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Optional
 
-from fastapi import FastAPI, Path as PathParam, Query
+from fastapi import FastAPI, Query
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field

@@ -32,13 +32,13 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from graphsvc.errors import DumpFormatError
-from graphsvc.store.checks import DOCUMENT_ID_PATTERN, DOCUMENT_KEY_PATTERN, keep_last_rows
 from graphsvc.store.base import (
     ARANGO_TYPE_DOCUMENT,
     ARANGO_TYPE_EDGE,
     EdgeDefinition,
     GraphInfo,
 )
+from graphsvc.store.checks import DOCUMENT_ID_PATTERN, DOCUMENT_KEY_PATTERN, keep_last_rows
 
 __all__ = [
     "Dump",

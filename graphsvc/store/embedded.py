@@ -35,17 +35,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from graphsvc.errors import CollectionNotFound, DocumentNotFound, StoreError
-from graphsvc.store.checks import check_edge_ends, check_keys, keep_last_rows
 from graphsvc.store.base import (
-    Condition,
     CollectionInfo,
     CollectionKind,
+    Condition,
     DanglingEdges,
     EdgeDefinition,
     GraphInfo,
     GraphStore,
     IndexOutcome,
 )
+from graphsvc.store.checks import check_edge_ends, check_keys, keep_last_rows
 
 _RANGE_SQL = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
 

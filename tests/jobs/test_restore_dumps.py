@@ -14,7 +14,6 @@ from graphsvc.store.embedded import EmbeddedStore
 from jobs.cli import cli
 from jobs.restore_dumps import progress_key, restore_dumps
 
-
 # ------------------------------------------------------------------------------ helpers
 
 
