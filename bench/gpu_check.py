@@ -155,7 +155,8 @@ def main() -> None:
     save()
     say(f"== catalogue: {args.nodes:,} products, {edges:,} co-purchases in {report['catalogue']['seconds']} s")
 
-    report["training"] = train_throughput(graph, features, labels, train_nodes, steps=args.train_steps, device=str(device))
+    report["training"] = train_throughput(graph, features, labels, train_nodes, steps=args.train_steps,
+                                          device=str(device))
     save()
     say(f"== training on {device}: {report['training']}")
     if args.cpu_train_steps and device.type != "cpu":

@@ -208,7 +208,8 @@ def main() -> None:
     features, labels = labelled_features(args.nodes, 47, 100, args.seed)
     train_nodes = np.random.default_rng(args.seed).permutation(args.nodes)[: max(args.nodes // 12, args.batch_size)]
     print(f"graph: {graph.num_nodes:,} nodes, {graph.num_edges // 2:,} edges, mean degree "
-          f"{graph.num_edges / graph.num_nodes:.1f}, max {graph.degree().max():,} ({time.perf_counter() - started:.1f}s)")
+          f"{graph.num_edges / graph.num_nodes:.1f}, max {graph.degree().max():,} "
+          f"({time.perf_counter() - started:.1f}s)")
     old = old_graph = None
     if args.baseline_steps:
         old = main_graph_module()

@@ -93,7 +93,8 @@ def embed_movies(
             index,
             keys,
             model={"name": config.model, "version": model_version},
-            extra={"job": "embed-movies", "top_k": config.top_k, "calibration": calibration, "text_attribute": config.text},
+            extra={"job": "embed-movies", "top_k": config.top_k, "calibration": calibration,
+                   "text_attribute": config.text},
             keep=config.keep,
         )
     journal.remove()
@@ -139,7 +140,9 @@ def _embed(texts: list[str], triton: TritonClient, config: EmbedMoviesConfig,
     embeddings = None
     for rows, vectors in zip(batches, saved):
         if vectors.shape[0] != len(rows):
-            raise TritonInferenceError(f"model '{config.model}' returned {vectors.shape[0]} vectors for {len(rows)} texts")
+            raise TritonInferenceError(
+                f"model '{config.model}' returned {vectors.shape[0]} vectors for {len(rows)} texts"
+            )
         if embeddings is None:
             embeddings = np.zeros((len(texts), vectors.shape[1]), np.float32)
         embeddings[rows] = vectors

@@ -160,7 +160,8 @@ def _embed_layerwise(data: NodeGraph, triton: TritonClient, models: list[str], c
     sparse product here, and Triton applies the layer's weights in large batches."""
     mean = NeighbourMean(data.graph)
     num_nodes = len(data.keys)
-    chunks = [slice(s, min(s + config.layer_batch_size, num_nodes)) for s in range(0, num_nodes, config.layer_batch_size)]
+    chunks = [slice(s, min(s + config.layer_batch_size, num_nodes))
+              for s in range(0, num_nodes, config.layer_batch_size)]
     rows, embedding = data.features, None
     for layer, model in enumerate(models):
         done = [journal.load(f"L{layer}-B{b}") if journal else None for b in range(len(chunks))]
@@ -184,7 +185,8 @@ def _embed_layerwise(data: NodeGraph, triton: TritonClient, models: list[str], c
 
 
 def _embed(data: NodeGraph, triton: TritonClient, config: EmbedProductsConfig,
-           on_progress: Callable[[int], None] | None, journal: RunJournal | None = None) -> tuple[np.ndarray, np.ndarray]:
+           on_progress: Callable[[int], None] | None,
+           journal: RunJournal | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings [N, d], predicted category [N]) from Triton, one sampled subgraph per batch."""
     sampler = NeighbourSampler(data.graph, config.fanouts, seed=config.seed)
     num_nodes = len(data.keys)

@@ -21,7 +21,8 @@ EXAMPLES = 25
 @pytest.fixture(scope="module")
 def api_schema(tmp_path_factory):
     catalogue = make_catalogue(tmp_path_factory.mktemp("fuzz"), n=300, dim=8)
-    app = create_app(ServiceConfig(index_dir=str(catalogue.index_dir), store=str(catalogue.store)), start_reloader=False)
+    app = create_app(ServiceConfig(index_dir=str(catalogue.index_dir), store=str(catalogue.store)),
+                     start_reloader=False)
     app.state.reloader.check()
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
