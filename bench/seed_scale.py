@@ -153,7 +153,7 @@ def query_latency(base: str, keys: list[str], fields: str, rounds: int) -> dict:
     seconds = []
     rng = np.random.default_rng(1)
     hits = 0
-    for i in range(rounds):
+    for _ in range(rounds):
         key = keys[int(rng.integers(len(keys)))]
         started = time.perf_counter()
         with urllib.request.urlopen(f"{base}/v1/products/{key}/similar?k=10&fields={fields}", timeout=30) as r:

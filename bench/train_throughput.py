@@ -102,11 +102,12 @@ def baseline_throughput(old, graph, features, labels, train_nodes, fanouts, batc
         batch = order[number * batch_size : (number + 1) * batch_size]
         clock = [time.perf_counter()]
 
+        # mark() is only called within this iteration, so it sees this step's `number` and `clock`
         def mark(phase):
             now = time.perf_counter()
-            if number:  # the first step warms up
-                phases[phase] += now - clock[0]
-            clock[0] = now
+            if number:  # noqa: B023 - the first step warms up
+                phases[phase] += now - clock[0]  # noqa: B023
+            clock[0] = now  # noqa: B023
 
         sub = old.NeighbourSampler.sample(sampler, batch, batch_number=number)
         mark("sample")

@@ -70,12 +70,12 @@ def pipeline(tmp_path_factory):
         server.send_signal(signal.SIGTERM)
         try:
             output, _ = server.communicate(timeout=90)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as err:
             server.kill()
             output, _ = server.communicate()
             log = root / "triton-runtime" / "tritonserver.log"
             tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
-            raise AssertionError("graphsvc triton serve did not stop on SIGTERM:\n" + output + "\n".join(tail))
+            raise AssertionError("graphsvc triton serve did not stop on SIGTERM:\n" + output + "\n".join(tail)) from err
         assert server.returncode == 0, output
 
 

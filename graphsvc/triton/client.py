@@ -713,7 +713,7 @@ class TritonClient:
                 if yielded == submitted:
                     return
                 with done:
-                    done.wait_for(lambda: yielded in results)
+                    done.wait_for(lambda: yielded in results)  # noqa: B023 - evaluated inside this wait_for
                     ok, value = results.pop(yielded)
                 yielded += 1
                 if not ok:
