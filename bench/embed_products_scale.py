@@ -121,7 +121,8 @@ def workshop_way(server: TritonServer, graph, seconds: float) -> float:
             item = httpclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
             item.set_data_from_numpy(array, binary_data=False)
             inputs.append(item)
-        outputs = [httpclient.InferRequestedOutput(o, binary_data=False) for o in (graphsage.EMBEDDING, graphsage.LOGITS)]
+        outputs = [httpclient.InferRequestedOutput(o, binary_data=False)
+                   for o in (graphsage.EMBEDDING, graphsage.LOGITS)]
         client.infer("graphsage", inputs, outputs=outputs).as_numpy(graphsage.EMBEDDING)
 
     one(0)  # warm-up, as our job gets one
@@ -175,8 +176,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"embed-products on {args.products:,} products, {report['edges']:,} co-purchases (mean degree {args.degree:g})")
-    print(f"  ours (Triton, layer-wise)    {report['ours_nodes_per_s']:>10,.0f} nodes/s   whole job {ours['seconds']['total']}s")
+    print(f"embed-products on {args.products:,} products, {report['edges']:,} co-purchases "
+          f"(mean degree {args.degree:g})")
+    print(f"  ours (Triton, layer-wise)    {report['ours_nodes_per_s']:>10,.0f} nodes/s   "
+          f"whole job {ours['seconds']['total']}s")
     print(f"  in-process PyG layer-wise    {report['in_process_pyg_nodes_per_s']:>10,.0f} nodes/s")
     print(f"  workshop (1 node/request)    {report['workshop_nodes_per_s']:>10,.1f} nodes/s")
     print(f"  ours / in-process = {report['ours_vs_in_process']:.2f} (goal >= 0.5); "

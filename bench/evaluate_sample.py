@@ -158,7 +158,8 @@ def print_table(results: list[dict]) -> None:
         print(f"  index recall@10        {index['recall_at_k']:.4f} vs exact ({index['kind']}{nprobe}, "
               f"{index['sample']} queries)")
         print(f"  PCA variance PC1/PC2   {r['projection_explained_variance']}")
-        print(f"  time                   {r['seconds']}s in all, evaluate {r['evaluate_seconds']}s; report {r['report']}")
+        print(f"  time                   {r['seconds']}s in all, evaluate {r['evaluate_seconds']}s; "
+              f"report {r['report']}")
         for note in r["notes"]:
             print(f"  note: {note}")
 

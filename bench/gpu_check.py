@@ -37,13 +37,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from knn_pass import clustered  # noqa: E402
+
 from graphsvc.evaluation.inference import embed_layerwise  # noqa: E402
 from graphsvc.graph import CSRGraph  # noqa: E402
 from graphsvc.index.knn import knn_graph, pick_device  # noqa: E402
 from graphsvc.models.graphsage import GraphSAGE  # noqa: E402
 from jobs.catalogue import OGBN_PRODUCTS_EDGES, OGBN_PRODUCTS_NODES, Catalogue, CatalogueSpec  # noqa: E402
 from jobs.train import train_throughput  # noqa: E402
-from knn_pass import clustered  # noqa: E402
 
 
 def say(message: str) -> None:
@@ -154,7 +155,8 @@ def main() -> None:
     save()
     say(f"== catalogue: {args.nodes:,} products, {edges:,} co-purchases in {report['catalogue']['seconds']} s")
 
-    report["training"] = train_throughput(graph, features, labels, train_nodes, steps=args.train_steps, device=str(device))
+    report["training"] = train_throughput(graph, features, labels, train_nodes, steps=args.train_steps,
+                                          device=str(device))
     save()
     say(f"== training on {device}: {report['training']}")
     if args.cpu_train_steps and device.type != "cpu":

@@ -204,7 +204,9 @@ def build_index(root: Path, n: int) -> Path:
 
     index_dir = root / f"key_lookup_index_{n}"
     if current_version(index_dir, "products"):
-        if load_version(index_dir, "products", current_version(index_dir, "products"), verify=False).manifest.count == n:
+        if load_version(
+            index_dir, "products", current_version(index_dir, "products"), verify=False
+        ).manifest.count == n:
             return index_dir
     vectors = np.random.default_rng(2).standard_normal((n, 8), dtype=np.float32)
     index = VectorIndex.build(vectors, metric="cosine", kind="ivf", nlist=1024, nprobe=1)
@@ -266,7 +268,8 @@ asked = time.time()
 store = EmbeddedStore(path, create=False)
 opened = time.time()
 keys = pa.array([f"P{i:07d}" for i in range(rows)])
-store.update_attributes("products", pa.table({"_key": keys, "predicted_category": pa.array(np.random.default_rng(1).integers(0, 47, rows))}))
+categories = pa.array(np.random.default_rng(1).integers(0, 47, rows))
+store.update_attributes("products", pa.table({"_key": keys, "predicted_category": categories}))
 written = time.time()
 store.close()
 print(asked, opened, written, time.time())
@@ -313,7 +316,9 @@ def during_write(base: str, store: Path, n: int, rows: int) -> dict:
         "all_answers": percentiles([s for _, _, s in records]),
         "200_answers": percentiles([s for _, status, s in records if status == 200]),
         "503_answers": percentiles([s for _, status, s in records if status == 503]),
-        "200_answers_while_the_writer_held_the_file": sum(1 for at, st, _ in records if opened <= at <= closed and st == 200),
+        "200_answers_while_the_writer_held_the_file": sum(
+            1 for at, st, _ in records if opened <= at <= closed and st == 200
+        ),
         "fields_back_after_the_writer_closed_s": None if back is None else round(back, 3),
     }
 

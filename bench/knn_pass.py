@@ -206,7 +206,8 @@ def main() -> None:
             continue
         print(f"{name}:")
         print(f"  kNN pass     {r['seconds']:7.1f} s  recall@10 {r['recall_at_10']:.4f} (its own sample "
-              f"{r['sampled_recall_at_10']:.4f})  cells {r['cells']}  probes {r['probes']}  compared with {r['width']:,} rows each  phases {r['phases']}")
+              f"{r['sampled_recall_at_10']:.4f})  cells {r['cells']}  probes {r['probes']}  "
+              f"compared with {r['width']:,} rows each  phases {r['phases']}")
         print(f"  arithmetic   {r['gflop']:,.0f} GFLOP → floor {r['floor_s']:.1f} s at the sgemm rate "
               f"({r['floor_s'] / r['phases']['pass']:.0%} of the pass phase); exact all-pairs "
               f"{r['exact_gflop']:,.0f} GFLOP")

@@ -64,7 +64,7 @@ def full_recompute(store, model) -> tuple[list[str], np.ndarray]:
     mean = NeighbourMean(data.graph)
     h = data.features
     with torch.inference_mode():
-        for i, conv in enumerate(model.convs[:-1]):
+        for conv in model.convs[:-1]:
             x = torch.from_numpy(h)
             h = (conv.lin_l(torch.from_numpy(mean(h))) + conv.lin_r(x)).relu().numpy()
     return data.keys.to_pylist(), h

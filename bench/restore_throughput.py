@@ -266,7 +266,8 @@ def report(results: dict) -> None:
         print(f"    (median of 5 runs; all runs, docs/s: {', '.join(f'{r:,}' for r in o['all_docs_per_second'])})")
         for label, key in (("one document at a time", "one_at_a_time"), ("batches of 250", "batches_of_250")):
             b = seed[key]
-            print(f"  baseline: {label:<20}{rate(b)}  ({b['docs']:,} docs in {b['seconds']:.1f}s)   ours/baseline {ratio(o, b)}")
+            print(f"  baseline: {label:<20}{rate(b)}  ({b['docs']:,} docs in {b['seconds']:.1f}s)   "
+                  f"ours/baseline {ratio(o, b)}")
     else:
         print("\nseed workshop dump: skipped (../shared/fixtures/seed_workshop_dump is absent)")
 
@@ -274,10 +275,12 @@ def report(results: dict) -> None:
     o, s, lim, parse = p["ours"], p["ours_scale"], p["ours_low_memory_limit"], p["read_and_parse_only"]
     print(f"\nsynthetic products dump: {dump['docs']:,} docs, {dump['gzip_bytes'] / 2**20:.1f} MB gzip, "
           f"{dump['json_bytes'] / 2**20:.1f} MB JSON ({dump['json_bytes'] / dump['docs']:.0f} bytes/doc)")
-    print(f"  ours (jobs restore-dumps)     {rate(o)}  {o['seconds']:.2f}s  {mem(o)}  DuckDB holds {o['duckdb_memory_mb']} MB")
+    print(f"  ours (jobs restore-dumps)     {rate(o)}  {o['seconds']:.2f}s  {mem(o)}  "
+          f"DuckDB holds {o['duckdb_memory_mb']} MB")
     for label, key in (("one document at a time", "one_at_a_time"), ("batches of 250", "batches_of_250")):
         b = p[key]
-        print(f"  baseline: {label:<20}{rate(b)}  ({b['docs']:,} docs in {b['seconds']:.1f}s)   ours/baseline {ratio(o, b)}")
+        print(f"  baseline: {label:<20}{rate(b)}  ({b['docs']:,} docs in {b['seconds']:.1f}s)   "
+              f"ours/baseline {ratio(o, b)}")
     goal = results["goal_docs_per_second"]
     print(f"  goal ≥ {goal:,} docs/s: {'met' if o['docs_per_second'] >= goal else 'NOT met'} "
           f"({o['docs_per_second'] / goal:.2f}x the goal)")
@@ -293,14 +296,16 @@ def report(results: dict) -> None:
     millions = (o["docs"] - s["docs"]) / 1e6
     if millions > 0:
         cache = ((o["duckdb_memory_mb"] or 0) - (s["duckdb_memory_mb"] or 0)) / millions
-        print(f"  peak RSS growth per million more documents: restore {(o['rss_peak_mb'] - s['rss_peak_mb']) / millions:+.0f} MB "
+        print(f"  peak RSS growth per million more documents: "
+              f"restore {(o['rss_peak_mb'] - s['rss_peak_mb']) / millions:+.0f} MB "
               f"(DuckDB's table cache {cache:+.0f} MB), read + parse alone "
               f"{(parse['rss_peak_mb'] - ps['rss_peak_mb']) / millions:+.0f} MB")
     print("  The restore's own buffers are one block being written and one being parsed (at most --batch-size"
           "\n  lines or 32 MB of JSON each), so read + parse stays flat as the dump grows; what grows is the"
           "\n  store's side of the writes: DuckDB caches the table it writes, up to its memory limit"
           "\n  (GRAPHSVC_EMBEDDED_MEMORY_LIMIT), then spills to the file.")
-    print(f"\n1-minute load average at the end: {results['load_average_1min']:.2f} on {results['machine']['cpus']} CPUs")
+    print(f"\n1-minute load average at the end: {results['load_average_1min']:.2f} "
+          f"on {results['machine']['cpus']} CPUs")
 
 
 def main() -> None:

@@ -47,7 +47,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 OGBN_PRODUCTS = (2_449_029, 61_859_140)
-WORKSHOP_CHECKPOINT = REPO.parent / "shared" / "fixtures" / "checkpoints" / "obgn-products_cpu_weights_checkpoint.pth.tar"
+WORKSHOP_CHECKPOINT = (
+    REPO.parent / "shared" / "fixtures" / "checkpoints" / "obgn-products_cpu_weights_checkpoint.pth.tar"
+)
 
 
 def say(message: str) -> None:
@@ -151,7 +153,7 @@ def query_latency(base: str, keys: list[str], fields: str, rounds: int) -> dict:
     seconds = []
     rng = np.random.default_rng(1)
     hits = 0
-    for i in range(rounds):
+    for _ in range(rounds):
         key = keys[int(rng.integers(len(keys)))]
         started = time.perf_counter()
         with urllib.request.urlopen(f"{base}/v1/products/{key}/similar?k=10&fields={fields}", timeout=30) as r:
@@ -257,7 +259,8 @@ def main() -> None:
                         help="GraphSAGE checkpoint to embed with (no training) [default: train one on the catalogue].")
     parser.add_argument("--train-epochs", type=int, default=1,
                         help="Epochs of `jobs train-graphsage` (timed, excluded from the total); 0: embed with the "
-                             "workshop's checkpoint (its weights fit ogbn-products' features, not these), else untrained.")
+                             "workshop's checkpoint (its weights fit ogbn-products' features, not these), "
+                             "else untrained.")
     parser.add_argument("--queries", type=int, default=500, help="Sequential fields= queries through graphsvc serve.")
     parser.add_argument("--skip-reindex", action="store_true")
     parser.add_argument("--skip-evaluate", action="store_true")
@@ -308,10 +311,11 @@ def run(pipeline: "Pipeline", args, work: Path, ports: tuple[int, int, int, int]
     checkpoint = args.checkpoint
     if checkpoint is None and args.train_epochs:
         trained = work / "trained.pth.tar"
-        step, trained_metrics = pipeline.command("train-graphsage", [*jobs, "train-graphsage", "--split-attribute", "split",
-                                                             "--batch-size", "1024", "--epochs", str(args.train_epochs),
-                                                             "--out", str(trained), "--json"],
-                                         in_total=False, parse_json=True)
+        step, trained_metrics = pipeline.command("train-graphsage",
+                                                 [*jobs, "train-graphsage", "--split-attribute", "split",
+                                                  "--batch-size", "1024", "--epochs", str(args.train_epochs),
+                                                  "--out", str(trained), "--json"],
+                                                 in_total=False, parse_json=True)
         pipeline.figures["train"] = trained_metrics
         train_nodes = (trained_metrics.get("split", {}).get("sizes", {}) or {}).get("train")
         step.rows = train_nodes * trained_metrics.get("epochs_run", 1) if train_nodes else None
@@ -366,7 +370,8 @@ def run(pipeline: "Pipeline", args, work: Path, ports: tuple[int, int, int, int]
         pipeline.figures["serve"] = latency
         pipeline.steps.append(Step("serve: ready + first query", ready, note="index loaded"))
         pipeline.steps.append(Step("serve: fields= queries", 0.0, rows=latency["requests"], in_total=False,
-                                   note=f"p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms (10 hits, sequential)"))
+                                   note=f"p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms "
+                                        "(10 hits, sequential)"))
         stop(service)
         service = None
 

@@ -59,7 +59,8 @@ end
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    'BENCH {"requests": %d, "duration_s": %.3f, "errors": %d, "non_2xx": %d, "p50_ms": %.3f, "p90_ms": %.3f, "p99_ms": %.3f, "max_ms": %.3f, "mean_ms": %.3f}\n',
+    'BENCH {"requests": %d, "duration_s": %.3f, "errors": %d, "non_2xx": %d, "p50_ms": %.3f, ' ..
+    '"p90_ms": %.3f, "p99_ms": %.3f, "max_ms": %.3f, "mean_ms": %.3f}\n',
     summary.requests, summary.duration / 1e6, e.connect + e.read + e.write + e.timeout, e.status,
     latency:percentile(50) / 1e3, latency:percentile(90) / 1e3, latency:percentile(99) / 1e3,
     latency.max / 1e3, latency.mean / 1e3))
@@ -109,7 +110,8 @@ def prepare(workdir: Path, n: int, dim: int, clusters: int, seed: int, rebuild: 
     calibration = index.calibrate_nprobe(k=10)  # the jobs' target
     build_s = round(time.perf_counter() - started, 1)
     log(f"built {index!r} in {build_s}s; calibration {calibration}")
-    publish(index_dir, "products", index, keys, MODEL, extra={"bench": params, "calibration": calibration, "build_s": build_s})
+    publish(index_dir, "products", index, keys, MODEL,
+            extra={"bench": params, "calibration": calibration, "build_s": build_s})
     del index
     publish(index_dir, "products_exact", VectorIndex.build(vectors, metric="cosine", kind="flat"), keys, MODEL,
             extra={"bench": params})
@@ -223,7 +225,8 @@ def wrk(base: str, collection: str, n: int, connections: int, duration: float, s
     cpu_before = cpu_seconds(server_pid) if server_pid else None
     try:
         out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "30s", "-s", script.name, base],
+            ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "30s",
+             "-s", script.name, base],
             env=env, capture_output=True, text=True, check=True,
         ).stdout
     finally:
@@ -233,7 +236,9 @@ def wrk(base: str, collection: str, n: int, connections: int, duration: float, s
     result["connections"] = connections
     if cpu_before is not None and result["requests"]:
         # the service's own CPU per request: a figure the neighbours' load barely moves
-        result["server_cpu_ms_per_request"] = round(1e3 * (cpu_seconds(server_pid) - cpu_before) / result["requests"], 3)
+        result["server_cpu_ms_per_request"] = round(
+            1e3 * (cpu_seconds(server_pid) - cpu_before) / result["requests"], 3
+        )
     return result
 
 
@@ -282,7 +287,8 @@ def store_requests(base: str, n: int, count: int) -> dict:
                 response = client.get(f"/v1/products/{key}/similar", params={"k": 10, **params})
                 times.append(time.perf_counter() - started)
                 ok += response.status_code == 200 and len(response.json()["hits"]) == 10
-            out[name] = {"requests": count, "ok_with_10_hits": ok, "p50_ms": round(1e3 * float(np.percentile(times, 50)), 2),
+            out[name] = {"requests": count, "ok_with_10_hits": ok,
+                         "p50_ms": round(1e3 * float(np.percentile(times, 50)), 2),
                          "p99_ms": round(1e3 * float(np.percentile(times, 99)), 2)}
     return out
 
@@ -320,7 +326,9 @@ def main() -> None:
     if built["kind"] == "ivf" and args.target_recall:
         approximate.append(recalibrated(index_dir, args.target_recall))
     calibrations = {
-        name: load_version(index_dir, name, current_version(index_dir, name), verify=False).manifest.extra["calibration"]
+        name: load_version(
+            index_dir, name, current_version(index_dir, name), verify=False
+        ).manifest.extra["calibration"]
         for name in approximate
     }
     store = build_store(args.workdir, args.vectors) if args.with_store else None
@@ -346,7 +354,8 @@ def main() -> None:
                 result = wrk(server.base, name, args.vectors, c, args.duration, seed=c, server_pid=server.process.pid)
                 runs.append({"collection": name, **result})
                 log(f"{name} c={c}: {result}")
-        exact = wrk(server.base, "products_exact", args.vectors, 2, args.duration, seed=99, server_pid=server.process.pid)
+        exact = wrk(server.base, "products_exact", args.vectors, 2, args.duration, seed=99,
+                    server_pid=server.process.pid)
         runs.append({"collection": "products_exact", **exact})
         log(f"products_exact c=2: {exact}")
         store_figures = {"per-request open": store_requests(server.base, args.vectors, 200)} if store else None

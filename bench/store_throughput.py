@@ -88,7 +88,9 @@ def phase_pull_one_by_one(store_path: str, rows: int, sample: int) -> dict:
 def phase_write_back(store_path: str, rows: int) -> dict:
     rng = np.random.default_rng(2)
     embeddings = rng.normal(size=(rows, 256)).astype(np.float32)
-    table = pa.table({"_key": _keys(0, rows), "embedding": embedding_array(embeddings), "similar": _similar(0, rows, rows)})
+    table = pa.table({
+        "_key": _keys(0, rows), "embedding": embedding_array(embeddings), "similar": _similar(0, rows, rows),
+    })
     with open_store(store_path) as store:
         started = time.perf_counter()
         store.update_attributes("products", table)

@@ -102,11 +102,12 @@ def baseline_throughput(old, graph, features, labels, train_nodes, fanouts, batc
         batch = order[number * batch_size : (number + 1) * batch_size]
         clock = [time.perf_counter()]
 
+        # mark() is only called within this iteration, so it sees this step's `number` and `clock`
         def mark(phase):
             now = time.perf_counter()
-            if number:  # the first step warms up
-                phases[phase] += now - clock[0]
-            clock[0] = now
+            if number:  # noqa: B023 - the first step warms up
+                phases[phase] += now - clock[0]  # noqa: B023
+            clock[0] = now  # noqa: B023
 
         sub = old.NeighbourSampler.sample(sampler, batch, batch_number=number)
         mark("sample")
@@ -208,7 +209,8 @@ def main() -> None:
     features, labels = labelled_features(args.nodes, 47, 100, args.seed)
     train_nodes = np.random.default_rng(args.seed).permutation(args.nodes)[: max(args.nodes // 12, args.batch_size)]
     print(f"graph: {graph.num_nodes:,} nodes, {graph.num_edges // 2:,} edges, mean degree "
-          f"{graph.num_edges / graph.num_nodes:.1f}, max {graph.degree().max():,} ({time.perf_counter() - started:.1f}s)")
+          f"{graph.num_edges / graph.num_nodes:.1f}, max {graph.degree().max():,} "
+          f"({time.perf_counter() - started:.1f}s)")
     old = old_graph = None
     if args.baseline_steps:
         old = main_graph_module()

@@ -53,8 +53,10 @@ def _print_answer(answer: Answer, as_json: bool) -> None:
 
 
 query_options = [
-    click.option("-k", "--top-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000), help="How many results."),
-    click.option("--fields", default=None, help="Comma-separated document fields to show (default: short scalar fields)."),
+    click.option("-k", "--top-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000),
+                 help="How many results."),
+    click.option("--fields", default=None,
+                 help="Comma-separated document fields to show (default: short scalar fields)."),
     click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON."),
     click.option("--filter", "filter_json", default=None, metavar="JSON",
                  help='Structured filter, e.g. \'{"category": {"in": ["Books"]}, "price": {"lt": 20}}\' '
@@ -161,8 +163,10 @@ def collections(ctx, as_json):
               help="Serve only these collections (repeatable); default: every published one, found as they appear.")
 @click.option("--reload-interval", default=1.0, show_default=True, type=click.FloatRange(0.05),
               help="Seconds between checks for a newly published index version.")
-@click.option("--max-batch", default=256, show_default=True, type=click.IntRange(1, 256), help="Queries per batch request.")
-@click.option("--max-body-bytes", default=1 << 20, show_default=True, type=click.IntRange(1024), help="Largest request body.")
+@click.option("--max-batch", default=256, show_default=True, type=click.IntRange(1, 256),
+              help="Queries per batch request.")
+@click.option("--max-body-bytes", default=1 << 20, show_default=True, type=click.IntRange(1024),
+              help="Largest request body.")
 @click.option("--request-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds before a request is answered with 503.")
 @click.option("--no-store", is_flag=True, help="Answer keys and scores from the indexes alone (no fields, no filters).")

@@ -53,7 +53,8 @@ def common_options(function: Callable) -> Callable:
         click.option("--triton-url", envvar="GRAPHSVC_TRITON_URL", default=None,
                      help="Triton server, grpc://host:port or http://host:port. [env GRAPHSVC_TRITON_URL]"),
         click.option("--password-file", envvar="GRAPHSVC_ARANGO_PASSWORD_FILE", default=None, type=click.Path(),
-                     help="File holding the ArangoDB password (else ARANGO_PASSWORD). [env GRAPHSVC_ARANGO_PASSWORD_FILE]"),
+                     help="File holding the ArangoDB password (else ARANGO_PASSWORD). "
+                          "[env GRAPHSVC_ARANGO_PASSWORD_FILE]"),
         click.option("-v", "--verbose", is_flag=True, help="Log more on stderr."),
     ]
     for option in reversed(options):
@@ -62,8 +63,8 @@ def common_options(function: Callable) -> Callable:
 
 
 def init_settings(ctx: click.Context, store, index_dir, triton_url, password_file, verbose) -> Settings:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     settings = Settings.from_env().with_overrides(
         store=store, index_dir=index_dir, triton_url=triton_url, password_file=password_file
     )

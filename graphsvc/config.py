@@ -28,7 +28,9 @@ class Settings:
             triton_url=env.get("GRAPHSVC_TRITON_URL", DEFAULT_TRITON_URL),
             index_dir=Path(env.get("GRAPHSVC_INDEX_DIR", DEFAULT_INDEX_DIR)),
             model_repository=Path(env.get("GRAPHSVC_MODEL_REPOSITORY", DEFAULT_MODEL_REPOSITORY)),
-            password_file=Path(env["GRAPHSVC_ARANGO_PASSWORD_FILE"]) if env.get("GRAPHSVC_ARANGO_PASSWORD_FILE") else None,
+            password_file=(
+                Path(env["GRAPHSVC_ARANGO_PASSWORD_FILE"]) if env.get("GRAPHSVC_ARANGO_PASSWORD_FILE") else None
+            ),
         )
 
     def with_overrides(self, **overrides) -> "Settings":

@@ -39,7 +39,8 @@ def key_ranks(keys: pa.Array) -> np.ndarray:
     return ranks
 
 
-def random_split(keys: pa.Array, labelled: np.ndarray, fractions: tuple[float, float], seed: int) -> dict[str, np.ndarray]:
+def random_split(keys: pa.Array, labelled: np.ndarray, fractions: tuple[float, float],
+                 seed: int) -> dict[str, np.ndarray]:
     """Labelled nodes into train/valid/test by a seeded hash of their key rank."""
     train, valid = fractions
     if train <= 0 or valid < 0 or train + valid > 1:

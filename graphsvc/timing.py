@@ -23,4 +23,5 @@ class PhaseTimer:
             self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - started
 
     def summary(self) -> dict[str, float]:
-        return {**{k: round(v, 3) for k, v in self.seconds.items()}, "total": round(time.perf_counter() - self._started, 3)}
+        return {**{k: round(v, 3) for k, v in self.seconds.items()},
+                "total": round(time.perf_counter() - self._started, 3)}

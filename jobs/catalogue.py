@@ -190,8 +190,10 @@ class Catalogue:
         own = self.latent.astype(np.int64)
         sib = self.sibling[own]
         rates = np.empty((spec.num_products, 3))
-        rates[:, 0] = spec.same_category * self._range_weight(self.own_first, self.category_end[own]) / self.category_weight[own]
-        rates[:, 1] = spec.sibling_category * self._range_weight(self.sibling_first, self.category_end[sib]) / self.category_weight[sib]
+        rates[:, 0] = (spec.same_category * self._range_weight(self.own_first, self.category_end[own])
+                       / self.category_weight[own])
+        rates[:, 1] = (spec.sibling_category * self._range_weight(self.sibling_first, self.category_end[sib])
+                       / self.category_weight[sib])
         rest = 1 - spec.same_category - spec.sibling_category
         rates[:, 2] = rest * (self.total_weight - self.cumulative) / self.total_weight
         rates *= self.weights[:, None]
@@ -298,7 +300,9 @@ class _CumulativeSearch:
         self.cumulative = cumulative
         self.buckets = 2 * len(cumulative)
         self.scale = self.buckets / float(cumulative[-1])
-        self.guide = np.searchsorted(cumulative, np.arange(self.buckets + 1) / self.scale, side="right").astype(np.int32)
+        self.guide = np.searchsorted(
+            cumulative, np.arange(self.buckets + 1) / self.scale, side="right"
+        ).astype(np.int32)
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
         cum, last = self.cumulative, len(self.cumulative) - 1

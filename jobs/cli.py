@@ -48,12 +48,14 @@ def _fanouts(value: str) -> tuple[int, ...]:
               help="Restore only this collection (repeatable). Naming a system collection includes it.")
 @click.option("--exclude", multiple=True, metavar="NAME", help="Do not restore this collection (repeatable).")
 @click.option("--overwrite", is_flag=True,
-              help="Drop and recreate each restored collection first. Default: upsert by _key, keeping other documents.")
+              help="Drop and recreate each restored collection first. "
+                   "Default: upsert by _key, keeping other documents.")
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted restore after its last committed line; finished collections are skipped. "
                    "Without it a restore starts from the beginning and forgets earlier progress.")
 @click.option("--on-error", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
-              help="A bad line: stop (what was committed stays; fix it and use --resume) or skip it into the rejects file.")
+              help="A bad line: stop (what was committed stays; fix it and use --resume) "
+                   "or skip it into the rejects file.")
 @click.option("--rejects-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Where --on-error skip writes rejected lines as JSON Lines "
                    "[default: restore-rejects.jsonl beside the store file, else in the current directory].")
@@ -62,7 +64,8 @@ def _fanouts(value: str) -> tuple[int, ...]:
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
               help="Collections restored at once on ArangoDB. The embedded store has a single writer "
                    "(DuckDB uses its own threads inside each write), so there it restores one at a time.")
-@click.option("--dry-run", is_flag=True, help="Read the dumps and show what would be restored, with counts; write nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Read the dumps and show what would be restored, with counts; write nothing.")
 @click.option("--include-system-collections", is_flag=True, help="Also restore _-prefixed collections.")
 @click.option("--create-database", is_flag=True,
               help="ArangoDB: create the database of the store URL when missing (the embedded file is always created).")
@@ -338,12 +341,14 @@ def export_command(model_repository, checkpoint, graphsage, text, version, repla
               help="Triton model name (layer-wise mode uses <model>_layer0, _layer1, …).")
 @click.option("--mode", type=click.Choice(["layerwise", "sampled"]), default="layerwise", show_default=True,
               help="Full neighbourhoods one layer at a time, or one sampled computation graph per batch.")
-@click.option("--top-k", default=10, show_default=True, type=click.IntRange(1, 1000), help="Length of each `similar` list.")
+@click.option("--top-k", default=10, show_default=True, type=click.IntRange(1, 1000),
+              help="Length of each `similar` list.")
 @click.option("--batch-size", default=512, show_default=True, type=click.IntRange(1),
               help="Target nodes per request (sampled mode).")
 @click.option("--layer-batch-size", default=16_384, show_default=True, type=click.IntRange(1, 65_536),
               help="Nodes per request (layer-wise mode).")
-@click.option("--fanouts", default="15,10,5", show_default=True, help="Neighbours sampled per hop, -1: all (sampled mode).")
+@click.option("--fanouts", default="15,10,5", show_default=True,
+              help="Neighbours sampled per hop, -1: all (sampled mode).")
 @click.option("--max-in-flight", default=2, show_default=True, type=click.IntRange(1))
 @click.option("--keep", default=3, show_default=True, type=click.IntRange(1), help="Index versions to keep.")
 @click.option("--arangodb-vector-index", is_flag=True,
@@ -402,7 +407,8 @@ def embed_movies_command(ctx, collection, text_attribute, model, top_k, batch_si
         emit_json(summary)
         return
     click.echo(f"embedded {summary['embedded']} {collection} ({summary['sentences_per_second']} sentences/s), "
-               f"wrote embedding/similar, published index v{summary['index_version']} in {summary['seconds']['total']}s")
+               f"wrote embedding/similar, published index v{summary['index_version']} "
+               f"in {summary['seconds']['total']}s")
 
 
 @cli.command("reindex")
@@ -461,7 +467,8 @@ def reindex_command(ctx, target, collection, edges, features, text_attribute, mo
                    f"removed {summary['removed']} (dry run: nothing changed)")
         return
     click.echo(f"{target}: {summary['mode']} — {summary['documents']} documents, {summary['new']} new, "
-               f"{summary['removed']} removed, re-embedded {summary.get('re_embedded', 0)}, wrote {summary['written']}, "
+               f"{summary['removed']} removed, re-embedded {summary.get('re_embedded', 0)}, "
+               f"wrote {summary['written']}, "
                f"index v{summary['index_version']} in {summary['seconds']['total']}s")
 
 
@@ -472,7 +479,8 @@ def reindex_command(ctx, target, collection, edges, features, text_attribute, mo
 @click.option("--label", default="category", show_default=True)
 @click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False),
               default=Path("checkpoints/graphsage_products.pth.tar"), show_default=True,
-              help="The GraphSAGE checkpoint; CHECKPOINT.metrics.json beside it says which split and held-out edges training used.")
+              help="The GraphSAGE checkpoint; CHECKPOINT.metrics.json beside it says which split and "
+                   "held-out edges training used.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Report directory [default: var/evaluation/<nodes>].")
 @click.option("-k", "--k", "k", default=10, show_default=True, type=click.IntRange(1, 1000))

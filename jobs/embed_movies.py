@@ -18,13 +18,13 @@ import pyarrow as pa
 
 from graphsvc.datasets import load_texts
 from graphsvc.errors import TritonInferenceError
+from graphsvc.incremental import fingerprint, text_hashes
 from graphsvc.index.artifacts import publish
 from graphsvc.index.similar import embedding_array, index_with_neighbours, similar_array
 from graphsvc.models.text import EMBEDDING, Tokenizer
+from graphsvc.runs import RunJournal, job_journal, kill_point
 from graphsvc.store import require_vector_index
 from graphsvc.store.base import GraphStore
-from graphsvc.incremental import fingerprint, text_hashes
-from graphsvc.runs import RunJournal, job_journal, kill_point
 from graphsvc.timing import PhaseTimer
 from graphsvc.triton.client import TritonClient
 
@@ -93,7 +93,8 @@ def embed_movies(
             index,
             keys,
             model={"name": config.model, "version": model_version},
-            extra={"job": "embed-movies", "top_k": config.top_k, "calibration": calibration, "text_attribute": config.text},
+            extra={"job": "embed-movies", "top_k": config.top_k, "calibration": calibration,
+                   "text_attribute": config.text},
             keep=config.keep,
         )
     journal.remove()
@@ -139,7 +140,9 @@ def _embed(texts: list[str], triton: TritonClient, config: EmbedMoviesConfig,
     embeddings = None
     for rows, vectors in zip(batches, saved):
         if vectors.shape[0] != len(rows):
-            raise TritonInferenceError(f"model '{config.model}' returned {vectors.shape[0]} vectors for {len(rows)} texts")
+            raise TritonInferenceError(
+                f"model '{config.model}' returned {vectors.shape[0]} vectors for {len(rows)} texts"
+            )
         if embeddings is None:
             embeddings = np.zeros((len(texts), vectors.shape[1]), np.float32)
         embeddings[rows] = vectors

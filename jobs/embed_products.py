@@ -20,7 +20,9 @@ import pyarrow as pa
 from graphsvc.datasets import NodeGraph, load_node_graph
 from graphsvc.errors import ConfigError, ModelRepositoryError, TritonInferenceError
 from graphsvc.graph import NeighbourMean, NeighbourSampler
+from graphsvc.incremental import fingerprint, row_hashes
 from graphsvc.index.artifacts import publish
+from graphsvc.index.similar import embedding_array, index_with_neighbours, similar_array
 from graphsvc.models.graphsage import (
     EMBEDDING,
     LAYER_NEIGHBOURS,
@@ -30,11 +32,9 @@ from graphsvc.models.graphsage import (
     layer_model_name,
     subgraph_request,
 )
-from graphsvc.index.similar import embedding_array, index_with_neighbours, similar_array
+from graphsvc.runs import RunJournal, job_journal, kill_point
 from graphsvc.store import require_vector_index
 from graphsvc.store.base import GraphStore
-from graphsvc.incremental import fingerprint, row_hashes
-from graphsvc.runs import RunJournal, job_journal, kill_point
 from graphsvc.timing import PhaseTimer
 from graphsvc.triton.client import TritonClient
 
@@ -160,7 +160,8 @@ def _embed_layerwise(data: NodeGraph, triton: TritonClient, models: list[str], c
     sparse product here, and Triton applies the layer's weights in large batches."""
     mean = NeighbourMean(data.graph)
     num_nodes = len(data.keys)
-    chunks = [slice(s, min(s + config.layer_batch_size, num_nodes)) for s in range(0, num_nodes, config.layer_batch_size)]
+    chunks = [slice(s, min(s + config.layer_batch_size, num_nodes))
+              for s in range(0, num_nodes, config.layer_batch_size)]
     rows, embedding = data.features, None
     for layer, model in enumerate(models):
         done = [journal.load(f"L{layer}-B{b}") if journal else None for b in range(len(chunks))]
@@ -184,7 +185,8 @@ def _embed_layerwise(data: NodeGraph, triton: TritonClient, models: list[str], c
 
 
 def _embed(data: NodeGraph, triton: TritonClient, config: EmbedProductsConfig,
-           on_progress: Callable[[int], None] | None, journal: RunJournal | None = None) -> tuple[np.ndarray, np.ndarray]:
+           on_progress: Callable[[int], None] | None,
+           journal: RunJournal | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings [N, d], predicted category [N]) from Triton, one sampled subgraph per batch."""
     sampler = NeighbourSampler(data.graph, config.fanouts, seed=config.seed)
     num_nodes = len(data.keys)

@@ -44,7 +44,6 @@ from graphsvc.splits import hold_out_edges, random_split
 from graphsvc.store.base import GraphStore
 from graphsvc.timing import PhaseTimer
 
-
 DEFAULT_HOLDOUT = 0.1  # what `jobs train-graphsage` holds out unless told otherwise
 DEFAULT_SPLIT = (0.6, 0.2)
 
@@ -153,7 +152,8 @@ def _splits(data: NodeGraph, training: dict | None, notes: list[str]) -> tuple[d
                 f"attribute '{split['attribute']}', as in training")
     if split.get("source") == "random":
         fractions, seed = tuple(split["fractions"]), int(split["seed"])
-        return random_split(data.keys, labelled, fractions, seed), f"seeded random {fractions} seed {seed}, as in training"
+        return (random_split(data.keys, labelled, fractions, seed),
+                f"seeded random {fractions} seed {seed}, as in training")
     notes.append("the checkpoint's training split is not known for this collection (no training metrics, or it "
                  f"was trained elsewhere): a seeded random split {DEFAULT_SPLIT} seed 0 is used, which may include "
                  "nodes the model trained on in valid/test")
@@ -169,7 +169,8 @@ def _holdout_settings(training: dict | None, config: EvaluateConfig, notes: list
         return config.holdout_edges, int((recorded or {}).get("seed", 0))
     if recorded is not None:
         return float(recorded["fraction"]), int(recorded["seed"])
-    why = "has no training metrics" if training is None else "has training metrics that do not say which edges were held out"
+    why = ("has no training metrics" if training is None
+           else "has training metrics that do not say which edges were held out")
     notes.append(f"the checkpoint {why}: {DEFAULT_HOLDOUT:.0%} of edges (seed 0) are held out "
                  "here, but the model may have trained with them; link recall may be flattered")
     return DEFAULT_HOLDOUT, 0

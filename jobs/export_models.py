@@ -126,7 +126,8 @@ def module_digest(module: torch.nn.Module, config: ModelConfig) -> str:
     Saving the same module twice gives different TorchScript bytes, so this is how an
     export recognises that the latest version already holds this model.
     """
-    digest = hashlib.sha256(describe_signature(config).encode())  # not the whole config: an instance count is no new model
+    # not the whole config: an instance count is no new model
+    digest = hashlib.sha256(describe_signature(config).encode())
     digest.update(torch.__version__.encode())
     for name, sub in module.named_modules():
         cls = type(sub)

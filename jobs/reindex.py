@@ -176,12 +176,13 @@ class _Run:
         result["written"] = _union(result["written"], np.flatnonzero(self.rewritten))
         if not full and not (result["shift"] > 0).any() and not len(plan.removed) and not len(plan.added):
             # no vector moved: the published index stands; rewrite only what others replaced
-            lists = {**_carried_similar(snapshot, plan, 2 * self.config.top_k), "similar_changed": np.zeros(0, np.int64)}
+            lists = {**_carried_similar(snapshot, plan, 2 * self.config.top_k),
+                     "similar_changed": np.zeros(0, np.int64)}
             with self.timer("write_back"):
                 written = self._write_back(plan, inputs["keys"], result, lists, False, journal)
             result["lists"] = lists
-            self._commit(snapshot, plan, inputs, diff, result, model_version, index_version=snapshot.meta["index_version"],
-                         journal=journal)
+            self._commit(snapshot, plan, inputs, diff, result, model_version,
+                         index_version=snapshot.meta["index_version"], journal=journal)
             self.summary.update(mode="unchanged", index_version=snapshot.meta["index_version"], written=written,
                                 re_embedded=int(result["re_embedded"]),
                                 batches={"computed": journal.computed, "reused": journal.reused})
@@ -368,7 +369,8 @@ class _Run:
         old = [None if full or snapshot is None else snapshot.array(f"h{layer + 1}") for layer in range(layers)]
         full = full or any(o is None for o in old)  # (a snapshot without hidden states: nothing to build on)
         outputs = [None if full else carried(old[layer], plan, reuse=True) for layer in range(layers)]
-        drift = [carried(None if full else snapshot.array(f"drift{layer}"), plan, reuse=True) for layer in range(layers)]
+        drift = [carried(None if full else snapshot.array(f"drift{layer}"), plan, reuse=True)
+                 for layer in range(layers)]
         del old
         scales = (snapshot.meta.get("scales") if not full else None) or [0.0] * layers
         structural = ~(plan.old_slot >= 0)
@@ -421,7 +423,8 @@ class _Run:
         return {
             "embedding": embedding, "predicted": logits.argmax(axis=1), "shift": shift, "written": written,
             "re_embedded": recomputed[-2] if len(recomputed) >= 2 else recomputed[-1],
-            "arrays": {**{f"h{i + 1}": outputs[i] for i in range(layers)}, **{f"drift{i}": drift[i] for i in range(layers)}},
+            "arrays": {**{f"h{i + 1}": outputs[i] for i in range(layers)},
+                       **{f"drift{i}": drift[i] for i in range(layers)}},
         }
 
     def _embed_movies(self, snapshot, plan: SlotPlan, inputs: dict, diff: dict, full: bool,
@@ -508,7 +511,8 @@ class _Run:
             searched, changed = len(outcome["searched"]), len(outcome["changed"])
             lists["similar_changed"] = outcome["changed"]
             info = {"action": "updated", "reason": reason, "kind": index.kind,
-                    "calibration": snapshot.meta.get("calibration"), "trained_count": snapshot.meta.get("trained_count")}
+                    "calibration": snapshot.meta.get("calibration"),
+                    "trained_count": snapshot.meta.get("trained_count")}
         else:
             indexed = index_with_neighbours(embedding, k, lists=window)
             index, calibration, ids, scores = indexed.index, indexed.calibration, indexed.ids, indexed.scores

@@ -139,7 +139,8 @@ def _selected(
     unknown = sorted(wanted - present)
     if unknown:
         raise ConfigError(
-            f"--collection {', '.join(unknown)}: not in the dump(s); they hold {', '.join(sorted(present)) or 'nothing'}"
+            f"--collection {', '.join(unknown)}: not in the dump(s); "
+            f"they hold {', '.join(sorted(present)) or 'nothing'}"
         )
     for name in sorted(excluded - present):
         summary.warnings.append(f"--exclude {name}: no such collection in the dump(s)")
@@ -333,7 +334,8 @@ class _Restorer:
         row.seconds = round(time.perf_counter() - started, 3)
         return row
 
-    def _load(self, dump: Dump, collection: DumpCollection, row: CollectionSummary, key: str, state: dict | None) -> None:
+    def _load(self, dump: Dump, collection: DumpCollection, row: CollectionSummary, key: str,
+              state: dict | None) -> None:
         files = list(collection.data_files)
         first_file, start_line = 0, 0
         if state is not None:
@@ -383,7 +385,8 @@ class _Restorer:
                         line=bad.line,
                     )
 
-    def _apply(self, name: str, parsed: ParsedBlock, row: CollectionSummary, key: str, state: Callable[[], dict]) -> None:
+    def _apply(self, name: str, parsed: ParsedBlock, row: CollectionSummary, key: str,
+               state: Callable[[], dict]) -> None:
         """Write a block's operations in order; the last write carries the block's progress
         (atomically on the embedded store), so a resume starts after this block. `state`
         builds the progress record once the counts include the block."""
@@ -408,7 +411,8 @@ class _Restorer:
             outcome = self.store.create_index(name, definition)
         except GraphsvcError as exc:
             return {"type": str(definition.get("type", "")), "fields": fields, "status": "failed", "reason": str(exc)}
-        return {"type": outcome.type, "fields": list(outcome.fields), "status": outcome.status, "reason": outcome.reason}
+        return {"type": outcome.type, "fields": list(outcome.fields), "status": outcome.status,
+                "reason": outcome.reason}
 
 
 def _with_resume_hint(blocks: Iterator) -> Iterator:
@@ -423,7 +427,8 @@ def _with_resume_hint(blocks: Iterator) -> Iterator:
         prefix = f"{e.path} line {e.line}: "
         message = str(e)[len(prefix):] if str(e).startswith(prefix) else str(e)
         raise DumpFormatError(
-            e.path, f"{message} — lines before it are restored; put back an intact copy of the file and rerun with --resume",
+            e.path,
+            f"{message} — lines before it are restored; put back an intact copy of the file and rerun with --resume",
             line=e.line,
         ) from e
     finally:

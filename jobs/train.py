@@ -37,6 +37,7 @@ from graphsvc.models.graphsage import GraphSAGE, MeanAdjacency, load_checkpoint,
 from graphsvc.splits import EdgeHoldout, hold_out_edges, random_split
 from graphsvc.store.base import GraphStore
 
+
 @dataclass(frozen=True)
 class TrainingConfig:
     hidden: int = 256

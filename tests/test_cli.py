@@ -37,7 +37,8 @@ def indexed(tmp_path):
             {"_key": "a", "category": 1}, {"_key": "b", "category": 1}, {"_key": "c", "category": 2},
         ])
     vectors = np.array([[1, 0], [0.9, 0.1], [0, 1]], np.float32)
-    publish(tmp_path / "indexes", "products", VectorIndex.build(vectors[:2]), ["a", "b"], model={"name": "m", "version": "1"})
+    publish(tmp_path / "indexes", "products", VectorIndex.build(vectors[:2]), ["a", "b"],
+            model={"name": "m", "version": "1"})
     return ["--store", str(store_path), "--index-dir", str(tmp_path / "indexes")]
 
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tests.support import REPO_ROOT, free_ports
 from graphsvc.cli import cli as graphsvc_cli
 from graphsvc.index.artifacts import current_version, load_current
 from graphsvc.store import open_store
@@ -20,6 +19,7 @@ from graphsvc.triton.client import TritonClient
 from jobs.cli import cli as jobs_cli
 from jobs.synth import ProductGraphSpec, write_movies_dump, write_products_dump
 from jobs.train import TrainingConfig, train_graphsage
+from tests.support import REPO_ROOT, free_ports
 
 SPEC = ProductGraphSpec(num_products=800, num_categories=8, seed=11)
 
@@ -40,11 +40,15 @@ def pipeline(tmp_path_factory):
     http, grpc, metrics = free_ports(3)
     settings = ["--store", str(store_path), "--index-dir", str(index_dir), "--triton-url", f"grpc://127.0.0.1:{grpc}"]
 
-    restored = json.loads(run(jobs_cli, ["restore-dumps", str(products_dump), str(movies_dump), "--json"], settings).stdout)
+    restored = json.loads(
+        run(jobs_cli, ["restore-dumps", str(products_dump), str(movies_dump), "--json"], settings).stdout
+    )
 
     with open_store(str(store_path)) as store:
-        train_graphsage(store, root / "graphsage.pth.tar", config=TrainingConfig(epochs=8, hidden=64, batch_size=64, seed=1))
-    run(jobs_cli, ["export-models", "--model-repository", str(repository), "--checkpoint", str(root / "graphsage.pth.tar")], settings)
+        train_graphsage(store, root / "graphsage.pth.tar",
+                        config=TrainingConfig(epochs=8, hidden=64, batch_size=64, seed=1))
+    run(jobs_cli, ["export-models", "--model-repository", str(repository),
+                   "--checkpoint", str(root / "graphsage.pth.tar")], settings)
 
     server = subprocess.Popen(
         [sys.executable, "-m", "graphsvc.cli", "triton", "serve", "--model-repository", str(repository),
@@ -66,12 +70,12 @@ def pipeline(tmp_path_factory):
         server.send_signal(signal.SIGTERM)
         try:
             output, _ = server.communicate(timeout=90)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as err:
             server.kill()
             output, _ = server.communicate()
             log = root / "triton-runtime" / "tritonserver.log"
             tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
-            raise AssertionError("graphsvc triton serve did not stop on SIGTERM:\n" + output + "\n".join(tail))
+            raise AssertionError("graphsvc triton serve did not stop on SIGTERM:\n" + output + "\n".join(tail)) from err
         assert server.returncode == 0, output
 
 
@@ -126,7 +130,9 @@ def test_similar_cli_returns_top_k_with_scores_and_categories(pipeline):
     assert np.allclose([h["score"] for h in hits], [s["score"] for s in document["similar"]], atol=1e-5)
     assert [h["category"] for h in hits] == [n["category"] for n in neighbours]
 
-    three = json.loads(run(graphsvc_cli, ["similar", "products/P0000042", "-k", "3", "--json"], pipeline["settings"]).stdout)
+    three = json.loads(
+        run(graphsvc_cli, ["similar", "products/P0000042", "-k", "3", "--json"], pipeline["settings"]).stdout
+    )
     assert [h["_key"] for h in three["hits"]] == [h["_key"] for h in hits[:3]]
 
 
@@ -163,7 +169,8 @@ def test_http_service_searches_text_through_triton_and_answers_like_the_job(pipe
                                                        "k": 3, "fields": ["genres", "title"]})
         assert theme.status_code == 200, theme.text
         assert sum("Horror" in h["genres"] for h in theme.json()["hits"]) >= 2
-        batch = client.post("/v1/movies/search/batch", json={"texts": [m["description"] for m in movies], "k": 1}).json()
+        batch = client.post("/v1/movies/search/batch",
+                            json={"texts": [m["description"] for m in movies], "k": 1}).json()
         assert [r["hits"][0]["_key"] for r in batch["results"]] == ["m0007", "m0150"]
         similar = client.get("/v1/products/P0000042/similar").json()
         assert [h["_key"] for h in similar["hits"]] == [s["_key"] for s in product["similar"]]

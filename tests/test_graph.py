@@ -6,7 +6,8 @@ from graphsvc.graph import CSRGraph, NeighbourSampler, edges_to_positions, sampl
 
 def _edges(pairs):
     return pa.record_batch(
-        [pa.array([f"products/{a}" for a, _ in pairs], pa.string()), pa.array([f"products/{b}" for _, b in pairs], pa.string())],
+        [pa.array([f"products/{a}" for a, _ in pairs], pa.string()),
+         pa.array([f"products/{b}" for _, b in pairs], pa.string())],
         names=["_from", "_to"],
     )
 

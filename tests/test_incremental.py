@@ -1,9 +1,8 @@
 import numpy as np
-
-from graphsvc.graph import CSRGraph, NeighbourMean
 import pyarrow as pa
 import pytest
 
+from graphsvc.graph import CSRGraph, NeighbourMean
 from graphsvc.incremental import carried, mean_change, neighbour_mean_rows, plan_slots, row_hashes
 
 

@@ -23,8 +23,8 @@ def inference_device(requested: str | torch.device | None = None) -> torch.devic
 
 
 @torch.inference_mode()
-def embed_layerwise(model: GraphSAGE, graph: CSRGraph, features: np.ndarray,
-                    batch_size: int = 65_536, device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+def embed_layerwise(model: GraphSAGE, graph: CSRGraph, features: np.ndarray, batch_size: int = 65_536,
+                    device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings = last hidden layer [N, hidden], logits [N, classes]) for every node."""
     device = inference_device(device)
     if device.type != "cpu":

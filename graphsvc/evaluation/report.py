@@ -108,7 +108,8 @@ def render_html(report: dict) -> str:
     k = report["k"]
     parts = [f"<h1>Evaluation of {html.escape(report['nodes'])}</h1>",
              f"<p>checkpoint <code>{html.escape(report['checkpoint'])}</code>, "
-             f"{report['num_nodes']:,} nodes, {report['num_edges']:,} edges, generated {html.escape(report['created_at'])}</p>"]
+             f"{report['num_nodes']:,} nodes, {report['num_edges']:,} edges, "
+             f"generated {html.escape(report['created_at'])}</p>"]
     if report["notes"]:
         parts.append("<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in report["notes"]) + "</ul>")
     accuracy = report["category_accuracy"]

@@ -27,7 +27,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Optional
 
-from fastapi import FastAPI, Path as PathParam, Query
+from fastapi import FastAPI, Query
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -184,8 +185,8 @@ def create_app(config: ServiceConfig, start_reloader: bool = True) -> "Guard":
                             loaded.version if loaded else None, len(loaded) if loaded else None)
 
     reloader = IndexReloader(config.index_dir, config.collections, interval=config.reload_interval, on_event=on_event)
-    service = SimilarityService(reloader, StoreAccess(config.store, config.password_file, hold=config.hold_store), config.triton_url,
-                                max_k=min(config.max_k, MAX_K))
+    service = SimilarityService(reloader, StoreAccess(config.store, config.password_file, hold=config.hold_store),
+                                config.triton_url, max_k=min(config.max_k, MAX_K))
 
     async def lifespan(_app):
         if start_reloader:
@@ -233,7 +234,8 @@ def create_app(config: ServiceConfig, start_reloader: bool = True) -> "Guard":
     @app.get("/v1/{collection}/{key}/similar", response_model=Answer, responses=ERRORS,
              summary="Documents most similar to a stored document")
     async def similar(
-        collection: Collection, key: DocumentKey, k: KQuery = 10, fields: FieldsQuery = None, filter: FilterQuery = None,
+        collection: Collection, key: DocumentKey, k: KQuery = 10, fields: FieldsQuery = None,
+        filter: FilterQuery = None,
     ):
         if fields is None and filter is None:
             # the hot path: memory only and bounded (one probe of the index), so it runs

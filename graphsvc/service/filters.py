@@ -34,7 +34,8 @@ def _scalar(attribute: str, op: str, value: Any) -> Any:
             raise FilterError(f"filter on '{attribute}': {op} needs a finite number, got {value}")
         return value
     if value is None:
-        raise FilterError(f"filter on '{attribute}': null is not a filter value (use 'ne' with a value to match missing ones)")
+        raise FilterError(f"filter on '{attribute}': null is not a filter value "
+                          "(use 'ne' with a value to match missing ones)")
     raise FilterError(f"filter on '{attribute}': {op} takes a string, number or boolean, got {type(value).__name__}")
 
 
@@ -71,7 +72,8 @@ def parse_filter(spec: Any) -> list[Condition]:
             raise FilterError(f"filter on '{attribute}': empty constraint; use one of {', '.join(FILTER_OPERATORS)}")
         for op, value in constraint.items():
             if op not in FILTER_OPERATORS:
-                raise FilterError(f"filter on '{attribute}': unknown operator '{op}' (use {', '.join(FILTER_OPERATORS)})")
+                raise FilterError(f"filter on '{attribute}': unknown operator '{op}' "
+                                  f"(use {', '.join(FILTER_OPERATORS)})")
             if op == "in":
                 if not isinstance(value, list):
                     raise FilterError(f"filter on '{attribute}': 'in' needs a list of values")

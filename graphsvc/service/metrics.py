@@ -30,14 +30,16 @@ class ServiceMetrics:
             "graphsvc_index_vectors", "Vectors in the index being served.", ["collection"], registry=self.registry,
         )
         self.reloads = Counter(
-            "graphsvc_index_reloads", "Index versions loaded or refused.", ["collection", "outcome"], registry=self.registry,
+            "graphsvc_index_reloads", "Index versions loaded or refused.", ["collection", "outcome"],
+            registry=self.registry,
         )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.latency.labels(method, route).observe(seconds)
         self.requests.labels(method, route, str(status)).inc()
 
-    def index_event(self, collection: str, outcome: str, version: int | None = None, vectors: int | None = None) -> None:
+    def index_event(self, collection: str, outcome: str, version: int | None = None,
+                    vectors: int | None = None) -> None:
         self.reloads.labels(collection, outcome).inc()
         if version is not None:
             self.index_version.labels(collection).set(version)

@@ -121,7 +121,8 @@ def similar_to_key(
         )
     vector = index.index.reconstruct_batch([position])
     keys, scores = _search(index, vector, k, exclude=key, allowed=_allowed(store, index, collection, filter))
-    return Answer(collection, index.version, _with_fields(store, collection, keys, scores, fields), {"key": key, "k": k})
+    return Answer(collection, index.version, _with_fields(store, collection, keys, scores, fields),
+                  {"key": key, "k": k})
 
 
 def search_by_vector(
@@ -132,9 +133,11 @@ def search_by_vector(
     index = load_current(index_dir, collection)
     vector = np.asarray(vector, np.float32).reshape(1, -1)
     if vector.shape[1] != index.index.dim:
-        raise GraphsvcError(f"query vector has {vector.shape[1]} dimensions, the '{collection}' index has {index.index.dim}")
+        raise GraphsvcError(f"query vector has {vector.shape[1]} dimensions, "
+                            f"the '{collection}' index has {index.index.dim}")
     keys, scores = _search(index, vector, k, allowed=_allowed(store, index, collection, filter))
-    return Answer(collection, index.version, _with_fields(store, collection, keys, scores, fields), {"vector_dim": vector.shape[1], "k": k})
+    return Answer(collection, index.version, _with_fields(store, collection, keys, scores, fields),
+                  {"vector_dim": vector.shape[1], "k": k})
 
 
 def search_by_text(
@@ -154,7 +157,9 @@ def search_by_text(
     vector = triton.infer(model, Tokenizer().request([text]))[EMBEDDING]
     if vector.shape[-1] != index.index.dim:
         raise GraphsvcError(
-            f"model '{model}' returns {vector.shape[-1]}-d vectors but the '{collection}' index holds {index.index.dim}-d ones"
+            f"model '{model}' returns {vector.shape[-1]}-d vectors "
+            f"but the '{collection}' index holds {index.index.dim}-d ones"
         )
     keys, scores = _search(index, vector.reshape(1, -1), k, allowed=_allowed(store, index, collection, filter))
-    return Answer(collection, index.version, _with_fields(store, collection, keys, scores, fields), {"text": text, "k": k})
+    return Answer(collection, index.version, _with_fields(store, collection, keys, scores, fields),
+                  {"text": text, "k": k})

@@ -68,7 +68,8 @@ class IndexReloader:
         loaded = self._live.get(collection)
         if loaded is not None:
             return loaded
-        served = collection in self.configured if self.configured is not None else (self.index_dir / collection).is_dir()
+        served = (collection in self.configured if self.configured is not None
+                  else (self.index_dir / collection).is_dir())
         if not served:
             raise NotFound(f"collection '{collection}' has no index here — publish one with 'jobs embed-{collection}'")
         refused = self._refused.get(collection)

@@ -65,7 +65,8 @@ def _prepared(index: LoadedIndex, queries: np.ndarray, stored: bool = False) -> 
         x = x.reshape(1, -1)
     if x.ndim != 2 or x.shape[1] != vi.dim:
         raise BadRequest(
-            f"query vectors have {x.shape[-1] if x.ndim else 0} dimensions, the '{index.manifest.collection}' index has {vi.dim}"
+            f"query vectors have {x.shape[-1] if x.ndim else 0} dimensions, "
+            f"the '{index.manifest.collection}' index has {vi.dim}"
         )
     if not np.isfinite(x).all():
         raise BadRequest("query vectors contain NaN or infinite values")

@@ -67,7 +67,8 @@ class StoreAccess:
             return EmbeddedStore(self._embedded_path, create=False, read_only=True)
         except StoreError as exc:
             if "lock" in str(exc).lower():
-                raise Unavailable(f"the store {self.url} is being written by a job; fields and filters are back when it finishes") from None
+                raise Unavailable(f"the store {self.url} is being written by a job; "
+                                  "fields and filters are back when it finishes") from None
             raise Unavailable(str(exc)) from None
 
     def _writer(self) -> int | None:
@@ -106,7 +107,8 @@ class StoreAccess:
                         self._watcher.start()
             elif not is_server_url(self.url) and self._writer() is not None:
                 self._let_go()
-                raise Unavailable(f"the store {self.url} is being written by a job; fields and filters are back when it finishes")
+                raise Unavailable(f"the store {self.url} is being written by a job; "
+                                  "fields and filters are back when it finishes")
             yield self._shared
 
     def close(self) -> None:
@@ -189,7 +191,8 @@ class SimilarityService:
                 document = documents.get(key)
                 if document is None:  # removed from the store since the index was published
                     continue
-                hits.append({"_key": key, "score": round(score, 6), **{f: document.get(f) for f in fields if f not in ("_key", "score")}})
+                hits.append({"_key": key, "score": round(score, 6),
+                             **{f: document.get(f) for f in fields if f not in ("_key", "score")}})
             out.append(hits)
         return out
 
@@ -208,7 +211,8 @@ class SimilarityService:
         filter = filter_object(filter)
         conditions = parse_filter(filter)
         allowed = self._allowed(collection, index, conditions)
-        ranked = top_k(index, index.index.reconstruct_batch([position]), k, exclude=[position], allowed=allowed, stored=True)
+        ranked = top_k(index, index.index.reconstruct_batch([position]), k, exclude=[position], allowed=allowed,
+                       stored=True)
         query = {"key": key, "k": k} | ({"filter": filter} if conditions else {})
         return self._answer(collection, index.version, query, self._hits(collection, ranked, fields)[0])
 
@@ -220,15 +224,19 @@ class SimilarityService:
         positions = [index.position(key) for key in keys]
         known = [p for p in positions if p is not None]
         allowed = self._allowed(collection, index, conditions)
-        ranked = iter(top_k(index, index.index.reconstruct_batch(known), k, exclude=known, allowed=allowed, stored=True)) \
+        ranked = (
+            iter(top_k(index, index.index.reconstruct_batch(known), k, exclude=known, allowed=allowed, stored=True))
             if known else iter(())
+        )
         ranked_list = [next(ranked) if p is not None else None for p in positions]
         found = [r for r in ranked_list if r is not None]
         hits = iter(self._hits(collection, found, fields))
         results = []
         for key, r in zip(keys, ranked_list):
             if r is None:
-                results.append({"key": key, "error": {"status": 404, "message": f"'{collection}/{key}' is not in index version {index.version}"}})
+                results.append({"key": key, "error": {
+                    "status": 404, "message": f"'{collection}/{key}' is not in index version {index.version}",
+                }})
             else:
                 results.append({"key": key, "hits": next(hits)})
         return {"collection": collection, "index_version": index.version, "k": k, "results": results}
@@ -258,7 +266,8 @@ class SimilarityService:
         ]
         vectors = np.concatenate([p.reshape(len(p), -1) for p in parts])
         if vectors.shape[1] != index.index.dim:
-            raise Unavailable(f"model '{model}' returns {vectors.shape[1]}-d vectors but the index holds {index.index.dim}-d ones")
+            raise Unavailable(f"model '{model}' returns {vectors.shape[1]}-d vectors "
+                              f"but the index holds {index.index.dim}-d ones")
         return vectors
 
     def search(self, collection: str, vector: Sequence[float] | None = None, text: str | None = None, k: int = 10,
@@ -290,7 +299,8 @@ class SimilarityService:
         allowed = self._allowed(collection, index, conditions)
         ranked = top_k(index, queries, k, allowed=allowed)
         hits = self._hits(collection, ranked, fields)
-        return {"collection": collection, "index_version": index.version, "k": k, "results": [{"hits": h} for h in hits]}
+        return {"collection": collection, "index_version": index.version, "k": k,
+                "results": [{"hits": h} for h in hits]}
 
     def collections(self) -> list[dict[str, Any]]:
         out = []

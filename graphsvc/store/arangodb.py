@@ -40,6 +40,17 @@ from arango import exceptions as arango_exceptions
 
 from graphsvc.errors import ArangoError, CollectionNotFound, ConfigError, DocumentNotFound, StoreError
 from graphsvc.store import aql
+from graphsvc.store.base import (
+    FILTER_OPERATORS,
+    CollectionInfo,
+    CollectionKind,
+    Condition,
+    DanglingEdges,
+    EdgeDefinition,
+    GraphInfo,
+    GraphStore,
+    IndexOutcome,
+)
 from graphsvc.store.checks import (
     DOCUMENT_ID_PATTERN,
     DOCUMENT_KEY_PATTERN,
@@ -47,17 +58,6 @@ from graphsvc.store.checks import (
     check_keys,
     keep_last_rows,
     last_rows,
-)
-from graphsvc.store.base import (
-    FILTER_OPERATORS,
-    Condition,
-    CollectionInfo,
-    CollectionKind,
-    DanglingEdges,
-    EdgeDefinition,
-    GraphInfo,
-    GraphStore,
-    IndexOutcome,
 )
 
 SCHEMES = {"arangodb": "http", "arangodbs": "https"}

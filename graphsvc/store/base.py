@@ -216,11 +216,11 @@ class GraphStore(ABC):
     def delete_state(self, key: str) -> None:
         ...
 
-    def release(self) -> None:
+    def release(self) -> None:  # noqa: B027 - optional hook: a store with nothing to let go of keeps this
         """Let go of what other processes may need until the next call (a job calls this
         after its pull, before minutes of computing). Calls after it reconnect as needed."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: a store with nothing to close keeps this
         pass
 
     def __enter__(self) -> "GraphStore":

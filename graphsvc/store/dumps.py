@@ -32,13 +32,13 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from graphsvc.errors import DumpFormatError
-from graphsvc.store.checks import DOCUMENT_ID_PATTERN, DOCUMENT_KEY_PATTERN, keep_last_rows
 from graphsvc.store.base import (
     ARANGO_TYPE_DOCUMENT,
     ARANGO_TYPE_EDGE,
     EdgeDefinition,
     GraphInfo,
 )
+from graphsvc.store.checks import DOCUMENT_ID_PATTERN, DOCUMENT_KEY_PATTERN, keep_last_rows
 
 __all__ = [
     "Dump",
@@ -888,7 +888,8 @@ def _parse_fast(block: LineBlock, kind: str) -> ParsedBlock:
     if table.num_rows != len(row_lines):
         raise _NotFast  # e.g. a whitespace-only line: let the line-by-line path judge it
     names = set(table.column_names)
-    if {"type"} <= names and ("data" in names or "key" in names) and pa.types.is_integer(table.schema.field("type").type):
+    if ({"type"} <= names and ("data" in names or "key" in names)
+            and pa.types.is_integer(table.schema.field("type").type)):
         envelope_rows = pc.and_(
             pc.is_valid(table["type"]),
             pc.is_null(table["_key"]) if "_key" in names else pa.scalar(True),
@@ -945,7 +946,9 @@ def _timestamps_as_strings(t: pa.DataType) -> pa.DataType:
     if pa.types.is_timestamp(t):
         return pa.string()
     if pa.types.is_struct(t):
-        return pa.struct([pa.field(t.field(i).name, _timestamps_as_strings(t.field(i).type)) for i in range(t.num_fields)])
+        return pa.struct([
+            pa.field(t.field(i).name, _timestamps_as_strings(t.field(i).type)) for i in range(t.num_fields)
+        ])
     if pa.types.is_list(t):
         return pa.list_(_timestamps_as_strings(t.value_type))
     if pa.types.is_large_list(t):
@@ -1126,7 +1129,8 @@ def _checked_operation(raw: bytes, path: Path, lineno: int, kind: str) -> DumpOp
     if not _ARANGO_KEY_RE.match(operation.key or ""):
         raise DumpFormatError(
             str(path),
-            f"invalid _key {operation.key!r} (ArangoDB keys are 1–254 characters of letters, digits and _-:.@()+,=;$!*'%)",
+            f"invalid _key {operation.key!r} "
+            "(ArangoDB keys are 1–254 characters of letters, digits and _-:.@()+,=;$!*'%)",
             line=lineno,
         )
     if operation.op == "upsert" and kind == "edge":
@@ -1134,7 +1138,8 @@ def _checked_operation(raw: bytes, path: Path, lineno: int, kind: str) -> DumpOp
             value = operation.document.get(attribute)  # type: ignore[union-attr]
             if not isinstance(value, str) or not _EDGE_END_RE.match(value):
                 raise DumpFormatError(
-                    str(path), f"edge '{operation.key}' needs {attribute} as 'Collection/key', got {value!r}", line=lineno
+                    str(path), f"edge '{operation.key}' needs {attribute} as 'Collection/key', got {value!r}",
+                    line=lineno,
                 )
     if operation.op == "upsert" and any(a in operation.document for a in _DROPPED_ATTRIBUTES):  # type: ignore[operator]
         document = {k: v for k, v in operation.document.items() if k not in _DROPPED_ATTRIBUTES}  # type: ignore[union-attr]

@@ -35,17 +35,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from graphsvc.errors import CollectionNotFound, DocumentNotFound, StoreError
-from graphsvc.store.checks import check_edge_ends, check_keys, keep_last_rows
 from graphsvc.store.base import (
-    Condition,
     CollectionInfo,
     CollectionKind,
+    Condition,
     DanglingEdges,
     EdgeDefinition,
     GraphInfo,
     GraphStore,
     IndexOutcome,
 )
+from graphsvc.store.checks import check_edge_ends, check_keys, keep_last_rows
 
 _RANGE_SQL = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
 
@@ -55,7 +55,8 @@ _SYSTEM = ("_key", "_id", "_rev", "_from", "_to")
 _REV, _EXTRA = "__rev", "__extra"
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS _collections (name VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, last_rev BIGINT NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS _collections (name VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL,
+                                          last_rev BIGINT NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS _graphs (name VARCHAR PRIMARY KEY, edge_definitions JSON NOT NULL);
 CREATE TABLE IF NOT EXISTS _overflow (collection VARCHAR, attribute VARCHAR, PRIMARY KEY (collection, attribute));
 CREATE TABLE IF NOT EXISTS _state (key VARCHAR PRIMARY KEY, value JSON NOT NULL);
@@ -341,7 +342,9 @@ class EmbeddedStore(GraphStore):
             )
             self._create_key_index(f"docs_{name}")
             self._run("INSERT INTO _collections (name, kind) VALUES (?, ?)", [name, kind])
-        self._columns[f"docs_{name}"] = {"_key": "VARCHAR", "_from": "VARCHAR", "_to": "VARCHAR", _REV: "BIGINT", _EXTRA: "JSON"}
+        self._columns[f"docs_{name}"] = {
+            "_key": "VARCHAR", "_from": "VARCHAR", "_to": "VARCHAR", _REV: "BIGINT", _EXTRA: "JSON",
+        }
         self._columns[f"attrs_{name}"] = {}
         self._kinds[name] = kind
         self._empty.add(name)
@@ -522,7 +525,8 @@ class EmbeddedStore(GraphStore):
             existing = self._attribute_columns(attrs_table)
             if not self._table_columns(attrs_table):
                 chosen = ", ".join(_quote(a) for a in attributes)
-                self._run(f"CREATE TABLE {_attrs(name)} AS SELECT _key, {rev}::BIGINT AS {_REV}, {chosen} FROM _updates")
+                self._run(f"CREATE TABLE {_attrs(name)} AS "
+                          f"SELECT _key, {rev}::BIGINT AS {_REV}, {chosen} FROM _updates")
                 self._create_key_index(attrs_table)
             else:
                 for attribute in attributes:
@@ -565,7 +569,8 @@ class EmbeddedStore(GraphStore):
             kept = ", ".join(f"a.{_quote(c)}" for c in columns)
             self._run(
                 f"CREATE TABLE {rebuilt} AS SELECT u._key, {rev}::BIGINT AS {_REV}, {fresh} FROM _updates u{joined} "
-                f"UNION ALL SELECT a._key, a.{_REV}, {kept} FROM {_attrs(name)} a ANTI JOIN _updates u ON a._key = u._key"
+                f"UNION ALL SELECT a._key, a.{_REV}, {kept} FROM {_attrs(name)} a "
+                "ANTI JOIN _updates u ON a._key = u._key"
             )
         else:
             assignments = ", ".join(f"{_quote(a)} = u.{_quote(a)}" for a in attributes)
@@ -710,7 +715,8 @@ class EmbeddedStore(GraphStore):
             written = [c for c in written if c in wanted]
             stored = ["_key", "_from", "_to", _REV, _EXTRA] + [
                 _quote(c) for c in self._attribute_columns(f"docs_{name}") if c in wanted]
-        select = ["d.*"] + ([f"a.{_REV} AS __written_rev"] + [f"a.{_quote(c)} AS {_quote('__written_' + c)}" for c in written])
+        select = ["d.*"] + ([f"a.{_REV} AS __written_rev"]
+                            + [f"a.{_quote(c)} AS {_quote('__written_' + c)}" for c in written])
         # each side filtered before joining, so DuckDB probes each table's `_key` index
         # (EXPLAIN ANALYZE: Index Scan, 0 row groups scanned) and reads the other columns
         # of the matching rows only
@@ -827,7 +833,8 @@ class EmbeddedStore(GraphStore):
             if stored == "JSON":
                 test = (
                     f"(json_type({sql}) = 'VARCHAR' AND ({sql} ->> '$') {sql_op} ?)" if text
-                    else f"(json_type({sql}) IN ('BIGINT', 'UBIGINT', 'DOUBLE') AND TRY_CAST({sql} AS DOUBLE) {sql_op} ?)"
+                    else f"(json_type({sql}) IN ('BIGINT', 'UBIGINT', 'DOUBLE') "
+                         f"AND TRY_CAST({sql} AS DOUBLE) {sql_op} ?)"
                 )
             elif stored in wanted:
                 test = f"{sql} {sql_op} ?"
@@ -864,7 +871,9 @@ class EmbeddedStore(GraphStore):
             )
         ]
         existing = {c for c in targets if self._one("SELECT 1 FROM _collections WHERE name = ?", [c])}
-        known = " UNION ALL ".join(f"SELECT '{_sql_string(c)}/' || _key AS id FROM {_docs(c)}" for c in sorted(existing))
+        known = " UNION ALL ".join(
+            f"SELECT '{_sql_string(c)}/' || _key AS id FROM {_docs(c)}" for c in sorted(existing)
+        )
         known = known or "SELECT NULL::VARCHAR AS id WHERE false"
         dangling = (
             f"WITH known AS ({known}) SELECT e._key, e._from, e._to FROM {_docs(name)} e "

@@ -70,7 +70,8 @@ def serve(model_repository, bind_address, http_port, grpc_port, metrics_port, ru
     # The handler only sets a flag: an exception raised from a signal handler can land inside
     # subprocess.Popen.poll() while it holds its waitpid lock, and every later wait() then hangs.
     stopping = threading.Event()
-    previous = {sig: signal.signal(sig, lambda signum, frame: stopping.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, lambda signum, frame: stopping.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         started = False
         try:
@@ -88,7 +89,8 @@ def serve(model_repository, bind_address, http_port, grpc_port, metrics_port, ru
             click.echo(
                 f"Triton ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}\n"
                 f"models: {models}\nlog: {server.log_path}"
-                + (f"\nwatching {server.model_repository} every {poll_secs:g}s" if model_control_mode == "poll" else ""),
+                + (f"\nwatching {server.model_repository} every {poll_secs:g}s"
+                   if model_control_mode == "poll" else ""),
                 err=True,
             )
         while not stopping.is_set():

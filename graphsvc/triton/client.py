@@ -478,7 +478,8 @@ class TritonClient:
                     else:
                         pending = [
                             s for s in statuses
-                            if s.state and s.state != "READY" and not (s.state == "UNAVAILABLE" and s.reason == "unloaded")
+                            if s.state and s.state != "READY"
+                            and not (s.state == "UNAVAILABLE" and s.reason == "unloaded")
                         ]
                     if not pending:
                         return statuses
@@ -507,8 +508,8 @@ class TritonClient:
             self._output_names[key] = names
         return names
 
-    def _request(self, connection: _Connection, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None,
-                 version: str) -> tuple[list, list | None]:
+    def _request(self, connection: _Connection, model: str, inputs: Mapping[str, np.ndarray],
+                 outputs: Sequence[str] | None, version: str) -> tuple[list, list | None]:
         """(InferInput list, InferRequestedOutput list or None) for one request."""
         if self._http:
             import tritonclient.http as mod
@@ -712,7 +713,7 @@ class TritonClient:
                 if yielded == submitted:
                     return
                 with done:
-                    done.wait_for(lambda: yielded in results)
+                    done.wait_for(lambda: yielded in results)  # noqa: B023 - evaluated inside this wait_for
                     ok, value = results.pop(yielded)
                 yielded += 1
                 if not ok:

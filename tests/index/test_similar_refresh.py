@@ -32,7 +32,8 @@ def test_refreshed_lists_match_exact_search_within_the_tolerance(kind):
     rng = np.random.default_rng(7)
     n, d = 3000, 32
     before = _clustered(n, d, rng)
-    index = VectorIndex.build(before, kind=kind, nlist=32 if kind == "ivf" else None, nprobe=32 if kind == "ivf" else None)
+    index = VectorIndex.build(before, kind=kind, nlist=32 if kind == "ivf" else None,
+                              nprobe=32 if kind == "ivf" else None)
     scores, ids = neighbours_of_rows(index, np.arange(n), WINDOW)
     boundary = scores[:, -1].copy()
 

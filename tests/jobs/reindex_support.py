@@ -56,7 +56,9 @@ def change_catalogue(store_path: Path, share: float, seed: int = 0) -> dict:
         chosen = rng.choice(n, size=3 * count, replace=False)
         edited, removed, linked = chosen[:count], chosen[count : count + max(1, count // 4)], chosen[2 * count :]
         features = np.stack(table.column("features").to_numpy(zero_copy_only=False)).astype(np.float32)
-        new_features = features[edited] + rng.normal(scale=1.0, size=(len(edited), features.shape[1])).astype(np.float32)
+        new_features = features[edited] + rng.normal(
+            scale=1.0, size=(len(edited), features.shape[1])
+        ).astype(np.float32)
         store.upsert_table("products", pa.table({
             "_key": pa.array([keys[i] for i in edited]), "category": pa.array(np.zeros(len(edited), np.int64)),
             "features": embedding_array(new_features),

@@ -132,7 +132,8 @@ def test_index_recall_is_exact_for_flat_and_measured_for_ivf(trained, tmp_path):
     config = EvaluateConfig(checkpoint=trained["checkpoint"], out=tmp_path / "report", index_sample=SPEC.num_products,
                             link_queries=50)
 
-    publish(tmp_path / "flat", "products", VectorIndex.build(embeddings, kind="flat"), data.keys, model={"name": "t", "version": 1})
+    publish(tmp_path / "flat", "products", VectorIndex.build(embeddings, kind="flat"), data.keys,
+            model={"name": "t", "version": 1})
     with open_store(str(trained["store"])) as store:
         flat = evaluate(store, tmp_path / "flat", config)["index"]
     assert flat["kind"] == "flat" and flat["recall_at_k"] == 1.0 and flat["sample"] == SPEC.num_products
@@ -147,7 +148,8 @@ def test_index_recall_is_exact_for_flat_and_measured_for_ivf(trained, tmp_path):
     np.fill_diagonal(scores, -np.inf)
     exact = np.argsort(-scores, axis=1)[:, :10]
     _, found = ivf.search(embeddings, 11)
-    recall = np.mean([len(set(e) & (set(f) - {i})) / 10 for i, (e, f) in enumerate(zip(exact.tolist(), found.tolist()))])
+    recall = np.mean([len(set(e) & (set(f) - {i})) / 10
+                      for i, (e, f) in enumerate(zip(exact.tolist(), found.tolist()))])
     assert measured["kind"] == "ivf" and measured["nprobe"] == 1 and measured["nlist"] == 32
     assert measured["recall_at_k"] == pytest.approx(recall, abs=0.01)
     assert measured["recall_at_k"] < 1.0

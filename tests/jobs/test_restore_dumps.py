@@ -14,7 +14,6 @@ from graphsvc.store.embedded import EmbeddedStore
 from jobs.cli import cli
 from jobs.restore_dumps import progress_key, restore_dumps
 
-
 # ------------------------------------------------------------------------------ helpers
 
 
@@ -45,7 +44,8 @@ def _hand_dump(directory: Path, files: dict[str, bytes | str | dict], encryption
 
 def _documents(store, name: str) -> dict[str, dict]:
     keys = store.select_keys(name)
-    return {d["_key"]: {k: v for k, v in d.items() if k not in ("_rev", "_id")} for d in store.get_documents(name, keys)}
+    return {d["_key"]: {k: v for k, v in d.items() if k not in ("_rev", "_id")}
+            for d in store.get_documents(name, keys)}
 
 
 def _revs(store, name: str) -> dict[str, str]:
@@ -463,7 +463,8 @@ def test_a_corrupt_gzip_names_the_file_and_line_and_keeps_earlier_lines(tmp_path
 def test_an_edge_without_collection_key_ends_stops_at_its_line(tmp_path):
     dump = _hand_dump(tmp_path / "d", {
         "links.structure.json": _structure("links", "edge"),
-        "links.data.json": _lines([{"_key": "a", "_from": "x/1", "_to": "y/1"}, {"_key": "b", "_from": "x1", "_to": "y/1"}]),
+        "links.data.json": _lines([{"_key": "a", "_from": "x/1", "_to": "y/1"},
+                                   {"_key": "b", "_from": "x1", "_to": "y/1"}]),
     })
     with open_store(str(tmp_path / "s.duckdb"), create=True) as store:
         with pytest.raises(DumpFormatError, match=r"links.data.json line 2: edge 'b' needs _from"):
@@ -617,7 +618,8 @@ def test_the_arrow_path_and_the_line_by_line_path_agree(tmp_path):
     (block,) = iter_line_blocks(bad, max_lines=5000)
     skipped = parse_block(block, "document", stop_at_error=False)
     assert [r.line for r in skipped.rejected] == [1501] and skipped.python_lines < 1000
-    rows = [row for op in skipped.operations for row in (op.table.to_pylist() if op.table is not None else op.documents)]
+    rows = [row for op in skipped.operations
+            for row in (op.table.to_pylist() if op.table is not None else op.documents)]
     assert rows == products
 
 

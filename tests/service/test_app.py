@@ -68,7 +68,8 @@ def test_search_by_vector_and_in_batches(client, catalogue):
     one = client.post("/v1/products/search", json={"vector": vector, "k": 4}).json()
     assert [h["_key"] for h in one["hits"]] == exact_top(catalogue, catalogue.vectors[11], 4)
     assert one["hits"][0]["_key"] == "P00011" and one["hits"][0]["score"] == pytest.approx(1.0, abs=1e-5)
-    batch = client.post("/v1/products/search/batch", json={"vectors": [vector, catalogue.vectors[12].tolist()], "k": 4}).json()
+    batch = client.post("/v1/products/search/batch",
+                        json={"vectors": [vector, catalogue.vectors[12].tolist()], "k": 4}).json()
     assert [[h["_key"] for h in r["hits"]] for r in batch["results"]] == [
         exact_top(catalogue, catalogue.vectors[11], 4), exact_top(catalogue, catalogue.vectors[12], 4)]
 
@@ -76,9 +77,11 @@ def test_search_by_vector_and_in_batches(client, catalogue):
 def test_batch_similar_answers_each_key_and_reports_unknown_ones(client, catalogue):
     body = client.post("/v1/products/similar", json={"keys": ["P00001", "NOPE", "P00002"], "k": 3}).json()
     assert [r["key"] for r in body["results"]] == ["P00001", "NOPE", "P00002"]
-    assert [h["_key"] for h in body["results"][0]["hits"]] == exact_top(catalogue, catalogue.vectors[1], 3, exclude="P00001")
+    assert [h["_key"] for h in body["results"][0]["hits"]] == exact_top(catalogue, catalogue.vectors[1], 3,
+                                                                        exclude="P00001")
     assert body["results"][1]["error"]["status"] == 404
-    assert [h["_key"] for h in body["results"][2]["hits"]] == exact_top(catalogue, catalogue.vectors[2], 3, exclude="P00002")
+    assert [h["_key"] for h in body["results"][2]["hits"]] == exact_top(catalogue, catalogue.vectors[2], 3,
+                                                                        exclude="P00002")
 
 
 @pytest.mark.parametrize("request_args, status, message", [
@@ -173,7 +176,9 @@ def test_the_hot_route_answers_exactly_what_the_app_answers(client):
     assert fast.json() == through_app.json()
     assert client.get("/v1/products/P00021/similar").json()["query"] == {"key": "P00021", "k": 10}
     missing = client.get("/v1/products/NOPE/similar?k=3")
-    assert missing.status_code == 404 and missing.json() == {"error": "'products/NOPE' is not in index version 1 of 'products'"}
+    assert missing.status_code == 404 and missing.json() == {
+        "error": "'products/NOPE' is not in index version 1 of 'products'"
+    }
     assert client.get("/v1/products/P00021/similar?k=1001").status_code == 400
     metrics = client.get("/metrics").text
     assert 'graphsvc_requests_total{method="GET",route="/v1/{collection}/{key}/similar",status="200"} 3.0' in metrics

@@ -27,7 +27,9 @@ def test_similar_with_a_filter_returns_k_matching_hits(catalogue):
 def test_a_bad_filter_is_one_line_and_exit_1(catalogue):
     result = invoke(catalogue, "similar", "products/P00007", "--filter", '{"price": {"between": [1, 2]}}')
     assert result.exit_code == 1
-    assert result.stderr.strip() == "error: filter on 'price': unknown operator 'between' (use eq, ne, lt, lte, gt, gte, in)"
+    assert result.stderr.strip() == (
+        "error: filter on 'price': unknown operator 'between' (use eq, ne, lt, lte, gt, gte, in)"
+    )
 
 
 def test_explain_aql_needs_no_store_and_prints_bind_parameters(catalogue):

@@ -7,14 +7,16 @@ from graphsvc.store.base import Condition
 
 def test_shorthands_and_operators_become_conditions():
     conditions = parse_filter({"category": "Books", "price": {"gte": 5, "lt": 20}, "brand": {"in": ["A", "B"]}})
-    assert conditions == [Condition("category", "eq", "Books"), Condition("price", "gte", 5), Condition("price", "lt", 20),
-                          Condition("brand", "in", ("A", "B"))]
+    assert conditions == [Condition("category", "eq", "Books"), Condition("price", "gte", 5),
+                          Condition("price", "lt", 20), Condition("brand", "in", ("A", "B"))]
     assert parse_filter('{"ok": true}') == [Condition("ok", "eq", True)]
     assert parse_filter(None) == [] and parse_filter({}) == []
 
 
 def test_the_same_filter_in_any_order_has_one_canonical_form():
-    assert canonical(parse_filter({"a": 1, "b": {"in": ["x", 2]}})) == canonical(parse_filter({"b": {"in": ["x", 2]}, "a": 1}))
+    assert canonical(parse_filter({"a": 1, "b": {"in": ["x", 2]}})) == canonical(
+        parse_filter({"b": {"in": ["x", 2]}, "a": 1})
+    )
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -114,7 +114,8 @@ def test_steady_load_across_two_publishes_fails_nothing_and_ends_on_the_newest(s
         time.sleep(0.5)
         for step, seed in enumerate((101, 202), start=1):
             vectors, _ = clustered_vectors(len(catalogue.keys), 32, 6, seed)
-            manifest = publish(catalogue.index_dir, "products", VectorIndex.build(vectors, kind="flat"), catalogue.keys, MODEL)
+            manifest = publish(catalogue.index_dir, "products", VectorIndex.build(vectors, kind="flat"),
+                               catalogue.keys, MODEL)
             assert manifest.version == start + step
             new_vectors[manifest.version] = vectors
             wait_for_version(client, manifest.version)
@@ -182,6 +183,7 @@ def test_broken_and_half_written_versions_are_refused_and_the_old_one_keeps_serv
     assert 'graphsvc_index_reloads_total{collection="products",outcome="refused"}' in metrics
 
     # the next good publish is picked up again
-    manifest = publish(catalogue.index_dir, "products", VectorIndex.build(catalogue.vectors, kind="flat"), catalogue.keys, MODEL)
+    manifest = publish(catalogue.index_dir, "products", VectorIndex.build(catalogue.vectors, kind="flat"),
+                       catalogue.keys, MODEL)
     wait_for_version(client, manifest.version)
     assert "refused" not in client.get("/v1/collections").json()["collections"][0]

@@ -145,7 +145,8 @@ def repository_index(server) -> list[dict]:
 
 
 def ready_versions(server, name: str) -> list[int]:
-    return sorted(int(e["version"]) for e in repository_index(server) if e["name"] == name and e.get("state") == "READY")
+    return sorted(int(e["version"]) for e in repository_index(server)
+                  if e["name"] == name and e.get("state") == "READY")
 
 
 @pytest.mark.parametrize("model", ["graph_embeddings", "graph_embeddings_onnx"])
