@@ -16,6 +16,7 @@ demo: $(STAMP)
 	scripts/demo.sh
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -156,3 +156,24 @@ def test_groups_larger_than_a_block_are_split_and_give_the_same_lists(monkeypatc
     np.testing.assert_array_equal(split.ids, whole.ids)
     np.testing.assert_allclose(split.scores, whole.scores, atol=1e-6)
     assert split.flops == whole.flops
+
+
+def test_cells_are_shared_out_in_proportion_without_exceeding_a_group():
+    assert knn._shares(np.array([10, 0, 5, 100, 3]), 20).tolist() == [2, 0, 1, 17, 0]
+    assert knn._shares(np.array([50, 50]), 7).sum() == 7
+    assert knn._shares(np.array([1, 1, 1]), 3).tolist() == [1, 1, 1]
+    assert knn._shares(np.array([1, 9]), 5).tolist() == [1, 4]
+
+
+def test_two_level_k_means_gives_every_cell_and_nearly_the_flat_objective(monkeypatch):
+    x = knn.unit_rows(torch.from_numpy(clustered(20_000, 16, clusters=40, seed=11)))
+    flat = knn._kmeans(x, 300, torch.Generator().manual_seed(0))
+    monkeypatch.setattr(knn, "FLAT_KMEANS_MAX_CELLS", 100)
+    two = knn._kmeans(x, 300, torch.Generator().manual_seed(0))
+    assert two.shape == flat.shape == (300, 16)
+    assert torch.allclose(two.norm(dim=1), torch.ones(300), atol=1e-5)
+    # every cell holds rows, and the rows lie about as close to their centroids
+    assert (torch.bincount(knn._probe_lists(x, two, 1)[:, 0], minlength=300) > 0).all()
+    def fit(c):
+        return (x @ c.T).max(1).values.mean().item()
+    assert fit(two) > fit(flat) - 0.01
