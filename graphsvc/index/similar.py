@@ -106,7 +106,8 @@ def neighbours_of_rows(index: VectorIndex, rows: np.ndarray, k: int, batch_size:
 
 def refresh_similar(index: VectorIndex, vectors: np.ndarray, ids: np.ndarray, scores: np.ndarray,
                     boundary: np.ndarray, shift: np.ndarray, k: int, tolerance: float,
-                    score_tolerance: float = 1e-3, chunk: int = 65_536) -> dict[str, np.ndarray]:
+                    score_tolerance: float = 1e-3, chunk: int = 65_536, range_chunk: int = 1024
+                    ) -> dict[str, np.ndarray]:
     """Bring similar lists up to date after some vectors moved, in place.
 
     Each row keeps a window of up to k' = ids.shape[1] > k entries (best first, -1 /
@@ -143,15 +144,24 @@ def refresh_similar(index: VectorIndex, vectors: np.ndarray, ids: np.ndarray, sc
     far = np.flatnonzero((shift > tolerance) & np.isfinite(shift))
     own_windows = None
     if len(far) and np.isfinite(boundary).any():
+        # down to the lowest boundary of all: a search returns most of the cells it probes,
+        # so the movers go a chunk at a time and only what each chunk decides is kept (at
+        # 2.45M products, 1% moved, all at once held 22 GB)
         radius = float(boundary[np.isfinite(boundary)].min())
-        limits, found, found_ids = index.range_search(vectors[far], radius)
-        owners = np.repeat(far, np.diff(limits))
-        others = (found_ids >= 0) & (found_ids != owners)
-        # the pairs (row, far mover) where the mover now beats the row's boundary
-        keep = others & (found > boundary[np.clip(found_ids, 0, n - 1)])
-        _merge_into_windows(ids, scores, found_ids[keep], owners[keep], found[keep])
-        # the same results are the far movers' own new windows where they hold a full one
-        own_windows = _windows_from_results(owners[others], found_ids[others], found[others], window)
+        entering, own = [], []
+        for start in range(0, len(far), range_chunk):
+            part = far[start : start + range_chunk]
+            limits, found, found_ids = index.range_search(vectors[part], radius)
+            owners = np.repeat(part, np.diff(limits))
+            others = (found_ids >= 0) & (found_ids != owners)
+            # the pairs (row, far mover) where the mover now beats the row's boundary
+            keep = others & (found > boundary[np.clip(found_ids, 0, n - 1)])
+            entering.append((found_ids[keep], owners[keep], found[keep]))
+            # the same results are the far movers' own new windows where they hold a full one
+            own.append(_windows_from_results(owners[others], found_ids[others], found[others], window))
+            del limits, found, found_ids, owners, others, keep
+        _merge_into_windows(ids, scores, *(np.concatenate(parts) for parts in zip(*entering)))
+        own_windows = tuple(np.concatenate(parts) for parts in zip(*own))
     # 3. keep entries at or above the boundary, best first
     order = np.argsort(-np.where(ids >= 0, scores, -np.inf), axis=1, kind="stable")
     ids[:] = np.take_along_axis(ids, order, axis=1)

@@ -129,3 +129,28 @@ def test_pair_scores_are_the_inner_products_of_each_row_with_its_entries():
     assert np.isneginf(scores[entries < 0]).all()
     np.testing.assert_allclose(scores, expected, atol=1e-6)
     assert pair_scores(vectors, rows[:0], entries[:0]).shape == (0, 5)
+
+
+def test_far_movers_searched_a_chunk_at_a_time_give_the_same_lists():
+    rng = np.random.default_rng(11)
+    n, d = 2000, 16
+    before = _clustered(n, d, rng)
+    index = VectorIndex.build(before, kind="ivf", nlist=16, nprobe=16)
+    scores, ids = neighbours_of_rows(index, np.arange(n), WINDOW)
+    after = before.copy()
+    far = rng.choice(n, size=50, replace=False)
+    after[far] = before[rng.choice(n, size=len(far))] + rng.normal(scale=0.5, size=(len(far), d)).astype(np.float32)
+    unit = l2_normalise(after)
+    shift = np.linalg.norm(unit - l2_normalise(before), axis=1).astype(np.float32)
+    index.update(far, far, after[far])
+    results = []
+    for range_chunk in (1024, 7):  # all far movers in one search, or in 8 searches
+        lists = ids.copy(), scores.copy(), scores[:, -1].copy()
+        outcome = refresh_similar(index, unit, *lists, shift, K, TOLERANCE, range_chunk=range_chunk)
+        results.append((lists, outcome))
+    (one, one_outcome), (chunked, chunked_outcome) = results
+    for a, b in zip(one, chunked):
+        np.testing.assert_array_equal(a, b)
+    for name in ("searched", "changed"):
+        np.testing.assert_array_equal(one_outcome[name], chunked_outcome[name])
+    assert len(one_outcome["changed"]) > len(far)
