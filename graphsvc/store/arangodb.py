@@ -912,12 +912,6 @@ class ArangoStore(GraphStore):
         status = "created" if created.get("isNewlyCreated", True) else "exists"
         return IndexOutcome(collection, "vector", (attribute,), status)
 
-    def vector_index_aql(
-        self, collection: str, k: int, query_vector: Sequence[float] | None = None, attribute: str = "embedding"
-    ) -> AqlQuery:
-        """The APPROX_NEAR_COSINE query for the top `k` documents of `collection`."""
-        return approx_near_cosine_query(collection, k, query_vector, attribute)
-
     # -- checks ---------------------------------------------------------------------------------------------------
     def dangling_edges(self, name: str, examples: int = 3) -> DanglingEdges:
         if self._kind(name) != "edge":

@@ -382,12 +382,6 @@ class TritonClient:
 
     # -- health and metadata ------------------------------------------------------------
 
-    def is_live(self) -> bool:
-        try:
-            return bool(self._call(lambda c: c.is_server_live(), retry=False))
-        except TritonUnavailable:
-            return False
-
     def is_ready(self) -> bool:
         """Server ready (with strict readiness: all loaded models ready). Never raises for a down server."""
         try:
