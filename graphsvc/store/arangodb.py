@@ -386,17 +386,6 @@ def translate_error(
     return ArangoError(message, code, status, described, collection)
 
 
-def approx_near_cosine_query(
-    collection: str, k: int, query_vector: Sequence[float] | None = None, attribute: str = "embedding"
-) -> "AqlQuery":
-    """The APPROX_NEAR_COSINE query for the top `k` documents (for --explain-aql); bind
-    `query_vector` before running it when not given here."""
-    bind_vars: dict[str, Any] = {"@collection": collection, "attribute": attribute, "k": int(k)}
-    if query_vector is not None:
-        bind_vars["query_vector"] = [float(x) for x in query_vector]
-    return AqlQuery(aql.APPROX_NEAR_COSINE, bind_vars)
-
-
 def _condition_bind_vars(conditions: Sequence[Condition]) -> dict[str, Any]:
     bind_vars: dict[str, Any] = {}
     for n, condition in enumerate(conditions):
