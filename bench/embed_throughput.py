@@ -3,7 +3,7 @@
     .venv/bin/python bench/embed_throughput.py [--products N] [--workshop-seconds S] [--json]
 
 Everything is measured here, against the same store, models and Triton server: this
-machine is noisy, so the anchors in ARCHITECTURE.md are context, never results.
+machine is noisy, so figures measured earlier or elsewhere are context, never results.
 
 1. set-up (temp dir): sample dumps → fresh embedded store → GraphSAGE checkpoint (the
    shipped one when it fits, else a quick 2-epoch training) → model repository → a real

@@ -98,10 +98,6 @@ class Manifest:
         "kind", "params", "count", "checksums",
     )
 
-    @property
-    def version_name(self) -> str:
-        return version_dirname(self.version)
-
     def to_dict(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in self._FIELDS}
         clash = set(self.extra) & set(out)

@@ -253,10 +253,6 @@ class VectorIndex:
             except Exception:
                 self._gpu = None
 
-    @property
-    def on_gpu(self) -> bool:
-        return self._gpu is not None
-
     def __repr__(self) -> str:
         return (
             f"VectorIndex(kind={self.kind!r}, metric={self.metric!r}, dim={self.dim}, "

@@ -125,21 +125,6 @@ def similar_to_key(
                   {"key": key, "k": k})
 
 
-def search_by_vector(
-    store: GraphStore, index_dir: Path, collection: str, vector: np.ndarray, k: int = 10,
-    fields: Sequence[str] | None = None,
-    filter: Any = None,
-) -> Answer:
-    index = load_current(index_dir, collection)
-    vector = np.asarray(vector, np.float32).reshape(1, -1)
-    if vector.shape[1] != index.index.dim:
-        raise GraphsvcError(f"query vector has {vector.shape[1]} dimensions, "
-                            f"the '{collection}' index has {index.index.dim}")
-    keys, scores = _search(index, vector, k, allowed=_allowed(store, index, collection, filter))
-    return Answer(collection, index.version, _with_fields(store, collection, keys, scores, fields),
-                  {"vector_dim": vector.shape[1], "k": k})
-
-
 def search_by_text(
     store: GraphStore,
     index_dir: Path,

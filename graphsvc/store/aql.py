@@ -146,16 +146,6 @@ UPSERT { _key: @key }
   RETURN NEW.marker
 """
 
-# -- vector search (ArangoDB >= 3.12.4 with a vector index on the attribute) -------------
-# The caller binds `query_vector` (a list of floats of the index's dimension).
-APPROX_NEAR_COSINE = """
-FOR d IN @@collection
-  LET score = APPROX_NEAR_COSINE(d[@attribute], @query_vector)
-  SORT score DESC
-  LIMIT @k
-  RETURN { _key: d._key, score: score }
-"""
-
 # -- structured filters (graphsvc serve / --filter) -------------------------------------------
 # One fixed line per operator; condition n binds `attr_n` (the attribute name, as data)
 # and `value_n`. Ranges only compare values of the bound's type (TYPENAME is "number" for

@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 from arango import ArangoClient
+from arango import errno as arango_errno
 from arango import exceptions as arango_exceptions
 
 from graphsvc.errors import ArangoError, CollectionNotFound, ConfigError, DocumentNotFound, StoreError
@@ -79,14 +80,6 @@ _DOCUMENT_KEY = re.compile(DOCUMENT_KEY_PATTERN)
 _SYSTEM_ATTRIBUTES = ("_key", "_id", "_rev", "_from", "_to")
 _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.\-_]*)(?::(\d{1,5}))?")
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
-
-# Server error numbers (arango.errno)
-_ERR_CONFLICT = 1200
-_ERR_DOCUMENT_NOT_FOUND = 1202
-_ERR_COLLECTION_NOT_FOUND = 1203
-_ERR_DUPLICATE_NAME = 1207
-_ERR_UNIQUE_CONSTRAINT = 1210
-_ERR_DATABASE_NOT_FOUND = 1228
 
 
 # -- connection settings ---------------------------------------------------------------------
@@ -364,11 +357,11 @@ def translate_error(
     described = f"{method} {request.endpoint}".strip() if request is not None else ""
     where = ", ".join(settings.hosts)
     message = str(exc.error_message or exc.message)
-    if code == _ERR_COLLECTION_NOT_FOUND and collection:
+    if code == arango_errno.DATA_SOURCE_NOT_FOUND and collection:  # 1203: collection or view not found
         return CollectionNotFound(collection, store_url)
-    if code == _ERR_DOCUMENT_NOT_FOUND and collection and key is not None:
+    if code == arango_errno.DOCUMENT_NOT_FOUND and collection and key is not None:
         return DocumentNotFound(collection, key)
-    if code == _ERR_DATABASE_NOT_FOUND:
+    if code == arango_errno.DATABASE_NOT_FOUND:
         return ArangoError(
             f"database '{settings.database}' does not exist at {where} — create it with --create-database",
             code, status, described,
@@ -384,17 +377,6 @@ def translate_error(
             code, status, described, collection,
         )
     return ArangoError(message, code, status, described, collection)
-
-
-def approx_near_cosine_query(
-    collection: str, k: int, query_vector: Sequence[float] | None = None, attribute: str = "embedding"
-) -> "AqlQuery":
-    """The APPROX_NEAR_COSINE query for the top `k` documents (for --explain-aql); bind
-    `query_vector` before running it when not given here."""
-    bind_vars: dict[str, Any] = {"@collection": collection, "attribute": attribute, "k": int(k)}
-    if query_vector is not None:
-        bind_vars["query_vector"] = [float(x) for x in query_vector]
-    return AqlQuery(aql.APPROX_NEAR_COSINE, bind_vars)
 
 
 def _condition_bind_vars(conditions: Sequence[Condition]) -> dict[str, Any]:
@@ -487,7 +469,7 @@ class ArangoStore(GraphStore):
             with self._errors():
                 return self._client.db(settings.database, settings.username, settings.password, verify=True)
         except StoreError as exc:
-            if not (create and getattr(exc, "error_code", None) == _ERR_DATABASE_NOT_FOUND):
+            if not (create and getattr(exc, "error_code", None) == arango_errno.DATABASE_NOT_FOUND):
                 raise
         with self._errors():
             system = self._client.db("_system", settings.username, settings.password, verify=False)
@@ -590,7 +572,7 @@ class ArangoStore(GraphStore):
                     self._db.create_collection(name, edge=kind == "edge")
                 return CollectionInfo(name, kind, 0)
             except ArangoError as exc:
-                if exc.error_code != _ERR_DUPLICATE_NAME:  # another process made it meanwhile
+                if exc.error_code != arango_errno.DUPLICATE_NAME:  # another process made it meanwhile
                     raise
         existing = self.collection(name)
         if existing.kind != kind:
@@ -750,7 +732,7 @@ class ArangoStore(GraphStore):
             try:
                 self._all(aql.UPDATE_ATTRIBUTES, {"@collection": name, "rows": rows}, name)
             except ArangoError as exc:
-                if exc.error_code == _ERR_DOCUMENT_NOT_FOUND:  # removed since the check
+                if exc.error_code == arango_errno.DOCUMENT_NOT_FOUND:  # removed since the check
                     self._raise_first_missing(name, [row["_key"] for row in rows])
                 raise
         self._bump(name)
@@ -836,7 +818,8 @@ class ArangoStore(GraphStore):
             try:
                 return int(self._all(aql.BUMP_CHANGE_MARKER, bind_vars, STATE_COLLECTION)[0])
             except ArangoError as exc:
-                if exc.error_code not in (_ERR_CONFLICT, _ERR_UNIQUE_CONSTRAINT) or attempt == 7:
+                racing = exc.error_code in (arango_errno.CONFLICT, arango_errno.UNIQUE_CONSTRAINT_VIOLATED)
+                if not racing or attempt == 7:
                     raise
                 time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
@@ -912,12 +895,6 @@ class ArangoStore(GraphStore):
         status = "created" if created.get("isNewlyCreated", True) else "exists"
         return IndexOutcome(collection, "vector", (attribute,), status)
 
-    def vector_index_aql(
-        self, collection: str, k: int, query_vector: Sequence[float] | None = None, attribute: str = "embedding"
-    ) -> AqlQuery:
-        """The APPROX_NEAR_COSINE query for the top `k` documents of `collection`."""
-        return approx_near_cosine_query(collection, k, query_vector, attribute)
-
     # -- checks ---------------------------------------------------------------------------------------------------
     def dangling_edges(self, name: str, examples: int = 3) -> DanglingEdges:
         if self._kind(name) != "edge":
@@ -944,7 +921,7 @@ class ArangoStore(GraphStore):
                 with self._errors(STATE_COLLECTION, action="creating the state collection"):
                     self._db.create_collection(STATE_COLLECTION)
             except ArangoError as exc:
-                if exc.error_code != _ERR_DUPLICATE_NAME:
+                if exc.error_code != arango_errno.DUPLICATE_NAME:
                     raise
         self._state_ready = True
         return True

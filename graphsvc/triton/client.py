@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import random
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
@@ -382,12 +383,6 @@ class TritonClient:
 
     # -- health and metadata ------------------------------------------------------------
 
-    def is_live(self) -> bool:
-        try:
-            return bool(self._call(lambda c: c.is_server_live(), retry=False))
-        except TritonUnavailable:
-            return False
-
     def is_ready(self) -> bool:
         """Server ready (with strict readiness: all loaded models ready). Never raises for a down server."""
         try:
@@ -658,7 +653,7 @@ class TritonClient:
         """Run many requests with up to `max_in_flight` concurrently; yields results in request order.
 
         `requests` is consumed lazily, so it may be a generator over a large data set. Each
-        worker thread owns its connection (the HTTP client is gevent-based: a connection
+        pool thread owns its connection (the HTTP client is gevent-based: a connection
         must stay on the thread that made it; its async_infer is ~10 ms per request).
         A request that meets a down or restarting server is retried on its own (see
         RetryPolicy). The first failing request raises (in order); the remaining ones are
@@ -669,64 +664,55 @@ class TritonClient:
                 yield self.infer(model, inputs, outputs, version)
             return
 
-        tasks: queue.SimpleQueue = queue.SimpleQueue()
-        results: dict[int, tuple[bool, Any]] = {}
-        done = threading.Condition()
         cancel = threading.Event()
+        local = threading.local()
+        opened: list[_Connection] = []
 
-        def worker() -> None:
-            connection = _Connection(self._new_client)
-            try:
-                while True:
-                    item = tasks.get()
-                    if item is None:
-                        return
-                    index, inputs = item
-                    try:
-                        outcome = (True, self._infer_with(connection, model, inputs, outputs, version, cancel))
-                    except BaseException as exc:  # noqa: BLE001 — re-raised in the caller's thread
-                        outcome = (False, exc)
-                    with done:
-                        results[index] = outcome
-                        done.notify_all()
-            finally:
+        def send(inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+            connection = getattr(local, "connection", None)
+            if connection is None:  # one per pool thread, kept on it for the whole call
+                connection = local.connection = _Connection(self._new_client)
+                opened.append(connection)
+            return self._infer_with(connection, model, inputs, outputs, version, cancel)
+
+        def close_opened() -> None:
+            for connection in opened:
                 connection.close()
 
-        workers = [
-            threading.Thread(target=worker, name=f"graphsvc-triton-{i}", daemon=True) for i in range(max_in_flight)
-        ]
-        for thread in workers:
-            thread.start()
+        pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="graphsvc-triton")
+        pending: deque[Future] = deque()
         source = iter(requests)
-        submitted = yielded = 0
         exhausted = False
         try:
             while True:
-                while not exhausted and submitted - yielded < max_in_flight:
+                while not exhausted and len(pending) < max_in_flight:
                     try:
                         inputs = next(source)
                     except StopIteration:
                         exhausted = True
                         break
-                    tasks.put((submitted, inputs))
-                    submitted += 1
-                if yielded == submitted:
+                    pending.append(pool.submit(send, inputs))
+                if not pending:
                     return
-                with done:
-                    done.wait_for(lambda: yielded in results)  # noqa: B023 - evaluated inside this wait_for
-                    ok, value = results.pop(yielded)
-                yielded += 1
-                if not ok:
-                    raise value
-                yield value
+                yield pending.popleft().result()
         finally:
             cancel.set()
-            while True:  # drop what was not started
-                try:
-                    tasks.get_nowait()
-                except queue.Empty:
-                    break
-            for _ in workers:
-                tasks.put(None)
-            for thread in workers:
-                thread.join(timeout=self.timeout)
+            for future in pending:  # drop what was not started
+                future.cancel()
+            pool.shutdown(wait=False)
+            running = wait(pending, timeout=self.timeout).not_done
+            if not running:
+                close_opened()
+            else:  # a connection is closed only once no request runs on it any more
+                left = [len(running)]
+                lock = threading.Lock()
+
+                def one_finished(_: Future) -> None:
+                    with lock:
+                        left[0] -= 1
+                        last = left[0] == 0
+                    if last:
+                        close_opened()
+
+                for future in running:
+                    future.add_done_callback(one_finished)

@@ -10,7 +10,6 @@ from arango.response import Response
 from graphsvc.errors import ArangoError, CollectionNotFound, ConfigError, DocumentNotFound, StoreError
 from graphsvc.store import aql, is_server_url, open_store
 from graphsvc.store.arangodb import (
-    approx_near_cosine_query,
     default_n_lists,
     edge_rows_to_record_batch,
     index_request,
@@ -19,6 +18,7 @@ from graphsvc.store.arangodb import (
     parse_store_url,
     parse_version,
     rows_to_record_batch,
+    similarity_query,
     state_document_key,
     supports_vector_index,
     table_to_documents,
@@ -144,7 +144,7 @@ def test_bind_parameter_names_ignore_text_inside_literals():
 
 
 def test_vector_query_binds_collection_attribute_k_and_vector():
-    query = approx_near_cosine_query("products", 10, [0.5, 1])
+    query = similarity_query("products", 10, [0.5, 1])
     assert "APPROX_NEAR_COSINE(d[@attribute], @query_vector)" in str(query)
     assert query.bind_vars == {"@collection": "products", "attribute": "embedding", "k": 10, "query_vector": [0.5, 1.0]}
     assert aql.bind_parameter_names(query.text) == set(query.bind_vars)
