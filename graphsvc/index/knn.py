@@ -91,9 +91,10 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def default_cells(n: int) -> int:
-    """About sqrt(N) cells of ≥ 64 rows. At 2.45M trained embeddings, 2·sqrt(N) cells cut
-    the comparisons by a quarter but quadruple k-means; 4·sqrt(N) (an IVF index's usual
-    count) halved them at 15× the k-means: about even, and sqrt(N) is the cheapest to make."""
+    """About sqrt(N) cells of ≥ 64 rows. Measured on the 2.45M trained embeddings (recall
+    0.97): sqrt(N) = 1,565 cells 377 s; 2·sqrt(N) 371 s (a quarter fewer comparisons, but
+    a dearer assignment); 4·sqrt(N) 445 s (smaller, slower products). At 200k, 2·sqrt(N)
+    took 14.0 s against 9.3 s (its k-means)."""
     return max(1, min(int(round(math.sqrt(max(n, 1)))), n // 64))
 
 
