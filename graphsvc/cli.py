@@ -7,11 +7,11 @@ import json
 import click
 
 from graphsvc.clitools import (
+    ReportingGroup,
     common_options,
     emit_json,
     init_settings,
     open_settings_store,
-    run_reporting_errors,
     settings_from,
 )
 from graphsvc.errors import ConfigError
@@ -19,7 +19,7 @@ from graphsvc.service.query import Answer, search_by_text, similar_to_key
 from graphsvc.triton.cli import triton as triton_group
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @common_options
 @click.pass_context
 def cli(ctx, store, index_dir, triton_url, password_file, verbose):
@@ -77,7 +77,6 @@ def _with_query_options(function):
 @click.argument("document")
 @_with_query_options
 @click.pass_context
-@run_reporting_errors
 def similar(ctx, document, k, fields, as_json, filter_json, explain_aql):
     """Documents most similar to DOCUMENT (COLLECTION/KEY), from the published index."""
     if document.count("/") != 1 or not all(document.split("/")):
@@ -117,7 +116,6 @@ def _explain(collection, k, vector, filter_json, key, as_json) -> None:
 @click.argument("text")
 @_with_query_options
 @click.pass_context
-@run_reporting_errors
 def search(ctx, collection, text, k, fields, as_json, filter_json, explain_aql):
     """Documents of COLLECTION closest to TEXT (embedded by the sentence encoder on Triton)."""
     from graphsvc.triton.client import TritonClient
@@ -140,7 +138,6 @@ def search(ctx, collection, text, k, fields, as_json, filter_json, explain_aql):
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
-@run_reporting_errors
 def collections(ctx, as_json):
     """The store's collections with their kinds and document counts."""
     with open_settings_store(settings_from(ctx)) as store:
@@ -175,7 +172,6 @@ def collections(ctx, as_json):
                    "when a job announces a write (fields/filters answer 503 until the job releases it); with this "
                    "flag such jobs wait GRAPHSVC_STORE_LOCK_WAIT seconds, then fail.")
 @click.pass_context
-@run_reporting_errors
 def serve(ctx, host, port, workers, collections, reload_interval, max_batch, max_body_bytes, request_timeout, no_store,
           hold_store):
     """The HTTP API: similar documents, search by vector or text, filters, hot-reloaded indexes.

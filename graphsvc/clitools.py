@@ -3,7 +3,6 @@ errors with non-zero exits, progress on stderr, JSON output."""
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
@@ -16,21 +15,20 @@ from graphsvc.errors import GraphsvcError
 from graphsvc.store import GraphStore, open_store
 
 
-def run_reporting_errors(function: Callable) -> Callable:
-    """Turn GraphsvcError into `error: <message>` on stderr and exit code 1, no traceback."""
+class ReportingGroup(click.Group):
+    """A command group whose commands (and subgroups') errors end the same way, in one
+    place: a GraphsvcError as `error: <message>` on stderr and its exit code, no
+    traceback; Ctrl-C as `interrupted` and 130."""
 
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            return function(*args, **kwargs)
+            return super().invoke(ctx)
         except GraphsvcError as exc:
             click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
+            ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper
+            ctx.exit(130)
 
 
 def settings_from(ctx: click.Context) -> Settings:

@@ -7,18 +7,18 @@ from pathlib import Path
 import click
 
 from graphsvc.clitools import (
+    ReportingGroup,
     common_options,
     emit_json,
     init_settings,
     open_settings_store,
     progress,
-    run_reporting_errors,
     settings_from,
 )
 from graphsvc.errors import ConfigError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @common_options
 @click.pass_context
 def cli(ctx, store, index_dir, triton_url, password_file, verbose):
@@ -71,7 +71,6 @@ def _fanouts(value: str) -> tuple[int, ...]:
               help="ArangoDB: create the database of the store URL when missing (the embedded file is always created).")
 @json_option
 @click.pass_context
-@run_reporting_errors
 def restore_dumps_command(ctx, directories, collections, exclude, overwrite, resume, on_error, rejects_file,
                           batch_size, threads, dry_run, include_system_collections, create_database, as_json):
     """Load arangodump DIRECTORIES into the store (upsert by _key), like arangorestore.
@@ -165,7 +164,6 @@ def synth():
                    "instead: the workshop's own catalogue.")
 @click.option("--ogb-split", default=None, help="Split directory under split/ [default: the only one there].")
 @json_option
-@run_reporting_errors
 def synth_products(out, num_products, categories, scale, nodes, edges, files, threads, seed, ogb_root, ogb_split,
                    as_json):
     """A seeded ogbn-products-shaped graph with planted category structure: the small
@@ -210,7 +208,6 @@ def synth_products(out, num_products, categories, scale, nodes, edges, files, th
 @synth.command("movies")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("arango_dumps/movies"), show_default=True)
 @json_option
-@run_reporting_errors
 def synth_movies(out, as_json):
     """The small movie catalogue with genre and director edges."""
     from jobs.synth import write_movies_dump
@@ -257,7 +254,6 @@ def _split_fractions(value: str) -> tuple[float, float]:
               help="Where the model trains [default: cuda when torch finds a GPU]; sampling stays on the CPU.")
 @json_option
 @click.pass_context
-@run_reporting_errors
 def train_command(ctx, nodes, edges, features, label, ogb_root, ogb_split, split_attribute, split_fractions,
                   holdout_edges, out, epochs, patience, hidden, fanouts, batch_size, learning_rate, dropout, seed,
                   device, as_json):
@@ -316,7 +312,6 @@ def train_command(ctx, nodes, edges, features, label, ogb_root, ogb_split, split
               help="instance_group kind: gpu writes KIND_GPU, so an NGC tritonserver on a GPU host runs the models "
                    "on the GPU ('graphsvc triton serve' here still runs them on the CPU).")
 @json_option
-@run_reporting_errors
 def export_command(model_repository, checkpoint, graphsage, text, version, replace, keep, instances, instance_kind,
                    as_json):
     """Write TorchScript models and config.pbtxt into the Triton model repository, as new versions."""
@@ -355,7 +350,6 @@ def export_command(model_repository, checkpoint, graphsage, text, version, repla
               help="Also create an ArangoDB vector index on `embedding` (ArangoDB >= 3.12.4).")
 @json_option
 @click.pass_context
-@run_reporting_errors
 def embed_products_command(ctx, nodes, edges, features, model, mode, top_k, batch_size, layer_batch_size, fanouts,
                            max_in_flight, keep, arangodb_vector_index, as_json):
     """Embed products with GraphSAGE on Triton, index them, write back, publish."""
@@ -389,7 +383,6 @@ def embed_products_command(ctx, nodes, edges, features, model, mode, top_k, batc
               help="Also create an ArangoDB vector index on `embedding` (ArangoDB >= 3.12.4).")
 @json_option
 @click.pass_context
-@run_reporting_errors
 def embed_movies_command(ctx, collection, text_attribute, model, top_k, batch_size, max_in_flight, keep,
                          arangodb_vector_index, as_json):
     """Embed movie descriptions with the sentence encoder on Triton, index, write back, publish."""
@@ -435,7 +428,6 @@ def embed_movies_command(ctx, collection, text_attribute, model, top_k, batch_si
               help="Seconds without a heartbeat after which another host's lock counts as stale.")
 @json_option
 @click.pass_context
-@run_reporting_errors
 def reindex_command(ctx, target, collection, edges, features, text_attribute, model, top_k, layer_batch_size,
                     max_in_flight, keep, tolerance, rebuild_share, write_batch, full, dry_run, stale_after, as_json):
     """Re-index TARGET (products or movies) incrementally: only what changed since the last run.
@@ -494,7 +486,6 @@ def reindex_command(ctx, target, collection, edges, features, text_attribute, mo
 @click.option("--seed", default=0, show_default=True)
 @json_option
 @click.pass_context
-@run_reporting_errors
 def evaluate_command(ctx, nodes, edges, features, label, checkpoint, out, k, link_queries, index_sample,
                      projection_sample, holdout_edges, seed, as_json):
     """Report what the embeddings are worth: report.json + index.html with PNG figures.

@@ -8,7 +8,7 @@ import threading
 
 import click
 
-from graphsvc.clitools import run_reporting_errors, settings_from
+from graphsvc.clitools import ReportingGroup, settings_from
 from graphsvc.errors import GraphsvcError, TritonUnavailable
 
 
@@ -19,7 +19,7 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("graphsvc").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-@click.group("triton")
+@click.group("triton", cls=ReportingGroup)
 def triton() -> None:
     """Triton Inference Server: serve the model repository, wait for it, show its status."""
 
@@ -49,7 +49,6 @@ def triton() -> None:
 @click.option("--timeout", "startup_timeout", default=120.0, show_default=True, type=float,
               help="Seconds to wait for the server and its models to become ready.")
 @click.option("-v", "--verbose", is_flag=True, help="Log what graphsvc does.")
-@run_reporting_errors
 def serve(model_repository, bind_address, http_port, grpc_port, metrics_port, runtime_dir, log_file,
           model_control_mode, poll_secs, startup_timeout, verbose):
     """Run tritonserver in the foreground on the model repository (stop with Ctrl-C or SIGTERM)."""
@@ -113,7 +112,6 @@ def serve(model_repository, bind_address, http_port, grpc_port, metrics_port, ru
               help="grpc://host:port or http://host:port [default: graphsvc --triton-url, env GRAPHSVC_TRITON_URL].")
 @click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds to wait.")
 @click.pass_context
-@run_reporting_errors
 def wait(ctx, url, timeout):
     """Wait until the server and all its models are ready (exit 1 on timeout)."""
     from graphsvc.triton.client import TritonClient
@@ -129,7 +127,6 @@ def wait(ctx, url, timeout):
 @click.option("--url", default=None,
               help="grpc://host:port or http://host:port [default: graphsvc --triton-url, env GRAPHSVC_TRITON_URL].")
 @click.pass_context
-@run_reporting_errors
 def status(ctx, url):
     """List the server's models and whether each is ready."""
     from graphsvc.triton.client import TritonClient
