@@ -53,7 +53,8 @@ _CONNECTION_HINTS = (
 _SERVER_SIDE_HINTS = ("model", "request for unknown", "not ready", "not found")
 # what a server says about a model while it starts, reloads or shuts down: worth a retry
 _TRANSIENT_MODEL_HINTS = ("has no available versions", "is not ready", "not at ready state", "shutting down",
-                          "is unloading", "being unloaded")
+                          "is unloading", "being unloaded", "server is stopping",
+                          "stopped accepting new inference requests")
 # requests whose inputs reach this many bytes go through shared memory (when it is on)
 SHM_MIN_BYTES = 256 * 1024
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}

@@ -31,6 +31,7 @@ Environment of the server process (how the Python-backend stub gets our packages
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import hashlib
@@ -453,6 +454,37 @@ def python_stub_processes(work_dir: str | os.PathLike) -> dict[int, str]:
     return found
 
 
+def end_orphaned_stubs(work_dir: str | os.PathLike) -> list[int]:
+    """End the Python-backend stubs of `work_dir` whose tritonserver is gone; their pids.
+    A server killed with SIGKILL leaves them running (they ignore SIGTERM, ~700 MB here),
+    each holding its model; stubs of a server still running are left alone."""
+    ended = []
+    for pid in python_stub_processes(work_dir):
+        if _is_tritonserver(_parent_pid(pid)):
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+            ended.append(pid)
+    return ended
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:  # /proc/PID/stat: "pid (comm) state ppid …", comm may hold spaces and parentheses
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _is_tritonserver(pid: int | None) -> bool:
+    if not pid or pid == 1:
+        return False
+    try:
+        program = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[0]
+    except OSError:
+        return False
+    return Path(program.decode(errors="replace")).name == "tritonserver"
+
+
 def _set_parent_death_signal() -> None:  # runs in the child between fork and exec
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -605,6 +637,10 @@ class TritonServer:
         else:
             self._work_dir = self.runtime_dir
             _check_runtime_dir(self._work_dir)
+            ended = end_orphaned_stubs(self._work_dir)
+            if ended:
+                LOG.warning("ended %d Python-backend stub(s) a killed tritonserver left running in %s: pids %s",
+                            len(ended), self._work_dir, ", ".join(map(str, ended)))
         models_dir = self._work_dir / "models"
         try:
             self._snapshot_at_start = repository_snapshot(self.model_repository)

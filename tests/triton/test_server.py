@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -484,3 +485,32 @@ def test_poll_mode_picks_up_new_models(modules_and_repo, tmp_path):
         x = np.ones((2, 4), np.float32)
         np.testing.assert_array_equal(client.infer("addmul", {"x__0": x, "y__1": x})["sum__0"], 2 * x)
         assert server.models == ["addmul", "points"]
+
+
+def test_a_new_server_ends_the_stubs_a_killed_server_left_in_its_runtime_dir(modules_and_repo, tmp_path):
+    _, repo = modules_and_repo
+    runtime = tmp_path / "rt"
+    http, grpc, metrics = free_ports(3)
+    first = TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics, runtime_dir=runtime)
+    first.start()
+    try:
+        first.wait_ready(timeout=120)
+        stubs = python_stub_processes(runtime)
+        assert len(stubs) == 2
+        os.kill(first.pid, signal.SIGKILL)  # as the OOM killer or `kill -9` would
+        deadline = time.monotonic() + 10
+        while _alive(first.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)
+        # the stubs outlive their server (they ignore SIGTERM)
+        assert [pid for pid in stubs if _alive(pid)] == list(stubs)
+        http, grpc, metrics = free_ports(3)
+        with TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics, runtime_dir=runtime):
+            assert not [pid for pid in stubs if _alive(pid)]
+            assert len(python_stub_processes(runtime)) == 2  # the new server's own
+            assert TritonClient(f"grpc://127.0.0.1:{grpc}").model_ready("points")
+    finally:
+        for pid in python_stub_processes(runtime):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        first.stop()
