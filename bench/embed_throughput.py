@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from graphsvc.datasets import load_node_graph
 from graphsvc.graph import NeighbourSampler
+from graphsvc.graph.datasets import load_node_graph
 from graphsvc.models import graphsage, text
 from graphsvc.store import open_store
 from graphsvc.triton.client import TritonClient

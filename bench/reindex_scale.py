@@ -31,8 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.embed_products_scale import build  # noqa: E402
-from graphsvc.datasets import load_node_graph  # noqa: E402
 from graphsvc.graph import NeighbourMean  # noqa: E402
+from graphsvc.graph.datasets import load_node_graph  # noqa: E402
 from graphsvc.index.faiss_index import l2_normalise  # noqa: E402
 from graphsvc.triton.client import TritonClient  # noqa: E402
 from graphsvc.triton.server import TritonServer  # noqa: E402

@@ -26,8 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from graphsvc.datasets import NodeGraph  # noqa: E402
 from graphsvc.graph import CSRGraph  # noqa: E402
+from graphsvc.graph.datasets import NodeGraph  # noqa: E402
 from graphsvc.models import graphsage  # noqa: E402
 from graphsvc.triton.client import TritonClient  # noqa: E402
 from graphsvc.triton.server import TritonServer  # noqa: E402

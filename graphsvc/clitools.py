@@ -10,8 +10,9 @@ from typing import Any, Callable
 
 import click
 
-from graphsvc.config import Settings
+from graphsvc import settings as env
 from graphsvc.errors import GraphsvcError
+from graphsvc.settings import Settings, Variable
 from graphsvc.store import GraphStore, open_store
 
 
@@ -35,24 +36,27 @@ def settings_from(ctx: click.Context) -> Settings:
     return ctx.find_object(Settings) or Settings.from_env()
 
 
+def env_option(variable: Variable, *declarations: str, given_only: bool = False, **kwargs) -> Callable:
+    """A click option read from `variable` when the flag is not given, with its default and
+    help from graphsvc.settings. `given_only`: default None, so that None means 'not given'
+    (the group options, merged over Settings.from_env)."""
+    default = None if given_only else variable.default
+    kwargs.setdefault("show_default", default is not None)
+    return click.option(*declarations, envvar=variable.name, default=default,
+                        help=f"{kwargs.pop('help', variable.help)} [env {variable.name}]", **kwargs)
+
+
 def store_option(function: Callable) -> Callable:
-    return click.option(
-        "--store", envvar="GRAPHSVC_STORE", default=None,
-        help="Store: a file path (embedded DuckDB store) or duckdb://PATH. [env GRAPHSVC_STORE]",
-    )(function)
+    return env_option(env.STORE, "--store", given_only=True)(function)
 
 
 def common_options(function: Callable) -> Callable:
     """Options of the top-level groups; they build the Settings object subcommands read."""
     options = [
         store_option,
-        click.option("--index-dir", envvar="GRAPHSVC_INDEX_DIR", default=None, type=click.Path(),
-                     help="Where published indexes live. [env GRAPHSVC_INDEX_DIR]"),
-        click.option("--triton-url", envvar="GRAPHSVC_TRITON_URL", default=None,
-                     help="Triton server, grpc://host:port or http://host:port. [env GRAPHSVC_TRITON_URL]"),
-        click.option("--password-file", envvar="GRAPHSVC_ARANGO_PASSWORD_FILE", default=None, type=click.Path(),
-                     help="File holding the ArangoDB password (else ARANGO_PASSWORD). "
-                          "[env GRAPHSVC_ARANGO_PASSWORD_FILE]"),
+        env_option(env.INDEX_DIR, "--index-dir", given_only=True, type=click.Path()),
+        env_option(env.TRITON_URL, "--triton-url", given_only=True),
+        env_option(env.ARANGO_PASSWORD_FILE, "--password-file", given_only=True, type=click.Path()),
         click.option("-v", "--verbose", is_flag=True, help="Log more on stderr."),
     ]
     for option in reversed(options):

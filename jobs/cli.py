@@ -6,10 +6,12 @@ from pathlib import Path
 
 import click
 
+from graphsvc import settings as env
 from graphsvc.clitools import (
     ReportingGroup,
     common_options,
     emit_json,
+    env_option,
     init_settings,
     open_settings_store,
     progress,
@@ -250,8 +252,8 @@ def _split_fractions(value: str) -> tuple[float, float]:
 @click.option("--lr", "learning_rate", default=0.005, show_default=True, type=click.FloatRange(0, min_open=True))
 @click.option("--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True))
 @click.option("--seed", default=0, show_default=True, help="Seeds the split, held-out edges, sampling and weights.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, envvar="GRAPHSVC_DEVICE",
-              help="Where the model trains [default: cuda when torch finds a GPU]; sampling stays on the CPU.")
+@env_option(env.DEVICE, "--device", type=click.Choice(["cpu", "cuda"]),
+            help="Where the model trains [default: cuda when torch finds a GPU]; sampling stays on the CPU.")
 @json_option
 @click.pass_context
 def train_command(ctx, nodes, edges, features, label, ogb_root, ogb_split, split_attribute, split_fractions,
@@ -259,7 +261,7 @@ def train_command(ctx, nodes, edges, features, label, ogb_root, ogb_split, split
                   device, as_json):
     """Train GraphSAGE (mean aggregation) with early stopping; the best checkpoint in the
     workshop's format, metrics as JSON beside it (OUT.metrics.json)."""
-    from graphsvc.checkpoints import metrics_path
+    from graphsvc.models.checkpoints import metrics_path
     from jobs.train import TrainingConfig, train_graphsage, train_graphsage_ogb
 
     hops = _fanouts(fanouts)
@@ -294,8 +296,7 @@ def train_command(ctx, nodes, edges, features, label, ogb_root, ogb_split, split
 
 
 @cli.command("export-models")
-@click.option("--model-repository", envvar="GRAPHSVC_MODEL_REPOSITORY", default="model_repository", show_default=True,
-              type=click.Path(path_type=Path))
+@env_option(env.MODEL_REPOSITORY, "--model-repository", type=click.Path(path_type=Path))
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=Path("checkpoints/graphsage_products.pth.tar"),
               show_default=True, help="GraphSAGE checkpoint in the workshop's format.")
 @click.option("--graphsage/--no-graphsage", default=True, help="Export the GraphSAGE model.")

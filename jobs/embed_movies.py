@@ -16,16 +16,16 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from graphsvc.datasets import load_texts
 from graphsvc.errors import TritonInferenceError
+from graphsvc.graph.datasets import load_texts
 from graphsvc.incremental import fingerprint, text_hashes
 from graphsvc.index.artifacts import publish
 from graphsvc.index.similar import embedding_array, index_with_neighbours, similar_array
 from graphsvc.models.text import EMBEDDING, Tokenizer
 from graphsvc.runs import RunJournal, job_journal, kill_point
+from graphsvc.runs.timing import PhaseTimer
 from graphsvc.store import require_vector_index
 from graphsvc.store.base import GraphStore
-from graphsvc.timing import PhaseTimer
 from graphsvc.triton.client import TritonClient
 
 

@@ -17,9 +17,9 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from graphsvc.datasets import NodeGraph, load_node_graph
 from graphsvc.errors import ConfigError, ModelRepositoryError, TritonInferenceError
 from graphsvc.graph import NeighbourMean, NeighbourSampler
+from graphsvc.graph.datasets import NodeGraph, load_node_graph
 from graphsvc.incremental import fingerprint, row_hashes
 from graphsvc.index.artifacts import publish
 from graphsvc.index.similar import embedding_array, index_with_neighbours, similar_array
@@ -33,9 +33,9 @@ from graphsvc.models.graphsage import (
     subgraph_request,
 )
 from graphsvc.runs import RunJournal, job_journal, kill_point
+from graphsvc.runs.timing import PhaseTimer
 from graphsvc.store import require_vector_index
 from graphsvc.store.base import GraphStore
-from graphsvc.timing import PhaseTimer
 from graphsvc.triton.client import TritonClient
 
 

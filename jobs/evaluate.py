@@ -19,8 +19,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from graphsvc.checkpoints import read_metrics
-from graphsvc.datasets import NodeGraph, load_node_graph
 from graphsvc.errors import ConfigError, IndexNotFound
 from graphsvc.evaluation.inference import embed_layerwise
 from graphsvc.evaluation.ranking import (
@@ -38,11 +36,13 @@ from graphsvc.evaluation.report import (
     training_figure,
     write_report,
 )
+from graphsvc.graph.datasets import NodeGraph, load_node_graph
+from graphsvc.graph.splits import hold_out_edges, random_split
 from graphsvc.index.artifacts import load_current
+from graphsvc.models.checkpoints import read_metrics
 from graphsvc.models.graphsage import load_checkpoint
-from graphsvc.splits import hold_out_edges, random_split
+from graphsvc.runs.timing import PhaseTimer
 from graphsvc.store.base import GraphStore
-from graphsvc.timing import PhaseTimer
 
 DEFAULT_HOLDOUT = 0.1  # what `jobs train-graphsage` holds out unless told otherwise
 DEFAULT_SPLIT = (0.6, 0.2)

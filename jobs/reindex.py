@@ -37,9 +37,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from graphsvc.datasets import load_node_graph, load_texts
 from graphsvc.errors import ConfigError, IndexCorrupt, IndexNotFound, ModelRepositoryError, TritonInferenceError
 from graphsvc.graph import CSRGraph, NeighbourMean
+from graphsvc.graph.datasets import load_node_graph, load_texts
 from graphsvc.incremental import (
     SlotPlan,
     Snapshot,
@@ -58,8 +58,8 @@ from graphsvc.index.faiss_index import AUTO_FLAT_MAX, VectorIndex, l2_normalise
 from graphsvc.index.similar import embedding_array, index_with_neighbours, refresh_similar, similar_array
 from graphsvc.models.graphsage import LAYER_NEIGHBOURS, LAYER_OUT, LAYER_SELF, layer_model_name
 from graphsvc.runs import RunJournal, RunLock, kill_point
+from graphsvc.runs.timing import PhaseTimer
 from graphsvc.store.base import GraphStore
-from graphsvc.timing import PhaseTimer
 from graphsvc.triton.client import TritonClient
 
 TARGETS = ("products", "movies")

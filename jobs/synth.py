@@ -137,11 +137,11 @@ def write_catalogue_dump(
 def write_ogb_dump(out: Path, root: Path, split: str | None = None, files: int = 8, threads: int = 2,
                    on_progress: Callable[[str, int], None] | None = None) -> dict:
     """Write an OGB node dataset on disk (ogbn-products as the `ogb` package lays it out,
-    see `graphsvc.ogb`) as the same arangodump the synthetic catalogue is: product
+    see `graphsvc.graph.ogb`) as the same arangodump the synthetic catalogue is: product
     `P{i:07d}` for node i, `category` its label, `split` from the dataset's split
     directory, `features`; each undirected co-purchase once. So the workshop's own
     catalogue goes through `jobs restore-dumps` and every job like the synthetic one."""
-    from graphsvc.ogb import load_ogb_node_dataset
+    from graphsvc.graph.ogb import load_ogb_node_dataset
 
     return _write_products(out, _LoadedCatalogue(load_ogb_node_dataset(root, split)), files, threads, on_progress)
 

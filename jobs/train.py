@@ -28,13 +28,13 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import torch  # noqa: E402
 
-from graphsvc.checkpoints import write_metrics
-from graphsvc.datasets import NodeGraph, load_node_graph
 from graphsvc.errors import ConfigError, StoreError
 from graphsvc.evaluation.inference import embed_layerwise
 from graphsvc.graph import CSRGraph, NeighbourSampler
+from graphsvc.graph.datasets import NodeGraph, load_node_graph
+from graphsvc.graph.splits import EdgeHoldout, hold_out_edges, random_split
+from graphsvc.models.checkpoints import write_metrics
 from graphsvc.models.graphsage import GraphSAGE, MeanAdjacency, load_checkpoint, mean_adjacencies, save_checkpoint
-from graphsvc.splits import EdgeHoldout, hold_out_edges, random_split
 from graphsvc.store.base import GraphStore
 
 
@@ -386,7 +386,7 @@ def train_graphsage_ogb(
     on_batch: Callable[[int], None] | None = None,
 ) -> dict:
     """Train on an OGB node dataset on disk (the layout `ogb` writes, e.g. ogbn_products/)."""
-    from graphsvc.ogb import load_ogb_node_dataset
+    from graphsvc.graph.ogb import load_ogb_node_dataset
 
     data = load_ogb_node_dataset(root, split)
     if data.splits is None and config.split_attribute:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from graphsvc.files import atomic_path, write_text
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "index.html"
@@ -26,10 +27,9 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> str:
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     _pyplot().close(fig)
-    os.replace(tmp, path)
     return path.name
 
 
@@ -150,9 +150,5 @@ def write_report(out: Path, report: dict) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, text in ((REPORT_JSON, json.dumps(report, indent=2) + "\n"), (REPORT_HTML, render_html(report))):
-        path = out / name
-        tmp = path.with_name(name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-        written[name] = path
+        written[name] = write_text(out / name, text)
     return written

@@ -11,15 +11,15 @@ import sys
 
 import pytest
 
-from graphsvc.runs import KILL_ENV
+from graphsvc.settings import TEST_KILL_AT
 from tests.jobs.reindex_support import attributes, write_graph
 from tests.support import REPO_ROOT
 
 
 def embed_process(store_path, index_dir, triton_url, mode, kill_at=None):
-    env = {k: v for k, v in os.environ.items() if k != KILL_ENV}
+    env = {k: v for k, v in os.environ.items() if k != TEST_KILL_AT.name}
     if kill_at:
-        env[KILL_ENV] = kill_at
+        env[TEST_KILL_AT.name] = kill_at
     return subprocess.run(
         [sys.executable, "-m", "jobs.cli", "--store", str(store_path), "--index-dir", str(index_dir),
          "--triton-url", triton_url, "embed-products", "--mode", mode, "--layer-batch-size", "256",

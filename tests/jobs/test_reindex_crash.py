@@ -19,7 +19,8 @@ from click.testing import CliRunner
 
 from graphsvc.errors import IndexNotFound
 from graphsvc.index.artifacts import load_current
-from graphsvc.runs import EXIT_LOCK_HELD, KILL_ENV, LockHeld, RunLock
+from graphsvc.runs import EXIT_LOCK_HELD, LockHeld, RunLock
+from graphsvc.settings import TEST_KILL_AT
 from jobs.cli import cli as jobs_cli
 from tests.jobs.reindex_support import attributes, change_catalogue, fresh_copy
 from tests.support import REPO_ROOT
@@ -29,9 +30,9 @@ OPTIONS = ["--layer-batch-size", "64", "--write-batch", "200"]
 
 def reindex_process(store_path, index_dir, triton_url, kill_at=None):
     env = {**os.environ}
-    env.pop(KILL_ENV, None)
+    env.pop(TEST_KILL_AT.name, None)
     if kill_at:
-        env[KILL_ENV] = kill_at
+        env[TEST_KILL_AT.name] = kill_at
     return subprocess.run(
         [sys.executable, "-m", "jobs.cli", "--store", str(store_path), "--index-dir", str(index_dir),
          "--triton-url", triton_url, "reindex", "products", *OPTIONS, "--json"],

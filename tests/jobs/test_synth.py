@@ -164,7 +164,7 @@ def test_truncated_gzip_in_a_middle_split_file_stops_with_its_line_and_resume_sk
 
 
 def test_an_ogb_dataset_is_written_as_the_same_dump_and_restores_exactly(tmp_path):
-    from graphsvc.ogb import load_ogb_node_dataset
+    from graphsvc.graph.ogb import load_ogb_node_dataset
     from jobs.synth import ProductGraphSpec
     from tests.jobs.sample_graphs import write_ogb_directory
 

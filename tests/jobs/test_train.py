@@ -10,8 +10,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from graphsvc.checkpoints import metrics_path
 from graphsvc.errors import ConfigError, StoreError
+from graphsvc.models.checkpoints import metrics_path
 from graphsvc.models.graphsage import load_checkpoint
 from graphsvc.store import open_store
 from jobs.cli import cli
@@ -162,8 +162,8 @@ def test_cli_rejects_fanouts_that_do_not_parse(store_path, tmp_path):
 
 
 def test_held_out_edges_stay_out_of_the_training_graph(store_path):
-    from graphsvc.datasets import load_node_graph
-    from graphsvc.splits import hold_out_edges, undirected_pairs
+    from graphsvc.graph.datasets import load_node_graph
+    from graphsvc.graph.splits import hold_out_edges, undirected_pairs
 
     with open_store(str(store_path)) as store:
         data = load_node_graph(store, "products", "bought_together")
@@ -289,7 +289,7 @@ def test_batches_sampled_in_several_threads_are_those_sampled_in_turn():
 
 
 def test_loaded_graph_is_float32_features_and_an_int32_csr(store_path):
-    from graphsvc.datasets import load_node_graph
+    from graphsvc.graph.datasets import load_node_graph
 
     with open_store(str(store_path)) as store:
         data = load_node_graph(store, "products", "bought_together", batch_size=64)  # several chunks
@@ -300,7 +300,7 @@ def test_loaded_graph_is_float32_features_and_an_int32_csr(store_path):
 
 
 def test_features_of_different_lengths_are_named(tmp_path):
-    from graphsvc.datasets import load_node_graph
+    from graphsvc.graph.datasets import load_node_graph
 
     path = restored_store(tmp_path, SPEC)
     with open_store(str(path)) as store:

@@ -11,10 +11,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from graphsvc.checkpoints import metrics_path
 from graphsvc.errors import DatasetFormatError
-from graphsvc.ogb import load_ogb_node_dataset
-from graphsvc.splits import undirected_pairs
+from graphsvc.graph.ogb import load_ogb_node_dataset
+from graphsvc.graph.splits import undirected_pairs
+from graphsvc.models.checkpoints import metrics_path
 from jobs.cli import cli
 from jobs.synth import ProductGraphSpec
 from tests.jobs.sample_graphs import write_ogb_directory

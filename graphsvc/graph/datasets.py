@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 
 from graphsvc.errors import StoreError
 from graphsvc.graph import CSRGraph, EdgeIndexing, edges_to_positions
-from graphsvc.splits import split_from_values
+from graphsvc.graph.splits import split_from_values
 from graphsvc.store.base import GraphStore
 
 

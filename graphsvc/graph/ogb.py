@@ -23,10 +23,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from graphsvc.datasets import NodeGraph
 from graphsvc.errors import DatasetFormatError
 from graphsvc.graph import CSRGraph
-from graphsvc.splits import SPLIT_NAMES
+from graphsvc.graph.datasets import NodeGraph
+from graphsvc.graph.splits import SPLIT_NAMES
 
 DATASET_DIR = "ogbn_products"
 PROCESSED_FILE = "data_processed"

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from graphsvc.errors import ModelRepositoryError
+from graphsvc.files import write_json
 
 METRICS_SUFFIX = ".metrics.json"
 
@@ -16,11 +17,7 @@ def metrics_path(checkpoint: str | Path) -> Path:
 
 
 def write_metrics(checkpoint: str | Path, metrics: dict) -> Path:
-    target = metrics_path(checkpoint)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(target)
-    return target
+    return write_json(metrics_path(checkpoint), metrics)
 
 
 def read_metrics(checkpoint: str | Path) -> dict | None:
