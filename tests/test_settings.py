@@ -53,3 +53,8 @@ def test_cli_help_shows_each_group_option_with_its_variable(variable):
 
     text = " ".join(CliRunner().invoke(cli, ["--help"]).output.split())
     assert f"[env {variable.name}]" in text
+
+
+def test_the_readme_lists_every_variable():
+    readme = (ROOT / "README.md").read_text()
+    assert [v.name for v in settings.VARIABLES if f"| `{v.name}` |" not in readme] == []
