@@ -22,18 +22,18 @@ def rows_to_record_batch(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -
 
 def edge_rows_to_record_batch(rows: Sequence[Sequence[str]]) -> pa.RecordBatch:
     """`[_from, _to]` pairs → a record batch of two string columns."""
-    sources = [row[0] for row in rows]
-    targets = [row[1] for row in rows]
-    return pa.RecordBatch.from_arrays(
-        [pa.array(sources, pa.string()), pa.array(targets, pa.string())], names=["_from", "_to"]
-    )
+    return _string_pairs(rows, ["_from", "_to"])
 
 
 def revision_rows_to_record_batch(rows: Sequence[Sequence[str]]) -> pa.RecordBatch:
     """`[_key, _rev]` pairs → a record batch of two string columns."""
+    return _string_pairs(rows, ["_key", "_rev"])
+
+
+def _string_pairs(rows: Sequence[Sequence[str]], names: list[str]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(
-        [pa.array([r[0] for r in rows], pa.string()), pa.array([r[1] for r in rows], pa.string())],
-        names=["_key", "_rev"],
+        [pa.array([row[0] for row in rows], pa.string()), pa.array([row[1] for row in rows], pa.string())],
+        names=names,
     )
 
 
