@@ -100,7 +100,7 @@ def similar(ctx, document, k, fields, as_json, filter_json, explain_aql):
 def _explain(collection, k, vector, filter_json, key, as_json) -> None:
     """The AQL that asks ArangoDB's vector index the same question."""
     from graphsvc.service.filters import parse_filter
-    from graphsvc.store.arangodb import similarity_query
+    from graphsvc.store.arango.filters import similarity_query
 
     query = similarity_query(collection, k, vector.tolist(), parse_filter(filter_json), excluding_key=key)
     if as_json:

@@ -72,7 +72,7 @@ class StoreAccess:
             raise Unavailable(str(exc)) from None
 
     def _writer(self) -> int | None:
-        from graphsvc.store.embedded import active_writer
+        from graphsvc.store.embedded.writer_lock import active_writer
 
         return None if self.hold else active_writer(self._embedded_path)
 

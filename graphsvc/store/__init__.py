@@ -29,7 +29,7 @@ def open_store(url: str, create: bool = False, password_file: str | os.PathLike 
     if not url:
         raise ConfigError("no store given — pass --store PATH or set GRAPHSVC_STORE")
     if is_server_url(url):
-        from graphsvc.store.arangodb import ArangoStore
+        from graphsvc.store.arango import ArangoStore
 
         return ArangoStore(url, create=create, password_file=password_file)
     if "://" in url and not url.startswith("duckdb://"):

@@ -1,7 +1,11 @@
-"""Checks of documents before a backend writes them, the same for every backend:
-ArangoDB's rules for keys and edge ends, and "the last row of a repeated key wins"."""
+"""Checks before a backend writes, the same for every backend: ArangoDB's rules for
+collection names, keys and edge ends, "the last row of a repeated key wins", and the
+wording of the errors they raise."""
 
 from __future__ import annotations
+
+import re
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -9,8 +13,11 @@ import pyarrow.compute as pc
 
 from graphsvc.errors import StoreError
 
+COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,255}$")
+SYSTEM_ATTRIBUTES = ("_key", "_id", "_rev", "_from", "_to")
 DOCUMENT_KEY_PATTERN = r"^[A-Za-z0-9_\-:.@()+,=;$!*'%]{1,254}$"
 DOCUMENT_ID_PATTERN = r"^[A-Za-z0-9_\-]+/[A-Za-z0-9_\-:.@()+,=;$!*'%]+$"
+DOCUMENT_KEY = re.compile(DOCUMENT_KEY_PATTERN)
 
 
 def check_keys(collection: str, keys: pa.Array | pa.ChunkedArray) -> None:
@@ -59,3 +66,54 @@ def last_rows(keys: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
 def keep_last_rows(table: pa.Table) -> pa.Table:
     keep = last_rows(table.column("_key"))
     return table if keep is None else table.take(keep)
+
+
+def checked_table(collection: str, kind: str, table: pa.Table) -> pa.Table:
+    """`table` ready to write: `_id`/`_rev` dropped (the store assigns them), keys and
+    edge ends valid, the last row of a repeated key kept. Rows may lack a `_key` only
+    where the backend assigns keys itself."""
+    table = table.drop_columns([c for c in ("_id", "_rev") if c in table.column_names])
+    if "_key" in table.column_names:
+        check_keys(collection, table.column("_key"))
+    if kind == "edge":
+        check_edge_ends(collection, table)
+    return keep_last_rows(table) if "_key" in table.column_names else table
+
+
+def check_new_collection(name: str, kind: str) -> None:
+    if not COLLECTION_NAME.match(name):
+        raise StoreError(f"invalid collection name '{name}'")
+    if kind not in ("document", "edge"):
+        raise StoreError(f"invalid collection kind '{kind}' for '{name}'")
+
+
+def check_same_kind(name: str, existing: str, kind: str) -> None:
+    if existing != kind:
+        raise StoreError(f"collection '{name}' exists as a {existing} collection, not {kind}")
+
+
+def check_edge_collection(name: str, kind: str) -> None:
+    if kind != "edge":
+        raise StoreError(f"collection '{name}' is not an edge collection")
+
+
+def write_back_attributes(
+    collection: str, table: pa.Table, refused: Callable[[str], bool], what: str = "attribute(s)"
+) -> list[str]:
+    """The attributes a write-back table writes (its columns but `_key`); StoreError when
+    it has no `_key` column or writes an attribute `refused` says no to."""
+    if "_key" not in table.column_names:
+        raise StoreError(f"{collection}: write-back table has no _key column")
+    attributes = [c for c in table.column_names if c != "_key"]
+    bad = [a for a in attributes if refused(a)]
+    if bad:
+        raise StoreError(f"{collection}: cannot write {what} {', '.join(bad)}")
+    return attributes
+
+
+def objects(collection: str, documents: Iterable[Any]) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    """(position, document) for each document, StoreError at the first that is not an object."""
+    for position, document in enumerate(documents):
+        if not isinstance(document, Mapping):
+            raise StoreError(f"{collection}: document {position} is not an object")
+        yield position, document

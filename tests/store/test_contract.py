@@ -29,7 +29,7 @@ def arango_database_url():
         pytest.skip(f"{ARANGO_URL_VARIABLE} is not set: no ArangoDB server to test against")
     from arango import ArangoClient
 
-    from graphsvc.store.arangodb import parse_store_url
+    from graphsvc.store.arango.store_url import parse_store_url
 
     parts = urlsplit(base)
     database = f"graphsvc_test_{uuid.uuid4().hex[:12]}"

@@ -1,6 +1,6 @@
 """Every AQL text the ArangoDB backend sends, in one place.
 
-Rules, checked by `tests/store/test_arangodb_unit.py`: values travel only as bind
+Rules, checked by `tests/store/arango/test_aql.py`: values travel only as bind
 parameters (`@name`), collection names only as collection bind parameters
 (`@@collection`), and attribute names as values too (`d[@attribute]`). No text here is
 ever formatted with user data; the one query with a variable number of conditions

@@ -1,0 +1,63 @@
+"""Structured filters (`Condition`s) as AQL with every attribute name and value a bind
+parameter: the keys query the store runs, and the APPROX_NEAR_COSINE query that
+`graphsvc similar/search --explain-aql` prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from graphsvc.errors import StoreError
+from graphsvc.store.arango import aql
+from graphsvc.store.base import FILTER_OPERATORS, Condition
+
+
+@dataclass(frozen=True)
+class AqlQuery:
+    """An AQL text with the bind parameters it needs (python-arango's `bind_vars`)."""
+
+    text: str
+    bind_vars: dict[str, Any]
+
+    def __str__(self) -> str:
+        return self.text.strip()
+
+
+def _condition_bind_vars(conditions: Sequence[Condition]) -> dict[str, Any]:
+    bind_vars: dict[str, Any] = {}
+    for n, condition in enumerate(conditions):
+        if condition.op not in FILTER_OPERATORS:
+            raise StoreError(f"filter on '{condition.attribute}': unknown operator '{condition.op}'")
+        value = condition.value
+        if condition.op == "in" and not isinstance(value, (list, tuple)):
+            raise StoreError(f"filter on '{condition.attribute}': 'in' needs a list of values")
+        bind_vars[f"attr_{n}"] = condition.attribute
+        bind_vars[f"value_{n}"] = list(value) if condition.op == "in" else value
+    return bind_vars
+
+
+def filter_keys_query(collection: str, conditions: Sequence[Condition]) -> AqlQuery:
+    """The keys of `collection` matching `conditions`, every value a bind parameter."""
+    bind_vars = {"@collection": collection, **_condition_bind_vars(conditions)}
+    return AqlQuery(aql.filter_keys_query([c.op for c in conditions]), bind_vars)
+
+
+def similarity_query(
+    collection: str,
+    k: int,
+    query_vector: Sequence[float] | None = None,
+    conditions: Sequence[Condition] = (),
+    excluding_key: str | None = None,
+    attribute: str = "embedding",
+) -> AqlQuery:
+    """What `graphsvc similar/search --explain-aql` prints: the APPROX_NEAR_COSINE query
+    (ArangoDB >= 3.12.4 with a vector index on `attribute`) for the same question."""
+    bind_vars: dict[str, Any] = {"@collection": collection, "attribute": attribute, "k": int(k)}
+    bind_vars.update(_condition_bind_vars(conditions))
+    if excluding_key is not None:
+        bind_vars["key"] = excluding_key
+        bind_vars["limit"] = int(k) + 1
+    if query_vector is not None:
+        bind_vars["query_vector"] = [float(x) for x in query_vector]
+    text = aql.approx_near_cosine_filtered_query([c.op for c in conditions], excluding_key is not None)
+    return AqlQuery(text, bind_vars)
