@@ -14,10 +14,10 @@ from typing import Mapping
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from graphsvc.errors import ConfigError
+from graphsvc.settings import ARANGO_CA_FILE, read
 
 SCHEMES = {"arangodb": "http", "arangodbs": "https"}
 DEFAULT_PORT = 8529
-CA_FILE_VARIABLE = "GRAPHSVC_ARANGO_CA_FILE"
 PASSWORD_VARIABLE = "ARANGO_PASSWORD"
 
 _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.\-_]*)(?::(\d{1,5}))?")
@@ -87,10 +87,10 @@ def parse_store_url(
         if text not in _TRUE | _FALSE:
             raise ConfigError(f"verify={options['verify'][-1]} in '{url}': use verify=true or verify=false")
         verify = text in _TRUE
-    ca_file = environ.get(CA_FILE_VARIABLE, "")
+    ca_file = read(ARANGO_CA_FILE, environ) or ""
     if protocol == "https" and verify is True and ca_file:
         if not Path(ca_file).is_file():
-            raise ConfigError(f"{CA_FILE_VARIABLE}={ca_file}: no such file")
+            raise ConfigError(f"{ARANGO_CA_FILE}={ca_file}: no such file")
         verify = ca_file
 
     if password_file is not None:

@@ -5,7 +5,6 @@ connection caches about the tables: it is the store's only writer (DuckDB's file
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -14,6 +13,7 @@ import duckdb
 import pyarrow as pa
 
 from graphsvc.errors import CollectionNotFound, StoreError
+from graphsvc.settings import EMBEDDED_MEMORY_LIMIT, read
 from graphsvc.store.base import CollectionKind
 from graphsvc.store.embedded import writer_lock
 from graphsvc.store.embedded.tables import EXTRA, REV, SCHEMA, json_path, key_index, quote, sql_string
@@ -48,7 +48,7 @@ class EmbeddedConnection:
         # uncompressed makes write-back ~1.4x faster. The memory limit keeps a job's
         # store within bounds (DuckDB's default is 80% of RAM): with 3GB a restore of the
         # ogbn-products catalogue peaks at 3.5 GB RSS (4.4 GB with 4GB), and was no slower.
-        self._run(f"SET memory_limit = '{os.environ.get('GRAPHSVC_EMBEDDED_MEMORY_LIMIT', '3GB')}'")
+        self._run(f"SET memory_limit = '{read(EMBEDDED_MEMORY_LIMIT)}'")
         if not self._read_only:
             self._run("SET force_compression = 'uncompressed'")
             # bulk loads checkpoint when the connection closes rather than every 16 MB of WAL

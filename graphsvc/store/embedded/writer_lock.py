@@ -12,9 +12,10 @@ from pathlib import Path
 import duckdb
 
 from graphsvc.errors import StoreError
+from graphsvc.settings import STORE_LOCK_WAIT, read
 
 #: how long a writer waits for readers (a `graphsvc serve` holding the file) to let go
-LOCK_WAIT_S = float(os.environ.get("GRAPHSVC_STORE_LOCK_WAIT", "30"))
+LOCK_WAIT_S = read(STORE_LOCK_WAIT)
 
 
 def writer_mark(path: str | Path) -> Path:
