@@ -36,7 +36,7 @@ from graphsvc.index.similar import embedding_array  # noqa: E402
 from graphsvc.models import graphsage  # noqa: E402
 from graphsvc.store import open_store  # noqa: E402
 from graphsvc.triton.client import TritonClient  # noqa: E402
-from graphsvc.triton.server import TritonServer  # noqa: E402
+from graphsvc.triton.process import TritonServer  # noqa: E402
 from jobs.embed_products import EmbedProductsConfig, embed_products  # noqa: E402
 from jobs.export_models import export_graphsage  # noqa: E402
 from jobs.synth import ProductGraphSpec, generate_product_graph, product_key  # noqa: E402

@@ -40,7 +40,7 @@ from graphsvc.graph.datasets import load_node_graph
 from graphsvc.models import graphsage, text
 from graphsvc.store import open_store
 from graphsvc.triton.client import TritonClient
-from graphsvc.triton.server import TritonServer
+from graphsvc.triton.process import TritonServer
 from jobs.embed_movies import EmbedMoviesConfig, embed_movies, pull_texts
 from jobs.embed_products import EmbedProductsConfig, embed_products
 from jobs.export_models import GRAPHSAGE_MODEL, TEXT_MODEL, export_models

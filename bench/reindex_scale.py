@@ -35,7 +35,7 @@ from graphsvc.graph import NeighbourMean  # noqa: E402
 from graphsvc.graph.datasets import load_node_graph  # noqa: E402
 from graphsvc.index.faiss_index import l2_normalise  # noqa: E402
 from graphsvc.triton.client import TritonClient  # noqa: E402
-from graphsvc.triton.server import TritonServer  # noqa: E402
+from graphsvc.triton.process import TritonServer  # noqa: E402
 from jobs.export_models import export_graphsage  # noqa: E402
 from jobs.reindex import ReindexConfig, reindex  # noqa: E402
 from tests.jobs.reindex_support import change_catalogue  # noqa: E402

@@ -30,7 +30,7 @@ from graphsvc.graph import CSRGraph  # noqa: E402
 from graphsvc.graph.datasets import NodeGraph  # noqa: E402
 from graphsvc.models import graphsage  # noqa: E402
 from graphsvc.triton.client import TritonClient  # noqa: E402
-from graphsvc.triton.server import TritonServer  # noqa: E402
+from graphsvc.triton.process import TritonServer  # noqa: E402
 from jobs.embed_products import EmbedProductsConfig, _embed_layerwise  # noqa: E402
 from jobs.export_models import export_graphsage  # noqa: E402
 from jobs.synth import ProductGraphSpec, generate_product_graph  # noqa: E402

@@ -226,6 +226,8 @@ def _version_dirs(directory: Path) -> list[int]:
 def load_model(directory: str | os.PathLike) -> RepositoryModel:
     """Read one model directory: its config and the versions that hold a model file."""
     directory = Path(directory)
+    if not (directory / CONFIG_FILENAME).exists():
+        raise ModelRepositoryError(f"{directory}: model directory has no {CONFIG_FILENAME}")
     config = read_model_config(directory / CONFIG_FILENAME)
     if not config.name:
         config.name = directory.name
@@ -241,23 +243,21 @@ def load_model(directory: str | os.PathLike) -> RepositoryModel:
     return RepositoryModel(name=config.name, directory=directory, config=config, versions=versions)
 
 
-def list_models(repository: str | os.PathLike) -> list[RepositoryModel]:
-    """All models of a repository, sorted by name.
-
-    Every sub-directory (except hidden ones) must hold a `config.pbtxt`: this repository
-    has to load on an NGC server with the configuration taken as written.
-    """
+def model_directories(repository: str | os.PathLike) -> list[Path]:
+    """The model directories of a repository (every sub-directory but hidden ones), sorted by name."""
     repository = Path(repository)
     if not repository.is_dir():
         raise ModelRepositoryError(f"model repository {repository} does not exist or is not a directory")
-    models = []
-    for entry in sorted(repository.iterdir()):
-        if not entry.is_dir() or entry.name.startswith("."):
-            continue
-        if not (entry / CONFIG_FILENAME).exists():
-            raise ModelRepositoryError(f"{entry}: model directory has no {CONFIG_FILENAME}")
-        models.append(load_model(entry))
-    return models
+    return [e for e in sorted(repository.iterdir()) if e.is_dir() and not e.name.startswith(".")]
+
+
+def list_models(repository: str | os.PathLike) -> list[RepositoryModel]:
+    """All models of a repository, sorted by name.
+
+    Every model directory must hold a `config.pbtxt`: this repository has to load on an
+    NGC server with the configuration taken as written.
+    """
+    return [load_model(directory) for directory in model_directories(repository)]
 
 
 # --------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 repository it generates from the user's model repository. It is executed by the Python
 backend stub, not imported by graphsvc, so it imports nothing from graphsvc.
 
-The runtime config carries these parameters (written by graphsvc.triton.server):
+The runtime config carries these parameters (written by graphsvc.triton.runtime_repository):
   graphsvc_source_format   "torchscript" | "onnx"
   graphsvc_model_file      file name inside the version directory (e.g. model.pt)
 

@@ -52,10 +52,10 @@ def triton() -> None:
 def serve(model_repository, bind_address, http_port, grpc_port, metrics_port, runtime_dir, log_file,
           model_control_mode, poll_secs, startup_timeout, verbose):
     """Run tritonserver in the foreground on the model repository (stop with Ctrl-C or SIGTERM)."""
-    from graphsvc.triton.server import StartupCancelled, TritonServer
+    from graphsvc.triton.process import StartupCancelled, TritonServer
 
     _setup_logging(verbose)
-    logging.getLogger("graphsvc.triton.server").setLevel(logging.INFO)  # live updates are worth a line each
+    logging.getLogger("graphsvc.triton.process").setLevel(logging.INFO)  # live updates are worth a line each
     server = TritonServer(
         model_repository,
         http_port=http_port,

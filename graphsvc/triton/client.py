@@ -4,12 +4,9 @@
     out = client.infer("model", {"x__0": x, "y__1": y})  # {"output name": np.ndarray}
     for out in client.infer_many("model", batches, max_in_flight=4): ...
 
-Errors: a server that cannot be reached (down, restarting, connection reset mid-request)
-is retried with exponential backoff (`RetryPolicy`: bounded, from GRAPHSVC_TRITON_RETRIES,
-GRAPHSVC_TRITON_BACKOFF, GRAPHSVC_TRITON_MAX_BACKOFF or the constructor), each retry on a
-fresh connection; when the retries are used up, TritonUnavailable names the URL and how
-long it tried. A request the server rejects raises TritonInferenceError naming the model
-(not retried: sending it again gives the same answer).
+Errors: a server that cannot be reached is retried with backoff, each retry on a fresh
+connection, then TritonUnavailable; a request the server rejects raises
+TritonInferenceError naming the model (`graphsvc.triton.retry`).
 
 Large requests to a server on this machine (a loopback gRPC URL) go through system shared
 memory (`graphsvc.triton.shm`) unless GRAPHSVC_TRITON_SHM=off: the tensors are written
@@ -19,8 +16,6 @@ into a /dev/shm region instead of being serialised into the request.
 from __future__ import annotations
 
 import logging
-import os
-import random
 import threading
 import time
 from collections import deque
@@ -32,96 +27,24 @@ from urllib.parse import urlsplit
 import numpy as np
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
-from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+from tritonclient.utils import np_to_triton_dtype
 
 from graphsvc.config import DEFAULT_TRITON_URL as DEFAULT_URL
 from graphsvc.errors import ConfigError, TritonInferenceError, TritonUnavailable
-from graphsvc.triton.shm import RegionUnavailable, SharedMemoryChannel, remove_stale_regions
+from graphsvc.triton.retry import RetryPolicy, call_with_retries
+from graphsvc.triton.shm import (
+    NoSharedMemory,
+    OutputSpecs,
+    SharedMemoryChannel,
+    infer_shared,
+    remove_stale_regions,
+    shared_memory_wanted,
+    worth_shared_memory,
+)
 
 LOG = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"grpc": 8001, "http": 8000, "https": 443}
-
-# gRPC status codes that mean "could not talk to the server" rather than "the server said no"
-_GRPC_CONNECTION_STATUSES = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED"}
-_CONNECTION_HINTS = (
-    "failed to connect", "connection refused", "dns resolution", "socket closed", "connection reset",
-    "deadline exceeded", "connect failed", "unreachable", "broken pipe", "end of tcp stream",
-    "errors resolving", "lookup failed", "name resolution",
-)
-# ... but Triton itself answers UNAVAILABLE for models that are not ready
-_SERVER_SIDE_HINTS = ("model", "request for unknown", "not ready", "not found")
-# what a server says about a model while it starts, reloads or shuts down: worth a retry
-_TRANSIENT_MODEL_HINTS = ("has no available versions", "is not ready", "not at ready state", "shutting down",
-                          "is unloading", "being unloaded", "server is stopping",
-                          "stopped accepting new inference requests")
-# requests whose inputs reach this many bytes go through shared memory (when it is on)
-SHM_MIN_BYTES = 256 * 1024
-_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
-
-
-class _NoSharedMemory(Exception):
-    """Shared memory cannot be used: no room in /dev/shm, or the server would not take our
-    regions (e.g. it cannot see this machine's /dev/shm)."""
-
-
-def shared_memory_wanted(protocol: str, address: str, environ: Mapping[str, str] | None = None) -> bool:
-    """GRAPHSVC_TRITON_SHM: auto (default: gRPC to a loopback address), on (gRPC to any
-    address: the server must share this machine's /dev/shm), off."""
-    mode = (os.environ if environ is None else environ).get("GRAPHSVC_TRITON_SHM", "auto").strip().lower()
-    if mode not in ("auto", "on", "off"):
-        raise ConfigError(f"GRAPHSVC_TRITON_SHM must be auto, on or off, not '{mode}'")
-    if mode == "off" or protocol != "grpc":
-        return False
-    return mode == "on" or address.rsplit(":", 1)[0] in _LOOPBACK
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How long a client keeps trying a server it cannot reach.
-
-    Attempt n (n = 1 … retries) waits backoff · 2^(n-1) seconds, at most max_backoff, with
-    ±10 % jitter so that many requests in flight do not reconnect in lock-step. The
-    defaults (8 retries, 0.5 s doubling to 8 s: about 40 s in all) outlast a restart of
-    `graphsvc triton serve` with the sample models; a server that stays down fails the
-    job within a minute.
-    """
-
-    retries: int = 8
-    backoff: float = 0.5
-    max_backoff: float = 8.0
-
-    def __post_init__(self):
-        if self.retries < 0 or self.backoff < 0 or self.max_backoff < 0:
-            raise ConfigError(f"Triton retry settings must not be negative: {self}")
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait before retry number `attempt` (1-based)."""
-        base = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
-        return base * random.uniform(0.9, 1.1)
-
-    @property
-    def budget(self) -> float:
-        """Longest total wait (without jitter) before giving up."""
-        return sum(min(self.max_backoff, self.backoff * 2**i) for i in range(self.retries))
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "RetryPolicy":
-        env = os.environ if environ is None else environ
-        values = {}
-        for field_name, variable, kind in (
-            ("retries", "GRAPHSVC_TRITON_RETRIES", int),
-            ("backoff", "GRAPHSVC_TRITON_BACKOFF", float),
-            ("max_backoff", "GRAPHSVC_TRITON_MAX_BACKOFF", float),
-        ):
-            text = env.get(variable, "").strip()
-            if not text:
-                continue
-            try:
-                values[field_name] = kind(text)
-            except ValueError:
-                raise ConfigError(f"{variable}={text!r} is not a valid {kind.__name__}") from None
-        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -157,26 +80,6 @@ def parse_url(url: str) -> tuple[str, str]:
     if ":" in host:
         host = f"[{host}]"
     return scheme, f"{host}:{port}"
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    if isinstance(exc, InferenceServerException):
-        status = str(exc.status() or "")
-        if status in _GRPC_CONNECTION_STATUSES:
-            message = (exc.message() or "").lower()
-            if any(hint in message for hint in _CONNECTION_HINTS):
-                return True
-            return not any(hint in message for hint in _SERVER_SIDE_HINTS)
-        return False
-    return isinstance(exc, (OSError, TimeoutError, ConnectionError))
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, InferenceServerException):
-        message = exc.message() or str(exc)
-        return message.strip()
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _as_array(value: Any) -> np.ndarray:
@@ -256,7 +159,7 @@ class TritonClient:
         self.shared_memory = (shared_memory_wanted(self.protocol, self.address) if shared_memory is None
                               else bool(shared_memory) and self.protocol == "grpc")
         self.shm_requests = 0  # requests sent through shared memory (figures, tests)
-        self._output_specs_cache: dict[tuple[str, str], list[tuple[str, str, list[int]]] | None] = {}
+        self._output_specs_cache: dict[tuple[str, str], OutputSpecs | None] = {}
 
     @property
     def retries(self) -> int:
@@ -292,9 +195,6 @@ class TritonClient:
                 self._connections.append(connection)
         return connection
 
-    def _client(self):
-        return self._connection().get()
-
     def close(self) -> None:
         with self._lock:
             self._closed_count += 1
@@ -314,17 +214,6 @@ class TritonClient:
 
     # -- error handling -----------------------------------------------------------------
 
-    def _error(self, exc: BaseException, *, model: str | None = None, what: str = "") -> Exception | None:
-        """The graphsvc error for a client exception (None: not a Triton/connection error)."""
-        if _is_connection_error(exc):
-            error = TritonUnavailable(self.url, _describe(exc))
-            error.detail = _describe(exc)
-            return error
-        if isinstance(exc, InferenceServerException):
-            subject = f"model '{model}'" if model else (what or "request")
-            return TritonInferenceError(f"Triton at {self.url}: {subject}: {_describe(exc)}")
-        return None
-
     def _interrupted_wait(self, seconds: float, cancel: threading.Event | None) -> bool:
         """Sleep; True (within 0.1 s) when the client is closed or `cancel` is set meanwhile."""
         closed_count = self._closed_count
@@ -342,45 +231,12 @@ class TritonClient:
 
     def _call(self, fn: Callable[[Any], Any], *, model: str | None = None, what: str = "", retry: bool = True,
               connection: _Connection | None = None, cancel: threading.Event | None = None):
-        """fn(client): connection errors retried with exponential backoff on a fresh connection
-        (RetryPolicy), then TritonUnavailable; server errors mapped to TritonInferenceError."""
+        """fn(client), retried as the RetryPolicy says on a fresh connection after a connection
+        error (see graphsvc.triton.retry); a closed client or a set `cancel` stops the retries."""
         connection = connection if connection is not None else self._connection()
-        policy = self.retry_policy
-        attempt = 0
-        started = time.monotonic()
-        while True:
-            try:
-                return fn(connection.get())
-            except Exception as exc:  # noqa: BLE001 — mapped below
-                error = self._error(exc, model=model, what=what)
-                if error is None:
-                    raise
-                transient = not isinstance(error, TritonUnavailable) and any(
-                    hint in str(error).lower() for hint in _TRANSIENT_MODEL_HINTS)
-                if not isinstance(error, TritonUnavailable) and not transient:
-                    raise error from None
-                if not transient:
-                    connection.reset()
-                if retry and attempt < policy.retries:
-                    attempt += 1
-                    delay = policy.delay(attempt)
-                    LOG.warning("Triton at %s: %s; retry %d/%d in %.1fs", self.url, _describe(exc), attempt,
-                                policy.retries, delay)
-                    if self._interrupted_wait(delay, cancel):
-                        error.attempts = attempt  # the retry that was due is not made
-                        raise error from None
-                    continue
-                if retry and attempt:
-                    detail = (f"{_describe(exc)}; gave up after {attempt + 1} attempts over "
-                              f"{time.monotonic() - started:.1f}s")
-                    if transient:
-                        error = TritonInferenceError(f"{error}; gave up after {attempt + 1} attempts over "
-                                                     f"{time.monotonic() - started:.1f}s")
-                    else:
-                        error = TritonUnavailable(self.url, detail)
-                        error.detail = detail
-                error.attempts = attempt + 1
-                raise error from None
+        return call_with_retries(lambda: fn(connection.get()), url=self.url, policy=self.retry_policy, retry=retry,
+                                 model=model, what=what, reset=connection.reset,
+                                 wait=lambda seconds: self._interrupted_wait(seconds, cancel))
 
     # -- health and metadata ------------------------------------------------------------
 
@@ -541,15 +397,14 @@ class TritonClient:
                     outputs: Sequence[str] | None, version: str = "",
                     cancel: threading.Event | None = None) -> dict[str, np.ndarray]:
         arrays = {name: _as_array(value) for name, value in inputs.items()}
-        if self.shared_memory and sum(a.nbytes for a in arrays.values()) >= SHM_MIN_BYTES \
-                and all(a.dtype.kind in "biuf" for a in arrays.values()):
+        if self.shared_memory and worth_shared_memory(arrays):
             try:
                 result = self._call(lambda c: self._infer_shared(c, connection, model, arrays, outputs, version),
                                     model=model, connection=connection, cancel=cancel)
                 with self._lock:
                     self.shm_requests += 1
                 return result
-            except _NoSharedMemory as exc:
+            except NoSharedMemory as exc:
                 LOG.warning("shared memory with Triton at %s is not possible (%s); sending tensors in requests",
                             self.url, exc)
                 self.shared_memory = False
@@ -561,7 +416,7 @@ class TritonClient:
                                      client_timeout=self.timeout)
         return self._decode(self._call(call, model=model, connection=connection, cancel=cancel), outputs)
 
-    def _output_specs(self, client, model: str, version: str) -> list[tuple[str, str, list[int]]] | None:
+    def _output_specs(self, client, model: str, version: str) -> OutputSpecs | None:
         """(name, datatype, shape) of a batching model's outputs; None for a model without a
         batch dimension (a leading -1 there is not the request's batch size)."""
         key = (model, version)
@@ -573,76 +428,13 @@ class TritonClient:
                 if int(config.get("max_batch_size", 0) or 0) > 0 else None)
         return self._output_specs_cache[key]
 
-    def _region(self, channel: SharedMemoryChannel, client, role: str, nbytes: int):
-        try:
-            return channel.region(client, role, nbytes)
-        except RegionUnavailable as exc:  # this machine's side: no point in retrying
-            raise _NoSharedMemory(str(exc)) from None
-        except Exception as exc:  # noqa: BLE001 — a connection error is retried by _call
-            if _is_connection_error(exc):
-                raise
-            raise _NoSharedMemory(_describe(exc)) from None
-
     def _infer_shared(self, client, connection: _Connection, model: str, arrays: dict[str, np.ndarray],
                       outputs: Sequence[str] | None, version: str) -> dict[str, np.ndarray]:
-        """One request with its inputs (and, for a batching model, its outputs) in shared memory."""
         if connection.shm is None:
             remove_stale_regions()
             connection.shm = SharedMemoryChannel()
-        try:
-            return self._infer_shared_once(client, connection.shm, model, arrays, outputs, version)
-        except InferenceServerException as exc:
-            if "shared memory region" not in str(exc):
-                raise
-            # a server restarted behind the same connection has forgotten our regions
-            connection.shm.forget_registrations()
-            return self._infer_shared_once(client, connection.shm, model, arrays, outputs, version)
-
-    def _infer_shared_once(self, client, channel: SharedMemoryChannel, model: str, arrays: dict[str, np.ndarray],
-                           outputs: Sequence[str] | None, version: str) -> dict[str, np.ndarray]:
-        import tritonclient.grpc as grpcclient
-        from tritonclient.utils import triton_to_np_dtype
-
-        region = self._region(channel, client, "input", sum(a.nbytes for a in arrays.values()))
-        infer_inputs = []
-        for (name, array), offset in zip(arrays.items(), channel.write(region, list(arrays.values()))):
-            item = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-            item.set_shared_memory(region.name, array.nbytes, offset=offset)
-            infer_inputs.append(item)
-        specs = self._output_specs(client, model, version)
-        batch = next((a.shape[0] for a in arrays.values() if a.ndim), None)
-        placed: dict[str, tuple[int, int]] = {}  # output name -> (offset, bytes)
-        requested = []
-        if specs is not None and batch is not None:
-            wanted = [spec for spec in specs if outputs is None or spec[0] in outputs]
-            end = 0
-            for name, datatype, shape in wanted:
-                dims = [batch] + shape[1:]
-                dtype = triton_to_np_dtype(datatype)
-                if datatype == "BYTES" or dtype is None or any(d < 0 for d in dims):
-                    continue
-                placed[name] = (end, int(np.prod(dims)) * np.dtype(dtype).itemsize)
-                end += placed[name][1]
-            out_region = self._region(channel, client, "output", end) if placed else None
-            for name, _, _ in wanted:
-                item = grpcclient.InferRequestedOutput(name)
-                if name in placed:
-                    item.set_shared_memory(out_region.name, placed[name][1], offset=placed[name][0])
-                requested.append(item)
-        else:
-            requested = [grpcclient.InferRequestedOutput(n) for n in outputs] if outputs is not None else None
-        result = client.infer(model, infer_inputs, model_version=version, outputs=requested,
-                              client_timeout=self.timeout)
-        names = list(outputs) if outputs is not None else [o.name for o in result.get_response().outputs]
-        decoded = {}
-        for name in names:
-            if name in placed:
-                tensor = result.get_output(name)
-                decoded[name] = channel.read(out_region, triton_to_np_dtype(tensor.datatype), list(tensor.shape),
-                                             placed[name][0])
-            else:
-                decoded[name] = result.as_numpy(name)
-        return decoded
+        return infer_shared(client, connection.shm, model, arrays, outputs, version, timeout=self.timeout,
+                            output_specs=lambda: self._output_specs(client, model, version))
 
     def infer(self, model: str, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None,
               version: str = "") -> dict[str, np.ndarray]:

@@ -14,6 +14,10 @@ to and registered again after the connection was replaced (a restarted server fo
 registrations). Region names carry the process id and its pid namespace; regions a dead
 process of the same namespace left behind are removed the next time a channel is made (a
 process in another container sharing /dev/shm is never judged by a pid we cannot see).
+
+The client sends a request this way when `shared_memory_wanted` (GRAPHSVC_TRITON_SHM: by
+default, gRPC to a loopback address) and `worth_shared_memory` (numeric inputs of at least
+SHM_MIN_BYTES); `NoSharedMemory` tells it to fall back to tensors in the request.
 """
 
 from __future__ import annotations
@@ -23,8 +27,13 @@ import os
 import re
 import threading
 from pathlib import Path
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+from graphsvc.errors import ConfigError
+from graphsvc.triton.retry import describe, is_connection_error
 
 LOG = logging.getLogger(__name__)
 
@@ -34,6 +43,28 @@ SHM_DIR = Path("/dev/shm")
 _NAME = re.compile(rf"^{PREFIX}-(\d+)-(\d+)-")
 _counter = iter(range(1 << 62))
 _counter_lock = threading.Lock()
+# requests whose inputs reach this many bytes go through shared memory (when it is on)
+SHM_MIN_BYTES = 256 * 1024
+_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+OutputSpecs = list[tuple[str, str, list[int]]]  # (name, datatype, shape) of each output
+
+
+def shared_memory_wanted(protocol: str, address: str, environ: Mapping[str, str] | None = None) -> bool:
+    """GRAPHSVC_TRITON_SHM: auto (default: gRPC to a loopback address), on (gRPC to any
+    address: the server must share this machine's /dev/shm), off."""
+    mode = (os.environ if environ is None else environ).get("GRAPHSVC_TRITON_SHM", "auto").strip().lower()
+    if mode not in ("auto", "on", "off"):
+        raise ConfigError(f"GRAPHSVC_TRITON_SHM must be auto, on or off, not '{mode}'")
+    if mode == "off" or protocol != "grpc":
+        return False
+    return mode == "on" or address.rsplit(":", 1)[0] in _LOOPBACK
+
+
+def worth_shared_memory(arrays: Mapping[str, np.ndarray]) -> bool:
+    """Numeric inputs large enough for shared memory to pay off."""
+    return sum(a.nbytes for a in arrays.values()) >= SHM_MIN_BYTES \
+        and all(a.dtype.kind in "biuf" for a in arrays.values())
 
 
 def _namespace() -> str:
@@ -51,6 +82,11 @@ def region_stem() -> str:
 
 class RegionUnavailable(Exception):
     """A region could not be made on this machine (no room in /dev/shm, no /dev/shm)."""
+
+
+class NoSharedMemory(Exception):
+    """Shared memory cannot be used: no room in /dev/shm, or the server would not take our
+    regions (e.g. it cannot see this machine's /dev/shm)."""
 
 
 def remove_stale_regions(directory: Path = SHM_DIR) -> int:
@@ -188,3 +224,78 @@ class SharedMemoryChannel:
             region.destroy()
         self._regions.clear()
         self._registered.clear()
+
+
+def _region(channel: SharedMemoryChannel, client, role: str, nbytes: int) -> _Region:
+    try:
+        return channel.region(client, role, nbytes)
+    except RegionUnavailable as exc:  # this machine's side: no point in retrying
+        raise NoSharedMemory(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 — a connection error is retried by the caller
+        if is_connection_error(exc):
+            raise
+        raise NoSharedMemory(describe(exc)) from None
+
+
+def infer_shared(client, channel: SharedMemoryChannel, model: str, arrays: dict[str, np.ndarray],
+                 outputs: Sequence[str] | None, version: str, *, timeout: float,
+                 output_specs: Callable[[], OutputSpecs | None]) -> dict[str, np.ndarray]:
+    """One request through the gRPC `client` with its inputs (and, for a batching model, its
+    outputs) in `channel`'s regions. `output_specs()`: the model's outputs when it batches,
+    else None (a leading -1 there is not the request's batch size). Raises NoSharedMemory
+    when shared memory cannot be used."""
+    try:
+        return _infer_shared_once(client, channel, model, arrays, outputs, version, timeout, output_specs)
+    except InferenceServerException as exc:
+        if "shared memory region" not in str(exc):
+            raise
+        # a server restarted behind the same connection has forgotten our regions
+        channel.forget_registrations()
+        return _infer_shared_once(client, channel, model, arrays, outputs, version, timeout, output_specs)
+
+
+def _infer_shared_once(client, channel: SharedMemoryChannel, model: str, arrays: dict[str, np.ndarray],
+                       outputs: Sequence[str] | None, version: str, timeout: float,
+                       output_specs: Callable[[], OutputSpecs | None]) -> dict[str, np.ndarray]:
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import triton_to_np_dtype
+
+    region = _region(channel, client, "input", sum(a.nbytes for a in arrays.values()))
+    infer_inputs = []
+    for (name, array), offset in zip(arrays.items(), channel.write(region, list(arrays.values()))):
+        item = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        item.set_shared_memory(region.name, array.nbytes, offset=offset)
+        infer_inputs.append(item)
+    specs = output_specs()
+    batch = next((a.shape[0] for a in arrays.values() if a.ndim), None)
+    placed: dict[str, tuple[int, int]] = {}  # output name -> (offset, bytes)
+    requested = []
+    if specs is not None and batch is not None:
+        wanted = [spec for spec in specs if outputs is None or spec[0] in outputs]
+        end = 0
+        for name, datatype, shape in wanted:
+            dims = [batch] + shape[1:]
+            dtype = triton_to_np_dtype(datatype)
+            if datatype == "BYTES" or dtype is None or any(d < 0 for d in dims):
+                continue
+            placed[name] = (end, int(np.prod(dims)) * np.dtype(dtype).itemsize)
+            end += placed[name][1]
+        out_region = _region(channel, client, "output", end) if placed else None
+        for name, _, _ in wanted:
+            item = grpcclient.InferRequestedOutput(name)
+            if name in placed:
+                item.set_shared_memory(out_region.name, placed[name][1], offset=placed[name][0])
+            requested.append(item)
+    else:
+        requested = [grpcclient.InferRequestedOutput(n) for n in outputs] if outputs is not None else None
+    result = client.infer(model, infer_inputs, model_version=version, outputs=requested, client_timeout=timeout)
+    names = list(outputs) if outputs is not None else [o.name for o in result.get_response().outputs]
+    decoded = {}
+    for name in names:
+        if name in placed:
+            tensor = result.get_output(name)
+            decoded[name] = channel.read(out_region, triton_to_np_dtype(tensor.datatype), list(tensor.shape),
+                                         placed[name][0])
+        else:
+            decoded[name] = result.as_numpy(name)
+    return decoded

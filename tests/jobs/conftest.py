@@ -4,7 +4,7 @@ import pytest
 
 from graphsvc.store import open_store
 from graphsvc.triton.client import TritonClient
-from graphsvc.triton.server import TritonServer
+from graphsvc.triton.process import TritonServer
 from jobs.reindex import ReindexConfig, reindex
 from tests.jobs.reindex_support import export_model, write_graph
 from tests.support import free_ports

@@ -9,7 +9,8 @@ from graphsvc.graph import CSRGraph, NeighbourSampler
 from graphsvc.models.graphsage import GraphSAGE, layer_steps, load_checkpoint, save_checkpoint, subgraph_request
 from graphsvc.models.repository import list_models, mc, read_model_config
 from graphsvc.triton.client import TritonClient
-from graphsvc.triton.server import TritonServer, _runtime_config
+from graphsvc.triton.process import TritonServer
+from graphsvc.triton.runtime_repository import runtime_config
 from jobs.cli import cli
 from tests.support import free_ports
 
@@ -192,7 +193,7 @@ def test_instance_kind_gpu_writes_kind_gpu_groups_and_the_local_server_still_run
         assert [g.kind for g in read_model_config(repo / name).instance_group] == [gpu]
     # what 'graphsvc triton serve' generates for this CPU-only tritonserver runs them on the CPU
     layer0 = next(m for m in list_models(repo) if m.name == "graphsage_layer0")
-    runtime = _runtime_config(layer0, "torchscript")
+    runtime = runtime_config(layer0, "torchscript")
     assert [g.kind for g in runtime.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
     # back to cpu: the model files stay, only the config changes
     result, out = _export(repo, checkpoint, "--instance-kind", "cpu")

@@ -11,7 +11,7 @@ import pytest
 from graphsvc.index.artifacts import load_current
 from graphsvc.store import open_store
 from graphsvc.triton.client import TritonClient
-from graphsvc.triton.server import TritonServer
+from graphsvc.triton.process import TritonServer
 from jobs.reindex import ReindexConfig, reindex
 from jobs.synth import MOVIES_SOURCE
 from tests.jobs.reindex_support import attributes, copy_store

@@ -20,7 +20,8 @@ import torch
 from graphsvc.errors import TritonInferenceError
 from graphsvc.models.repository import input_tensor, model_config, output_tensor, write_model_config
 from graphsvc.triton.client import TritonClient
-from graphsvc.triton.server import TritonServer, python_stub_processes
+from graphsvc.triton.process import TritonServer
+from graphsvc.triton.python_stubs import python_stub_processes
 from tests.support import free_ports
 
 IN, HIDDEN = 8, 16
@@ -293,7 +294,7 @@ def test_requests_survive_a_server_restart(tmp_path, caplog, rows):
 
     worker = threading.Thread(target=run)
     try:
-        with caplog.at_level("WARNING", logger="graphsvc.triton.client"):
+        with caplog.at_level("WARNING", logger="graphsvc.triton.retry"):
             worker.start()
             assert sent.wait(30)
             server.stop()  # down in the middle of the run …

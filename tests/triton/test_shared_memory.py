@@ -13,9 +13,9 @@ import torch
 
 from graphsvc.errors import ConfigError
 from graphsvc.models.repository import input_tensor, model_config, output_tensor, write_model_config
-from graphsvc.triton.client import SHM_MIN_BYTES, TritonClient, shared_memory_wanted
-from graphsvc.triton.server import TritonServer
-from graphsvc.triton.shm import PREFIX, region_stem, remove_stale_regions
+from graphsvc.triton.client import TritonClient
+from graphsvc.triton.process import TritonServer
+from graphsvc.triton.shm import PREFIX, SHM_MIN_BYTES, region_stem, remove_stale_regions, shared_memory_wanted
 from tests.support import free_ports
 
 WIDTH = 64

@@ -1,12 +1,9 @@
 """Run the real `tritonserver` (shipped by nvidia-pytriton) on our model repository.
 
-The committed `model_repository/` is written for an NGC server (`pytorch_libtorch`
-TorchScript, `onnxruntime_onnx`), but the pytriton build only has the Python backend.
-So `TritonServer` first generates a *runtime repository* in a work directory: each model
-keeps its name, inputs, outputs, batching, instance groups and version policy, but runs
-on `backend: "python"` through a generic shim (`_python_model.py`, copied as
-`<version>/model.py`) that loads the original file with `torch.jit.load` (TorchScript) or
-an onnxruntime session (ONNX); the original files are symlinked next to it.
+`TritonServer` finds the binary (`graphsvc.triton.binary`), generates the runtime
+repository in a work directory (`graphsvc.triton.runtime_repository`), starts the process
+on the given ports and waits until the server and its models are ready, with the server's
+log tail in the error when they are not; `stop` ends it and its Python-backend stubs.
 
 The server runs in explicit model-control mode (every model loaded at start). With
 `poll_secs`, a watcher thread plays the part of `--model-control-mode=poll`: once a change
@@ -19,34 +16,20 @@ Work directory layout (`runtime_dir`, or a temporary directory removed on stop):
     models/<name>/config.pbtxt, models/<name>/<version>/{model.py, model.pt -> source}
     backends/python/{libtriton_python.so, triton_python_backend_utils.py, triton_python_backend_stub}
     tritonserver.log   (unless log_path is given)
-
-Environment of the server process (how the Python-backend stub gets our packages):
-  * LD_LIBRARY_PATH starts with the running interpreter's LIBDIR (the stub must load
-    *this* libpython3.x, not the system one) and nvidia_pytriton.libs;
-  * PATH starts with the directory of `sys.executable`, as pytriton does: the embedded
-    interpreter in the stub finds `python3` there, sees the venv's `pyvenv.cfg`, and so
-    gets the venv's site-packages (torch, numpy) with .pth files processed. (The stub
-    runs its interpreter with ignore_environment=1: PYTHONPATH/PYTHONHOME do nothing.)
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
-import hashlib
-import importlib.util
 import json
 import logging
 import os
-import py_compile
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import threading
 import time
@@ -55,372 +38,26 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from graphsvc.errors import ConfigError, ModelRepositoryError, TritonUnavailable
-from graphsvc.models.repository import (
-    ModelConfig,
-    RepositoryModel,
-    load_model,
-    mc,
-    write_model_config,
+from graphsvc.triton.binary import TritonDistribution, prepare_backends, server_environment, triton_distribution
+from graphsvc.triton.python_stubs import end_orphaned_stubs
+from graphsvc.triton.runtime_repository import (
+    build_runtime_repository,
+    check_runtime_dir,
+    repository_snapshot,
+    sync_runtime_repository,
 )
 
 LOG = logging.getLogger(__name__)
 
+LOG_TAIL_LINES = 40
+
 
 class StartupCancelled(Exception):
     """wait_ready() was asked to give up (its `cancel` event was set) before the server was ready."""
-
-
-SHIM_PATH = Path(__file__).with_name("_python_model.py")
-RUNTIME_MARKER = ".graphsvc-runtime"
-SOURCE_STAMP = ".graphsvc-source"
-LOG_TAIL_LINES = 40
-
-_TORCHSCRIPT = "torchscript"
-_ONNX = "onnx"
-_AS_IS = "as-is"
-
-
-# --------------------------------------------------------------------------------------
-# locating the server
-
-
-@dataclass(frozen=True)
-class TritonDistribution:
-    """Where a tritonserver installation keeps its pieces."""
-
-    binary: Path
-    python_backend: Path  # directory with libtriton_python.so
-    stub: Path  # triton_python_backend_stub matching this interpreter
-    libs: Path | None  # extra shared libraries (nvidia_pytriton.libs)
-    caches: Path | None
-
-
-def _pytriton_root() -> Path | None:
-    spec = importlib.util.find_spec("pytriton")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def find_tritonserver() -> Path:
-    """Path of the `tritonserver` binary.
-
-    Order: $GRAPHSVC_TRITONSERVER, the one in the nvidia-pytriton package,
-    `tritonserver` on PATH, /opt/tritonserver/bin/tritonserver.
-    """
-    return triton_distribution().binary
-
-
-def triton_distribution() -> TritonDistribution:
-    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    candidates: list[Path] = []
-    env = os.environ.get("GRAPHSVC_TRITONSERVER")
-    if env:
-        path = Path(env).expanduser()
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            raise ConfigError(f"GRAPHSVC_TRITONSERVER={env} is not an executable file")
-        candidates.append(path)
-    root = _pytriton_root()
-    if root is not None:
-        candidates.append(root / "tritonserver" / "bin" / "tritonserver")
-    which = shutil.which("tritonserver")
-    if which:
-        candidates.append(Path(which))
-    candidates.append(Path("/opt/tritonserver/bin/tritonserver"))
-
-    for binary in candidates:
-        if not (binary.is_file() and os.access(binary, os.X_OK)):
-            continue
-        home = binary.resolve().parent.parent
-        python_backend = home / "backends" / "python"
-        if not (python_backend / "libtriton_python.so").is_file():
-            continue
-        stub = home / "python_backend_stubs" / version / "triton_python_backend_stub"  # pytriton layout
-        if not stub.is_file():
-            stub = python_backend / "triton_python_backend_stub"  # NGC layout
-        if not stub.is_file():
-            continue
-        libs = home.parent.parent / "nvidia_pytriton.libs"  # site-packages/nvidia_pytriton.libs
-        if not libs.is_dir():
-            libs = home / "external_libs"
-        caches = home / "caches"
-        return TritonDistribution(
-            binary=binary,
-            python_backend=python_backend,
-            stub=stub,
-            libs=libs if libs.is_dir() else None,
-            caches=caches if caches.is_dir() else None,
-        )
-    raise ConfigError(
-        f"no tritonserver with a Python backend for Python {version} found "
-        "(install nvidia-pytriton, or set GRAPHSVC_TRITONSERVER to the tritonserver binary)"
-    )
-
-
-def _prepare_backends(dist: TritonDistribution, backends_dir: Path) -> Path:
-    """backends/python/ with the stub matching this interpreter (as pytriton does)."""
-    target = backends_dir / "python"
-    target.mkdir(parents=True, exist_ok=True)
-    for source in dist.python_backend.iterdir():
-        if source.is_file() and source.name != "triton_python_backend_stub":
-            _copy_if_changed(source, target / source.name)
-    _copy_if_changed(dist.stub, target / "triton_python_backend_stub")
-    return backends_dir
-
-
-def _copy_if_changed(source: Path, dest: Path) -> None:
-    try:
-        st, dt = source.stat(), dest.stat()
-        if st.st_size == dt.st_size and st.st_mtime_ns == dt.st_mtime_ns:
-            return
-    except FileNotFoundError:
-        pass
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}")
-    shutil.copy2(source, tmp)
-    os.replace(tmp, dest)
-
-
-# --------------------------------------------------------------------------------------
-# runtime repository
-
-
-def _source_format(config: ModelConfig) -> str | None:
-    platform, backend = config.platform, config.backend
-    if platform == "pytorch_libtorch" or backend == "pytorch":
-        return _TORCHSCRIPT
-    if platform == "onnxruntime_onnx" or backend == "onnxruntime":
-        return _ONNX
-    if backend == "python" or platform == "ensemble":
-        return _AS_IS
-    return None
-
-
-def _visible_files(directory: Path) -> Iterator[tuple[str, os.stat_result]]:
-    """(relative path, stat) of every file below `directory`, skipping hidden entries and
-    __pycache__ (an export stages into a hidden directory before it renames it in place)."""
-    for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__" and not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            path = Path(dirpath) / name
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                continue
-            yield path.relative_to(directory).as_posix(), st
-
-
-def _fingerprint(model: RepositoryModel, extra: str) -> str:
-    digest = hashlib.sha256(extra.encode())
-    digest.update(SHIM_PATH.read_bytes())
-    for rel, st in _visible_files(model.directory):
-        digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\n".encode())
-    return digest.hexdigest()
-
-
-def repository_snapshot(model_repository: str | os.PathLike) -> tuple:
-    """Names, sizes, mtimes and inodes of every visible file: equal snapshots, unchanged repository."""
-    root = Path(model_repository)
-    try:
-        return tuple((rel, st.st_size, st.st_mtime_ns, st.st_ino) for rel, st in _visible_files(root))
-    except OSError:
-        return ()
-
-
-def _runtime_config(model: RepositoryModel, fmt: str) -> ModelConfig:
-    config = ModelConfig()
-    config.CopyFrom(model.config)
-    config.name = model.name
-    if fmt == _AS_IS:
-        return config
-    source_platform = config.platform or config.backend
-    filename = model.model_filename
-    config.platform = ""
-    config.backend = "python"
-    config.runtime = ""
-    config.default_model_filename = ""
-    config.cc_model_filenames.clear()
-    config.optimization.ClearField("execution_accelerators")
-    if not config.HasField("optimization") or config.optimization.ByteSize() == 0:
-        config.ClearField("optimization")
-    for group in config.instance_group:
-        if group.kind == mc.ModelInstanceGroup.KIND_GPU:
-            group.kind = mc.ModelInstanceGroup.KIND_CPU  # the shim runs torch on CPU
-            del group.gpus[:]
-    config.parameters["graphsvc_source_format"].string_value = fmt
-    config.parameters["graphsvc_source_platform"].string_value = source_platform
-    config.parameters["graphsvc_model_file"].string_value = filename
-    return config
-
-
-def _link(source: Path, dest: Path) -> None:
-    dest.symlink_to(source.resolve())
-
-
-def _build_model(model: RepositoryModel, fmt: str, dest: Path) -> None:
-    dest.mkdir(parents=True)
-    write_model_config(dest / "config.pbtxt", _runtime_config(model, fmt))
-    versions = {str(v) for v in model.versions}
-    for entry in sorted(model.directory.iterdir()):
-        if entry.name in ("config.pbtxt", SOURCE_STAMP) or entry.name.startswith("."):
-            continue
-        if entry.is_dir() and entry.name.isdigit():
-            if entry.name not in versions:
-                continue
-            if fmt == _AS_IS:
-                _link(entry, dest / entry.name)
-                continue
-            version_dir = dest / entry.name
-            version_dir.mkdir()
-            shutil.copy2(SHIM_PATH, version_dir / "model.py")
-            # byte-compile now: a __pycache__ appearing later would look like a change to a polling server
-            py_compile.compile(str(version_dir / "model.py"), doraise=True)
-            for item in entry.iterdir():
-                if item.name != "model.py":
-                    _link(item, version_dir / item.name)
-        else:
-            _link(entry, dest / entry.name)  # e.g. warmup data, labels files
-
-
-def _check_runtime_dir(runtime_dir: Path) -> None:
-    if runtime_dir.exists():
-        if not runtime_dir.is_dir():
-            raise ModelRepositoryError(f"runtime repository {runtime_dir} exists and is not a directory")
-        if any(runtime_dir.iterdir()) and not (runtime_dir / RUNTIME_MARKER).exists():
-            raise ModelRepositoryError(
-                f"refusing to use {runtime_dir} as runtime repository: it is not empty and was not made by graphsvc"
-            )
-    runtime_dir.mkdir(parents=True, exist_ok=True)
-    marker = runtime_dir / RUNTIME_MARKER
-    if not marker.exists():
-        marker.write_text("generated by graphsvc triton serve; rebuilt on every start\n")
-
-
-def _remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
-
-
-@dataclass
-class RepositorySync:
-    """What one pass over the model repository did to the runtime repository."""
-
-    served: list[str] = field(default_factory=list)  # models in the runtime repository now
-    changed: list[str] = field(default_factory=list)  # built or rebuilt in this pass
-    removed: list[str] = field(default_factory=list)  # gone from the model repository
-    errors: dict[str, str] = field(default_factory=dict)  # model → why it was not (re)built
-
-
-def _model_directories(source: Path) -> list[Path]:
-    if not source.is_dir():
-        raise ModelRepositoryError(f"model repository {source} does not exist or is not a directory")
-    return [e for e in sorted(source.iterdir()) if e.is_dir() and not e.name.startswith(".")]
-
-
-def sync_runtime_repository(model_repository: str | os.PathLike, runtime_dir: str | os.PathLike,
-                            strict: bool = True) -> RepositorySync:
-    """Bring the Python-backend runtime repository in `runtime_dir` up to date.
-
-    Idempotent and incremental: a model whose source directory did not change (names,
-    sizes, mtimes) is left untouched, a changed one is rebuilt aside and swapped in, a
-    removed one is deleted — so it is safe to call again while the server runs.
-    ONNX models are skipped with a warning unless onnxruntime is importable; models of
-    other platforms are skipped with a warning. A model that cannot be built (bad
-    config.pbtxt, no version) raises ModelRepositoryError when `strict`; otherwise it is
-    reported in `errors` and whatever the runtime repository had for it stays.
-    """
-    source = Path(model_repository)
-    runtime_dir = Path(runtime_dir)
-    directories = _model_directories(source)
-    if source.resolve() == runtime_dir.resolve():
-        raise ModelRepositoryError(f"runtime repository must differ from the model repository {source}")
-    _check_runtime_dir(runtime_dir)
-    have_onnxruntime = importlib.util.find_spec("onnxruntime") is not None
-
-    result = RepositorySync()
-    keep = {RUNTIME_MARKER}
-    for directory in directories:
-        try:
-            if not (directory / "config.pbtxt").exists():
-                raise ModelRepositoryError(f"{directory}: model directory has no config.pbtxt")
-            model = load_model(directory)
-            fmt = _source_format(model.config)
-            if fmt is None:
-                LOG.warning(
-                    "skipping model '%s': platform '%s' / backend '%s' cannot run on the Python backend here",
-                    model.name, model.config.platform, model.config.backend,
-                )
-                continue
-            if fmt == _ONNX and not have_onnxruntime:
-                LOG.warning("skipping ONNX model '%s': onnxruntime is not installed (pip install onnxruntime)",
-                            model.name)
-                continue
-            if not model.versions and model.config.platform != "ensemble":
-                raise ModelRepositoryError(
-                    f"model '{model.name}' has no version directory holding {model.model_filename} "
-                    f"(expected e.g. {model.directory / '1' / model.model_filename})"
-                )
-            if _build_if_changed(model, fmt, runtime_dir):
-                result.changed.append(model.name)
-            result.served.append(model.name)
-            keep.add(model.name)
-        except ModelRepositoryError as exc:
-            if strict:
-                raise
-            result.errors[directory.name] = str(exc)
-            if (runtime_dir / directory.name).exists():
-                keep.add(directory.name)  # keep serving what was there
-                result.served.append(directory.name)
-
-    for entry in runtime_dir.iterdir():
-        if entry.name not in keep:
-            if not entry.name.startswith("."):
-                result.removed.append(entry.name)
-            _remove(entry)
-    return result
-
-
-def _build_if_changed(model: RepositoryModel, fmt: str, runtime_dir: Path) -> bool:
-    stamp = _fingerprint(model, f"{fmt}\0{model.directory.resolve()}")
-    dest = runtime_dir / model.name
-    stamp_file = dest / SOURCE_STAMP
-    if stamp_file.exists() and stamp_file.read_text().strip() == stamp:
-        return False
-    for entry in model.directory.iterdir():
-        if entry.is_dir() and entry.name.isdigit() and entry.name.lstrip("0") and int(entry.name) not in model.versions:
-            LOG.warning("model '%s': version %s has no %s, ignored", model.name, entry.name, model.model_filename)
-    staging = runtime_dir / f".staging-{model.name}-{uuid.uuid4().hex[:8]}"
-    try:
-        _build_model(model, fmt, staging)
-        (staging / SOURCE_STAMP).write_text(stamp + "\n")
-        if dest.exists() or dest.is_symlink():
-            trash = runtime_dir / f".old-{model.name}-{uuid.uuid4().hex[:8]}"
-            os.rename(dest, trash)
-            os.rename(staging, dest)
-            _remove(trash)
-        else:
-            os.rename(staging, dest)
-    finally:
-        if staging.exists():
-            _remove(staging)
-    return True
-
-
-def build_runtime_repository(model_repository: str | os.PathLike, runtime_dir: str | os.PathLike) -> list[str]:
-    """Generate the runtime repository (see sync_runtime_repository); return the served models."""
-    return sync_runtime_repository(model_repository, runtime_dir, strict=True).served
-
-
-# --------------------------------------------------------------------------------------
-# the server process
 
 
 _FAILED_LOAD = re.compile(r"failed to load '([^']+)'(?: version (\d+))?: (.*)")
@@ -437,58 +74,10 @@ def _port_free(address: str, port: int) -> bool:
     return True
 
 
-def python_stub_processes(work_dir: str | os.PathLike) -> dict[int, str]:
-    """{pid: model directory} of the Python-backend stubs running out of a server's work dir
-    (one per model instance), read from /proc."""
-    marker = str(Path(work_dir).resolve() / "backends" / "python" / "triton_python_backend_stub")
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if len(args) > 1 and args[0].decode(errors="replace") == marker:
-            found[int(entry.name)] = str(Path(args[1].decode(errors="replace")).parent.parent)
-    return found
-
-
-def end_orphaned_stubs(work_dir: str | os.PathLike) -> list[int]:
-    """End the Python-backend stubs of `work_dir` whose tritonserver is gone; their pids.
-    A server killed with SIGKILL leaves them running (they ignore SIGTERM, ~700 MB here),
-    each holding its model; stubs of a server still running are left alone."""
-    ended = []
-    for pid in python_stub_processes(work_dir):
-        if _is_tritonserver(_parent_pid(pid)):
-            continue
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-            ended.append(pid)
-    return ended
-
-
-def _parent_pid(pid: int) -> int | None:
-    try:  # /proc/PID/stat: "pid (comm) state ppid …", comm may hold spaces and parentheses
-        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _is_tritonserver(pid: int | None) -> bool:
-    if not pid or pid == 1:
-        return False
-    try:
-        program = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[0]
-    except OSError:
-        return False
-    return Path(program.decode(errors="replace")).name == "tritonserver"
-
-
 def _set_parent_death_signal() -> None:  # runs in the child between fork and exec
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: the stdlib has no prctl
     except Exception:  # noqa: BLE001
         pass
 
@@ -608,21 +197,6 @@ class TritonServer:
         args += ["--model-control-mode=explicit", "--load-model=*", "--exit-on-error=true"]
         return args + self.extra_args
 
-    def environment(self, dist: TritonDistribution) -> dict[str, str]:
-        env = dict(os.environ)
-        libdirs = [sysconfig.get_config_var("LIBDIR") or ""]
-        if dist.libs is not None:
-            libdirs.append(str(dist.libs))
-        if env.get("LD_LIBRARY_PATH"):
-            libdirs.append(env["LD_LIBRARY_PATH"])
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in libdirs if p)
-        bindir = Path(sys.executable).parent
-        if not (bindir / "python3").exists():
-            LOG.warning("%s has no python3: the Python-backend stub may not find this environment's packages", bindir)
-        env["PATH"] = os.pathsep.join([str(bindir), env.get("PATH", "")])
-        env.pop("PYTHONHOME", None)
-        return env
-
     def start(self) -> "TritonServer":
         """Build the runtime repository and launch tritonserver (returns without waiting)."""
         if self.is_running():
@@ -636,7 +210,7 @@ class TritonServer:
             self._temp_work_dir = True
         else:
             self._work_dir = self.runtime_dir
-            _check_runtime_dir(self._work_dir)
+            check_runtime_dir(self._work_dir)
             ended = end_orphaned_stubs(self._work_dir)
             if ended:
                 LOG.warning("ended %d Python-backend stub(s) a killed tritonserver left running in %s: pids %s",
@@ -645,7 +219,7 @@ class TritonServer:
         try:
             self._snapshot_at_start = repository_snapshot(self.model_repository)
             self.models = build_runtime_repository(self.model_repository, models_dir)
-            backends_dir = _prepare_backends(dist, self._work_dir / "backends")
+            backends_dir = prepare_backends(dist, self._work_dir / "backends")
             cmd = self.command(dist, models_dir, backends_dir)
             log_path = self.log_path
             log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -661,7 +235,7 @@ class TritonServer:
                 stdin=subprocess.DEVNULL,
                 stdout=self._log_file,
                 stderr=subprocess.STDOUT,
-                env=self.environment(dist),
+                env=server_environment(dist),
                 cwd=self._work_dir,
                 start_new_session=True,
                 preexec_fn=_set_parent_death_signal,
