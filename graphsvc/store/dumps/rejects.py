@@ -27,7 +27,6 @@ class RejectsFile:
 
     def __init__(self, path: Path, append: bool):
         self.path = path
-        self.count = 0
         self._file = None
         self._lock = threading.Lock()
         if not append and path.exists():
@@ -42,7 +41,6 @@ class RejectsFile:
                 self._file.write(json.dumps(line.to_record(), ensure_ascii=False) + "\n")
             self._file.flush()
             os.fsync(self._file.fileno())
-            self.count += len(rejected)
 
     def close(self) -> None:
         if self._file is not None:
