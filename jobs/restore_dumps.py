@@ -13,9 +13,6 @@ to a rejects file instead and goes on.
 
 from __future__ import annotations
 
-import json
-import os
-import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,17 +33,19 @@ from graphsvc.store.dumps import (
     DumpCollection,
     ParsedBlock,
     RejectedLine,
+    RejectsFile,
     Removals,
+    RestoreProgress,
     Upserts,
-    iter_line_blocks,
+    default_rejects_file,
     open_dump,
-    parse_block,
+    parsed_blocks,
+    progress_key,
     read_graphs,
 )
+from graphsvc.store.dumps.operations import message_of
 
 OnError = Literal["stop", "skip"]
-REJECTS_FILE_NAME = "restore-rejects.jsonl"
-_PROGRESS_PREFIX = "restore-dumps"
 _FIRST_BLOCK_LINES = 4_096  # blocks grow from this to --batch-size, so parsing and writing overlap early
 
 
@@ -102,18 +101,6 @@ class RestoreSummary:
             "rejects_file": self.rejects_file,
             "warnings": self.warnings,
         }
-
-
-def progress_key(dump_directory: Path, collection: str) -> str:
-    """The job-state key under which the progress of one collection of one dump is kept."""
-    return f"{_PROGRESS_PREFIX}:{Path(dump_directory).resolve()}:{collection}"
-
-
-def default_rejects_file(store_url: str | None) -> Path:
-    """`restore-rejects.jsonl` beside an embedded store's file, else in the current directory."""
-    if store_url and "://" not in store_url.removeprefix("duckdb://") and store_url != ":memory:":
-        return Path(store_url.removeprefix("duckdb://")).resolve().parent / REJECTS_FILE_NAME
-    return Path.cwd() / REJECTS_FILE_NAME
 
 
 # ------------------------------------------------------------------------------ selection
@@ -199,7 +186,7 @@ def restore_dumps(
     rejects = None
     if on_error == "skip":
         path = Path(rejects_file) if rejects_file else default_rejects_file(getattr(store, "url", None))
-        rejects = _RejectsFile(path, append=resume)
+        rejects = RejectsFile(path, append=resume)
         summary.rejects_file = str(path)
     restorer = _Restorer(store, summary, batch_size, max_block_bytes, overwrite, resume, on_error, rejects, on_progress)
     try:
@@ -231,35 +218,6 @@ def _takes_concurrent_writers(store: GraphStore) -> bool:
     return is_server_url(getattr(store, "url", "") or "")
 
 
-class _RejectsFile:
-    """Rejected lines as JSON Lines, flushed to disk before the block they came from is
-    committed (a crash may repeat a reject on resume, never lose one)."""
-
-    def __init__(self, path: Path, append: bool):
-        self.path = path
-        self.count = 0
-        self._file = None
-        self._lock = threading.Lock()
-        if not append and path.exists():
-            path.unlink()  # a fresh restore: the file lists this restore's rejects only
-
-    def write(self, rejected: list[RejectedLine]) -> None:
-        with self._lock:
-            if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("a", encoding="utf-8")
-            for line in rejected:
-                self._file.write(json.dumps(line.to_record(), ensure_ascii=False) + "\n")
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self.count += len(rejected)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
 class _Restorer:
     def __init__(self, store, summary, batch_size, max_block_bytes, overwrite, resume, on_error, rejects, on_progress):
         self.store: GraphStore = store
@@ -269,7 +227,7 @@ class _Restorer:
         self.overwrite = overwrite
         self.resume = resume
         self.on_error: OnError = on_error
-        self.rejects: _RejectsFile | None = rejects
+        self.rejects: RejectsFile | None = rejects
         self.on_progress = on_progress
         self._dropped: set[str] = set()  # with --overwrite a collection is emptied once per run
         self._lock = threading.Lock()  # counters shared by the workers of --threads
@@ -305,21 +263,22 @@ class _Restorer:
         store, name = self.store, collection.name
         row = CollectionSummary(str(dump.directory), name, collection.kind)
         key = progress_key(dump.directory, name)
-        state = None
+        progress = None
         if self.resume:
             state = store.get_state(key)
             if state is not None and not store.has_collection(name):
                 self.summary.warnings.append(f"{name}: progress found but the collection is gone — restoring it again")
-                state = None
+            elif state is not None:
+                progress = RestoreProgress.from_state(state)
         else:
             store.delete_state(key)
 
-        if state is not None and state.get("status") == "done":
-            _load_counts(row, state)
+        if progress is not None and progress.status == "done":
+            _load_counts(row, progress)
             row.status = "already restored"
             store.create_collection(name, collection.kind)
         else:
-            if state is None and self.overwrite and name not in self._dropped:
+            if progress is None and self.overwrite and name not in self._dropped:
                 store.drop_collection(name)
                 with self._lock:
                     self._dropped.add(name)
@@ -328,41 +287,36 @@ class _Restorer:
                 row.status = "empty: no data file"
                 self.summary.warnings.append(f"{name}: no data file in {dump.directory} — created empty")
             else:
-                self._load(dump, collection, row, key, state)
-            store.put_state(key, _progress(dump, collection, row, None, None, "done"))
+                self._load(dump, collection, row, key, progress)
+            store.put_state(key, _progress(dump, collection, row, "done").to_state())
         row.indexes = [self._create_index(name, definition) for definition in collection.indexes]
         row.seconds = round(time.perf_counter() - started, 3)
         return row
 
     def _load(self, dump: Dump, collection: DumpCollection, row: CollectionSummary, key: str,
-              state: dict | None) -> None:
+              progress: RestoreProgress | None) -> None:
         files = list(collection.data_files)
         first_file, start_line = 0, 0
-        if state is not None:
+        if progress is not None:
             names = [p.name for p in files]
-            if state.get("file") not in names:
+            if progress.file not in names:
                 raise DumpFormatError(
                     str(dump.directory),
-                    f"the interrupted restore of '{collection.name}' stopped in {state.get('file')}, which the dump "
+                    f"the interrupted restore of '{collection.name}' stopped in {progress.file}, which the dump "
                     "no longer has — restore it again without --resume",
                 )
-            first_file, start_line = names.index(state["file"]), int(state.get("line", 0))
-            _load_counts(row, state)
-            row.resumed_from = {"file": state["file"], "line": start_line}
+            first_file, start_line = names.index(progress.file), progress.line
+            _load_counts(row, progress)
+            row.resumed_from = {"file": progress.file, "line": start_line}
             row.status = "restored (resumed)"
         stop = self.on_error == "stop"
         for index in range(first_file, len(files)):
             path = files[index]
             skip = start_line if index == first_file else 0
-            # three stages in three threads: gunzip and split lines, parse, write (each mostly outside the GIL)
-            # (the generator expression holds the only reference: closing it stops the first stage too)
-            blocks = (
-                (block, parse_block(block, collection.kind, stop_at_error=stop))
-                for block in _read_ahead(_with_resume_hint(
-                    iter_line_blocks(path, skip, self.batch_size, self.max_block_bytes, _FIRST_BLOCK_LINES)
-                ))
-            )
-            for block, parsed in _read_ahead(blocks):
+            # reading and parsing run ahead in their own threads while this one writes
+            blocks = parsed_blocks(path, collection.kind, start_after=skip, max_lines=self.batch_size,
+                                   max_bytes=self.max_block_bytes, first_lines=_FIRST_BLOCK_LINES, stop_at_error=stop)
+            for block, parsed in _with_resume_hint(blocks):
                 if parsed.rejected:
                     self.rejects.write(parsed.rejected)  # type: ignore[union-attr]
                     row.skipped += len(parsed.rejected)
@@ -372,7 +326,7 @@ class _Restorer:
                 committed = parsed.stopped_at.line - 1 if parsed.stopped_at else block.last_line
                 self._apply(
                     collection.name, parsed, row, key,
-                    lambda: _progress(dump, collection, row, path, committed, "running"),  # noqa: B023 (called at once)
+                    lambda: _progress(dump, collection, row, "running", path, committed).to_state(),  # noqa: B023 (called at once)
                 )
                 if self.on_progress:
                     self.on_progress(collection.name, parsed.lines_read)
@@ -424,11 +378,10 @@ def _with_resume_hint(blocks: Iterator) -> Iterator:
     except DumpFormatError as e:
         if e.line is None:
             raise
-        prefix = f"{e.path} line {e.line}: "
-        message = str(e)[len(prefix):] if str(e).startswith(prefix) else str(e)
         raise DumpFormatError(
             e.path,
-            f"{message} — lines before it are restored; put back an intact copy of the file and rerun with --resume",
+            f"{message_of(e)} — lines before it are restored; put back an intact copy of the file and rerun "
+            "with --resume",
             line=e.line,
         ) from e
     finally:
@@ -437,83 +390,21 @@ def _with_resume_hint(blocks: Iterator) -> Iterator:
             close()
 
 
-def _read_ahead(items: Iterator, depth: int = 1) -> Iterator:
-    """Produce the next item(s) of `items` in a thread while the caller works on the
-    current one: reading and parsing overlap the store's write (both release the GIL).
-    Errors arrive in order; a consumer that stops early stops the producer too."""
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    stopped = threading.Event()
-    done = object()
-
-    def produce() -> None:
-        try:
-            for item in _closing(items):
-                while not stopped.is_set():
-                    try:
-                        slots.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stopped.is_set():
-                    return
-            slots.put((done, None))
-        except BaseException as exc:  # handed to the consumer, raised there
-            slots.put((done, exc))
-
-    producer = threading.Thread(target=produce, name="restore-read-ahead", daemon=True)
-    producer.start()
-    try:
-        while True:
-            item, error = slots.get()
-            if item is done:
-                if error is not None:
-                    raise error
-                return
-            yield item
-    finally:
-        stopped.set()
-        while producer.is_alive():
-            try:
-                slots.get_nowait()  # unblock a producer waiting to put
-            except queue.Empty:
-                pass
-            producer.join(timeout=0.05)
-
-
-def _closing(items: Iterator) -> Iterator:
-    try:
-        yield from items
-    finally:
-        close = getattr(items, "close", None)
-        if close is not None:
-            close()  # an abandoned generator closes its data file now, not at garbage collection
-
-
 def _distinct_keys(upserts: Upserts) -> int:
     # repeated keys in one block: the last row wins, as the store does
     return pc.count_distinct(upserts.table.column("_key")).as_py()  # type: ignore[union-attr]
 
 
-def _progress(dump: Dump, collection: DumpCollection, row: CollectionSummary, path: Path | None,
-              line: int | None, status: str) -> dict:
-    """The progress record of a collection; `file`/`line` name the last committed line."""
-    record = {
-        "dump": str(Path(dump.directory).resolve()),
-        "collection": collection.name,
-        "status": status,
-        "read": row.read,
-        "written": row.written,
-        "skipped": row.skipped,
-        "removed": row.removed,
-    }
-    if path is not None:
-        record.update(file=Path(path).name, line=line)
-    return record
+def _progress(dump: Dump, collection: DumpCollection, row: CollectionSummary, status: Literal["running", "done"],
+              path: Path | None = None, line: int = 0) -> RestoreProgress:
+    """The collection's counts so far and, while running, its last committed line."""
+    return RestoreProgress(str(Path(dump.directory).resolve()), collection.name, status, row.read, row.written,
+                           row.skipped, row.removed, Path(path).name if path is not None else None, line)
 
 
-def _load_counts(row: CollectionSummary, state: dict) -> None:
-    for counter in ("read", "written", "skipped", "removed"):
-        setattr(row, counter, int(state.get(counter, 0)))
+def _load_counts(row: CollectionSummary, progress: RestoreProgress) -> None:
+    row.read, row.written = progress.read, progress.written
+    row.skipped, row.removed = progress.skipped, progress.removed
 
 
 # ------------------------------------------------------------------------------ dry run
@@ -573,5 +464,6 @@ def plan_restore(
 
 def _parsed_blocks(collection: DumpCollection, batch_size: int, max_block_bytes: int) -> Iterator[ParsedBlock]:
     for path in collection.data_files:
-        for block in iter_line_blocks(path, 0, batch_size, max_block_bytes):
-            yield parse_block(block, collection.kind, stop_at_error=False)
+        for _block, parsed in parsed_blocks(path, collection.kind, max_lines=batch_size, max_bytes=max_block_bytes,
+                                            stop_at_error=False):
+            yield parsed

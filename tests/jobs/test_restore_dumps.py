@@ -9,10 +9,10 @@ from click.testing import CliRunner
 
 from graphsvc.errors import ConfigError, DumpFormatError, StoreError
 from graphsvc.store import open_store
-from graphsvc.store.dumps import iter_line_blocks, parse_block, write_dump
+from graphsvc.store.dumps import iter_line_blocks, parse_block, progress_key, write_dump
 from graphsvc.store.embedded import EmbeddedStore
 from jobs.cli import cli
-from jobs.restore_dumps import progress_key, restore_dumps
+from jobs.restore_dumps import restore_dumps
 
 # ------------------------------------------------------------------------------ helpers
 
