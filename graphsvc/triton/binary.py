@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from graphsvc.errors import ConfigError
+from graphsvc.settings import TRITONSERVER, read
 
 LOG = logging.getLogger(__name__)
 
@@ -60,11 +61,10 @@ def triton_distribution() -> TritonDistribution:
     """
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
     candidates: list[Path] = []
-    env = os.environ.get("GRAPHSVC_TRITONSERVER")
-    if env:
-        path = Path(env).expanduser()
+    path = read(TRITONSERVER)
+    if path is not None:
         if not (path.is_file() and os.access(path, os.X_OK)):
-            raise ConfigError(f"GRAPHSVC_TRITONSERVER={env} is not an executable file")
+            raise ConfigError(f"{TRITONSERVER}={path} is not an executable file")
         candidates.append(path)
     root = _pytriton_root()
     if root is not None:

@@ -8,7 +8,8 @@ import threading
 
 import click
 
-from graphsvc.clitools import ReportingGroup, settings_from
+from graphsvc import settings as env
+from graphsvc.clitools import ReportingGroup, env_option, settings_from
 from graphsvc.errors import GraphsvcError, TritonUnavailable
 
 
@@ -26,19 +27,15 @@ def triton() -> None:
 
 
 @triton.command()
-@click.option("--model-repository", envvar="GRAPHSVC_MODEL_REPOSITORY", default="model_repository",
-              show_default=True, type=click.Path(file_okay=False), help="Triton model repository to serve "
-              "[env GRAPHSVC_MODEL_REPOSITORY].")
-@click.option("--host", "--bind", "bind_address", envvar="GRAPHSVC_TRITON_HOST", default="127.0.0.1",
-              show_default=True, help="Address the HTTP, gRPC and metrics endpoints listen on (0.0.0.0: all) "
-              "[env GRAPHSVC_TRITON_HOST].")
+@env_option(env.MODEL_REPOSITORY, "--model-repository", type=click.Path(file_okay=False),
+            help="Triton model repository to serve.")
+@env_option(env.TRITON_HOST, "--host", "--bind", "bind_address",
+            help="Address the HTTP, gRPC and metrics endpoints listen on (0.0.0.0: all).")
 @click.option("--http-port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--grpc-port", default=8001, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--metrics-port", default=8002, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--runtime-dir", envvar="GRAPHSVC_TRITON_RUNTIME_DIR", default="var/triton-runtime",
-              show_default=True, type=click.Path(file_okay=False),
-              help="Work directory for the generated Python-backend repository and the server log "
-              "[env GRAPHSVC_TRITON_RUNTIME_DIR].")
+@env_option(env.TRITON_RUNTIME_DIR, "--runtime-dir", type=click.Path(file_okay=False),
+            help="Work directory for the generated Python-backend repository and the server log.")
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None,
               help="Server log file [default: <runtime-dir>/tritonserver.log].")
 @click.option("--model-control-mode", type=click.Choice(["poll", "none"]), default="poll", show_default=True,

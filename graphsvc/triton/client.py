@@ -29,8 +29,8 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import np_to_triton_dtype
 
-from graphsvc.config import DEFAULT_TRITON_URL as DEFAULT_URL
 from graphsvc.errors import ConfigError, TritonInferenceError, TritonUnavailable
+from graphsvc.settings import TRITON_URL
 from graphsvc.triton.retry import RetryPolicy, call_with_retries
 from graphsvc.triton.shm import (
     NoSharedMemory,
@@ -130,7 +130,7 @@ class TritonClient:
 
     def __init__(
         self,
-        url: str = DEFAULT_URL,
+        url: str = TRITON_URL.default,
         *,
         retries: int | None = None,
         backoff: float | None = None,

@@ -12,7 +12,6 @@ again gives the same answer).
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Callable, Mapping, TypeVar
 from tritonclient.utils import InferenceServerException
 
 from graphsvc.errors import ConfigError, TritonInferenceError, TritonUnavailable
+from graphsvc.settings import TRITON_BACKOFF, TRITON_MAX_BACKOFF, TRITON_RETRIES, read
 
 LOG = logging.getLogger(__name__)
 
@@ -72,21 +72,8 @@ class RetryPolicy:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "RetryPolicy":
-        env = os.environ if environ is None else environ
-        values = {}
-        for field_name, variable, kind in (
-            ("retries", "GRAPHSVC_TRITON_RETRIES", int),
-            ("backoff", "GRAPHSVC_TRITON_BACKOFF", float),
-            ("max_backoff", "GRAPHSVC_TRITON_MAX_BACKOFF", float),
-        ):
-            text = env.get(variable, "").strip()
-            if not text:
-                continue
-            try:
-                values[field_name] = kind(text)
-            except ValueError:
-                raise ConfigError(f"{variable}={text!r} is not a valid {kind.__name__}") from None
-        return cls(**values)
+        return cls(retries=read(TRITON_RETRIES, environ), backoff=read(TRITON_BACKOFF, environ),
+                   max_backoff=read(TRITON_MAX_BACKOFF, environ))
 
 
 def is_connection_error(exc: BaseException) -> bool:

@@ -32,7 +32,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from graphsvc.errors import ConfigError
+from graphsvc.settings import TRITON_SHM, read
 from graphsvc.triton.retry import describe, is_connection_error
 
 LOG = logging.getLogger(__name__)
@@ -53,9 +53,7 @@ OutputSpecs = list[tuple[str, str, list[int]]]  # (name, datatype, shape) of eac
 def shared_memory_wanted(protocol: str, address: str, environ: Mapping[str, str] | None = None) -> bool:
     """GRAPHSVC_TRITON_SHM: auto (default: gRPC to a loopback address), on (gRPC to any
     address: the server must share this machine's /dev/shm), off."""
-    mode = (os.environ if environ is None else environ).get("GRAPHSVC_TRITON_SHM", "auto").strip().lower()
-    if mode not in ("auto", "on", "off"):
-        raise ConfigError(f"GRAPHSVC_TRITON_SHM must be auto, on or off, not '{mode}'")
+    mode = read(TRITON_SHM, environ)
     if mode == "off" or protocol != "grpc":
         return False
     return mode == "on" or address.rsplit(":", 1)[0] in _LOOPBACK
