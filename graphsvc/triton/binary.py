@@ -21,11 +21,11 @@ import os
 import shutil
 import sys
 import sysconfig
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from graphsvc.errors import ConfigError
+from graphsvc.files import atomic_path
 from graphsvc.settings import TRITONSERVER, read
 
 LOG = logging.getLogger(__name__)
@@ -121,9 +121,8 @@ def _copy_if_changed(source: Path, dest: Path) -> None:
             return
     except FileNotFoundError:
         pass
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}")
-    shutil.copy2(source, tmp)
-    os.replace(tmp, dest)
+    with atomic_path(dest) as tmp:
+        shutil.copy2(source, tmp)
 
 
 def server_environment(dist: TritonDistribution) -> dict[str, str]:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Literal, Mapping
 
+from graphsvc.files import fsync_path
 from graphsvc.store.base import ARANGO_TYPE_DOCUMENT, ARANGO_TYPE_EDGE, GraphInfo
 from graphsvc.store.dumps.graphs import GRAPHS_COLLECTION, graph_document
 from graphsvc.store.dumps.operations import MARKER_DOCUMENT
@@ -101,19 +102,6 @@ def _write_collection(
         os.fsync(raw.fileno())
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # not supported on every platform; the rename is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_dump(
     directory: str | os.PathLike,
     database: str,
@@ -163,7 +151,7 @@ def dump_being_built(directory: str | os.PathLike, database: str, envelope: bool
             _dumps({"database": database, "useEnvelope": envelope, "properties": {"name": database}}),
         )
         yield tmp
-        _fsync_dir(tmp)
+        fsync_path(tmp)
         os.chmod(tmp, 0o755)  # mkdtemp creates 0700; a dump is an ordinary folder
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -182,6 +170,6 @@ def dump_being_built(directory: str | os.PathLike, database: str, envelope: bool
             os.rename(old, target)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(target.parent)
+    fsync_path(target.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
