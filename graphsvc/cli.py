@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+from typing import Iterator
 
 import click
 
@@ -14,8 +17,8 @@ from graphsvc.clitools import (
     open_settings_store,
     settings_from,
 )
-from graphsvc.errors import ConfigError
-from graphsvc.service.query import Answer, search_by_text, similar_to_key
+from graphsvc.errors import ConfigError, DocumentNotFound, GraphsvcError
+from graphsvc.service.queries import MAX_K, SHORT_FIELDS, Answer, NotInIndex, SimilarityQueries, field_names
 from graphsvc.triton.cli import triton as triton_group
 
 
@@ -30,8 +33,28 @@ def cli(ctx, store, index_dir, triton_url, password_file, verbose):
     init_settings(ctx, store, index_dir, triton_url, password_file, verbose)
 
 
-def _fields(value: str | None) -> list[str] | None:
-    return [f.strip() for f in value.split(",") if f.strip()] if value else None
+@contextlib.contextmanager
+def _queries(settings, with_store: bool = True) -> Iterator[SimilarityQueries]:
+    """The service's query path over the published index and the store the settings
+    name (opened first, so that a missing store is the error a user sees first)."""
+    from graphsvc.index.artifacts import load_current
+
+    with contextlib.ExitStack() as stack:
+        store = stack.enter_context(open_settings_store(settings)) if with_store else None
+        queries = SimilarityQueries(functools.partial(load_current, settings.index_dir),
+                                    lambda: contextlib.nullcontext(store), settings.triton_url)
+        stack.callback(queries.close)
+        yield queries
+
+
+def _not_in_index(queries: SimilarityQueries, error: NotInIndex) -> GraphsvcError:
+    """More than the service's 404: whether the document exists at all, and which job
+    puts it into the index."""
+    with queries.open_store() as store:
+        if store.get_documents(error.collection, [error.key])[0] is None:
+            return DocumentNotFound(error.collection, error.key)
+    return GraphsvcError(f"'{error.collection}/{error.key}' is not in index version {error.version} — "
+                         f"rerun 'jobs embed-{error.collection}' to include it")
 
 
 def _shown(value) -> str:
@@ -53,7 +76,7 @@ def _print_answer(answer: Answer, as_json: bool) -> None:
 
 
 query_options = [
-    click.option("-k", "--top-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000),
+    click.option("-k", "--top-k", "k", default=10, show_default=True, type=click.IntRange(1, MAX_K),
                  help="How many results."),
     click.option("--fields", default=None,
                  help="Comma-separated document fields to show (default: short scalar fields)."),
@@ -82,18 +105,14 @@ def similar(ctx, document, k, fields, as_json, filter_json, explain_aql):
     if document.count("/") != 1 or not all(document.split("/")):
         raise ConfigError(f"'{document}' is not COLLECTION/KEY (e.g. products/P0000042)")
     collection, key = document.split("/")
-    settings = settings_from(ctx)
-    if explain_aql:
-        from graphsvc.index.artifacts import load_current
-
-        index = load_current(settings.index_dir, collection)
-        position = index.position(key)
-        if position is None:
-            raise ConfigError(f"'{collection}/{key}' is not in index version {index.version} of '{collection}'")
-        _explain(collection, k, index.index.reconstruct_batch([position])[0], filter_json, key, as_json)
-        return
-    with open_settings_store(settings) as store:
-        answer = similar_to_key(store, settings.index_dir, collection, key, k, _fields(fields), filter_json)
+    with _queries(settings_from(ctx), with_store=not explain_aql) as queries:
+        if explain_aql:
+            _explain(collection, k, queries.stored_vector(collection, key), filter_json, key, as_json)
+            return
+        try:
+            answer = queries.similar(collection, key, k, field_names(fields) or SHORT_FIELDS, filter_json)
+        except NotInIndex as exc:
+            raise _not_in_index(queries, exc) from None
     _print_answer(answer, as_json)
 
 
@@ -118,20 +137,12 @@ def _explain(collection, k, vector, filter_json, key, as_json) -> None:
 @click.pass_context
 def search(ctx, collection, text, k, fields, as_json, filter_json, explain_aql):
     """Documents of COLLECTION closest to TEXT (embedded by the sentence encoder on Triton)."""
-    from graphsvc.triton.client import TritonClient
-
-    settings = settings_from(ctx)
-    if explain_aql:
-        from graphsvc.index.artifacts import load_current
-        from graphsvc.models.text import EMBEDDING, Tokenizer
-
-        index = load_current(settings.index_dir, collection)
-        with TritonClient(settings.triton_url) as triton:
-            vector = triton.infer(index.manifest.model["name"], Tokenizer().request([text]))[EMBEDDING]
-        _explain(collection, k, vector.reshape(-1), filter_json, None, as_json)
-        return
-    with open_settings_store(settings) as store, TritonClient(settings.triton_url) as triton:
-        answer = search_by_text(store, settings.index_dir, triton, collection, text, k, _fields(fields), filter_json)
+    with _queries(settings_from(ctx), with_store=not explain_aql) as queries:
+        if explain_aql:
+            _explain(collection, k, queries.text_vector(collection, text), filter_json, None, as_json)
+            return
+        answer = queries.search(collection, text=text, k=k, fields=field_names(fields) or SHORT_FIELDS,
+                                filter=filter_json)
     _print_answer(answer, as_json)
 
 
