@@ -35,8 +35,7 @@ class Guard:
     length, 1 ≤ k ≤ 1000); anything else, and every error, goes through the app, so
     answers and error bodies are the app's."""
 
-    def __init__(self, app: FastAPI, config: ServiceConfig, metrics: ServiceMetrics,
-                 queries: SimilarityQueries | None = None):
+    def __init__(self, app: FastAPI, config: ServiceConfig, metrics: ServiceMetrics, queries: SimilarityQueries):
         self.app = app
         self.config = config
         self.metrics = metrics
@@ -61,7 +60,7 @@ class Guard:
         route_label = None
         try:
             rejection = self._rejection(scope)
-            if rejection is None and scope["method"] == "GET" and self.queries is not None:
+            if rejection is None and scope["method"] == "GET":
                 answer = self._hot_answer(scope)
                 if answer is not None:
                     route_label = SIMILAR_ROUTE
