@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+from typing import Iterator
 
 import click
 
+from graphsvc import settings as env
 from graphsvc.clitools import (
     ReportingGroup,
     common_options,
     emit_json,
+    env_option,
     init_settings,
     open_settings_store,
     settings_from,
 )
-from graphsvc.errors import ConfigError
-from graphsvc.service.query import Answer, search_by_text, similar_to_key
+from graphsvc.errors import ConfigError, DocumentNotFound, GraphsvcError
+from graphsvc.service.queries import MAX_K, SHORT_FIELDS, Answer, NotInIndex, SimilarityQueries, field_names
 from graphsvc.triton.cli import triton as triton_group
 
 
@@ -30,8 +35,28 @@ def cli(ctx, store, index_dir, triton_url, password_file, verbose):
     init_settings(ctx, store, index_dir, triton_url, password_file, verbose)
 
 
-def _fields(value: str | None) -> list[str] | None:
-    return [f.strip() for f in value.split(",") if f.strip()] if value else None
+@contextlib.contextmanager
+def _queries(settings, with_store: bool = True) -> Iterator[SimilarityQueries]:
+    """The service's query path over the published index and the store the settings
+    name (opened first, so that a missing store is the error a user sees first)."""
+    from graphsvc.index.artifacts import load_current
+
+    with contextlib.ExitStack() as stack:
+        store = stack.enter_context(open_settings_store(settings)) if with_store else None
+        queries = SimilarityQueries(functools.partial(load_current, settings.index_dir),
+                                    lambda: contextlib.nullcontext(store), settings.triton_url)
+        stack.callback(queries.close)
+        yield queries
+
+
+def _not_in_index(queries: SimilarityQueries, error: NotInIndex) -> GraphsvcError:
+    """More than the service's 404: whether the document exists at all, and which job
+    puts it into the index."""
+    with queries.open_store() as store:
+        if store.get_documents(error.collection, [error.key])[0] is None:
+            return DocumentNotFound(error.collection, error.key)
+    return GraphsvcError(f"'{error.collection}/{error.key}' is not in index version {error.version} — "
+                         f"rerun 'jobs embed-{error.collection}' to include it")
 
 
 def _shown(value) -> str:
@@ -53,7 +78,7 @@ def _print_answer(answer: Answer, as_json: bool) -> None:
 
 
 query_options = [
-    click.option("-k", "--top-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000),
+    click.option("-k", "--top-k", "k", default=10, show_default=True, type=click.IntRange(1, MAX_K),
                  help="How many results."),
     click.option("--fields", default=None,
                  help="Comma-separated document fields to show (default: short scalar fields)."),
@@ -82,18 +107,14 @@ def similar(ctx, document, k, fields, as_json, filter_json, explain_aql):
     if document.count("/") != 1 or not all(document.split("/")):
         raise ConfigError(f"'{document}' is not COLLECTION/KEY (e.g. products/P0000042)")
     collection, key = document.split("/")
-    settings = settings_from(ctx)
-    if explain_aql:
-        from graphsvc.index.artifacts import load_current
-
-        index = load_current(settings.index_dir, collection)
-        position = index.position(key)
-        if position is None:
-            raise ConfigError(f"'{collection}/{key}' is not in index version {index.version} of '{collection}'")
-        _explain(collection, k, index.index.reconstruct_batch([position])[0], filter_json, key, as_json)
-        return
-    with open_settings_store(settings) as store:
-        answer = similar_to_key(store, settings.index_dir, collection, key, k, _fields(fields), filter_json)
+    with _queries(settings_from(ctx), with_store=not explain_aql) as queries:
+        if explain_aql:
+            _explain(collection, k, queries.stored_vector(collection, key), filter_json, key, as_json)
+            return
+        try:
+            answer = queries.similar(collection, key, k, field_names(fields) or SHORT_FIELDS, filter_json)
+        except NotInIndex as exc:
+            raise _not_in_index(queries, exc) from None
     _print_answer(answer, as_json)
 
 
@@ -118,20 +139,12 @@ def _explain(collection, k, vector, filter_json, key, as_json) -> None:
 @click.pass_context
 def search(ctx, collection, text, k, fields, as_json, filter_json, explain_aql):
     """Documents of COLLECTION closest to TEXT (embedded by the sentence encoder on Triton)."""
-    from graphsvc.triton.client import TritonClient
-
-    settings = settings_from(ctx)
-    if explain_aql:
-        from graphsvc.index.artifacts import load_current
-        from graphsvc.models.text import EMBEDDING, Tokenizer
-
-        index = load_current(settings.index_dir, collection)
-        with TritonClient(settings.triton_url) as triton:
-            vector = triton.infer(index.manifest.model["name"], Tokenizer().request([text]))[EMBEDDING]
-        _explain(collection, k, vector.reshape(-1), filter_json, None, as_json)
-        return
-    with open_settings_store(settings) as store, TritonClient(settings.triton_url) as triton:
-        answer = search_by_text(store, settings.index_dir, triton, collection, text, k, _fields(fields), filter_json)
+    with _queries(settings_from(ctx), with_store=not explain_aql) as queries:
+        if explain_aql:
+            _explain(collection, k, queries.text_vector(collection, text), filter_json, None, as_json)
+            return
+        answer = queries.search(collection, text=text, k=k, fields=field_names(fields) or SHORT_FIELDS,
+                                filter=filter_json)
     _print_answer(answer, as_json)
 
 
@@ -150,10 +163,8 @@ def collections(ctx, as_json):
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="GRAPHSVC_HOST",
-              help="Address to bind; anything but loopback should go with GRAPHSVC_API_TOKEN. [env GRAPHSVC_HOST]")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), envvar="GRAPHSVC_PORT",
-              help="[env GRAPHSVC_PORT]")
+@env_option(env.HOST, "--host")
+@env_option(env.PORT, "--port", type=click.IntRange(0, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 32),
               help="uvicorn worker processes; each loads the indexes (memory × workers).")
 @click.option("--collection", "collections", multiple=True,
@@ -181,7 +192,7 @@ def serve(ctx, host, port, workers, collections, reload_interval, max_batch, max
 
     import uvicorn
 
-    from graphsvc.service.app import CONFIG_VARIABLE, TOKEN_VARIABLE, ServiceConfig
+    from graphsvc.service.app import ServiceConfig
 
     settings = settings_from(ctx)
     config = ServiceConfig(
@@ -191,9 +202,9 @@ def serve(ctx, host, port, workers, collections, reload_interval, max_batch, max
         max_body_bytes=max_body_bytes, request_timeout=request_timeout, reload_interval=reload_interval,
         hold_store=hold_store,
     )
-    if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(TOKEN_VARIABLE):
-        click.echo(f"warning: serving on {host} without a token — set {TOKEN_VARIABLE} to require one", err=True)
-    os.environ[CONFIG_VARIABLE] = config.to_json()
+    if host not in ("127.0.0.1", "localhost", "::1") and not env.read(env.API_TOKEN):
+        click.echo(f"warning: serving on {host} without a token — set {env.API_TOKEN} to require one", err=True)
+    os.environ[env.SERVE_CONFIG.name] = config.to_json()
     click.echo(f"graphsvc serving {settings.index_dir} on http://{host}:{port} ({workers} worker(s))", err=True)
     uvicorn.run("graphsvc.service.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level="warning", access_log=False, timeout_graceful_shutdown=5)

@@ -1,4 +1,5 @@
-"""Errors of the HTTP service, each with the status it answers with.
+"""Errors of the query path, each with the HTTP status the service answers with (the
+CLI prints their message and exits 1, as for any GraphsvcError).
 
 Errors raised elsewhere in graphsvc map onto statuses in `status_of`: unknown documents
 and collections are 404, an index or a dependency that is not there (yet) is 503, and

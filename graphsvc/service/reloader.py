@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from graphsvc.errors import GraphsvcError
 from graphsvc.index.artifacts import LoadedIndex, current_version, load_version
@@ -81,6 +81,23 @@ class IndexReloader:
 
     def refused(self) -> dict[str, tuple[int, str]]:
         return {c: (v, why) for c, (v, _, why) in self._refused.items()}
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Per served collection: whether an index is loaded, its manifest's figures, and
+        the version last refused with the reason (what GET /v1/collections answers)."""
+        out = []
+        refused = self.refused()
+        for name in self.collections():
+            live = self._live.get(name)
+            entry: dict[str, Any] = {"collection": name, "loaded": live is not None}
+            if live is not None:
+                m = live.manifest
+                entry |= {"version": m.version, "count": m.count, "dim": m.dim, "metric": m.metric, "kind": m.kind,
+                          "params": m.params, "model": m.model, "text_search": bool(m.extra.get("text_attribute"))}
+            if name in refused:
+                entry["refused"] = {"version": refused[name][0], "reason": refused[name][1]}
+            out.append(entry)
+        return out
 
     @property
     def ready(self) -> bool:

@@ -9,7 +9,7 @@ import pytest
 from graphsvc.index.artifacts import load_current, publish
 from graphsvc.index.faiss_index import VectorIndex
 from graphsvc.service.errors import BadRequest
-from graphsvc.service.search import EXACT_SUBSET_MAX, candidates, top_k
+from graphsvc.service.top_k import EXACT_SUBSET_MAX, candidates, top_k
 from tests.service.conftest import MODEL, clustered_vectors
 
 
