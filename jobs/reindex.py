@@ -153,7 +153,8 @@ class _Run:
         if self.triton is None:
             raise ConfigError("reindex needs a Triton client unless --dry-run")
 
-        run_id = fingerprint(snapshot.id if snapshot else None, inputs.keys, list(diff.hashes.values()),
+        # each hash array a part of its own: a list would be hashed as its printed (elided) form
+        run_id = fingerprint(snapshot.id if snapshot else None, inputs.keys, *diff.hashes.values(),
                              model_version, full, self._settings())
         journal = RunJournal(self.dir / f"run-{run_id}")
         for entry in self.dir.glob("run-*"):  # plans of other inputs are stale now
