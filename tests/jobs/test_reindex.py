@@ -174,11 +174,11 @@ def test_cli_summary_and_keep_prunes_old_versions(baseline, triton, tmp_path):
 def test_above_the_flat_size_the_index_is_built_on_the_knn_cells_and_then_updated_in_place(
         baseline, triton, tmp_path, monkeypatch):
     # the thresholds lowered so that 1,200 products take the large-catalogue path
-    import jobs.reindex as reindex_module
+    import graphsvc.incremental.policy as index_policy
     from graphsvc.index import similar
 
     monkeypatch.setattr(similar, "KNN_PASS_MIN_ROWS", 500)
-    monkeypatch.setattr(reindex_module, "AUTO_FLAT_MAX", 500)
+    monkeypatch.setattr(index_policy, "AUTO_FLAT_MAX", 500)
     store_path, index_dir = _fresh(baseline, tmp_path)
     first = run_reindex(triton, store_path, index_dir, full=True)
     assert first["index"]["action"] == "rebuilt" and first["index"]["kind"] == "ivf"
