@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from graphsvc.files import write_text
 from graphsvc.incremental.slots import SlotPlan
 
 
@@ -95,9 +96,7 @@ class Snapshot:
         (staged / "meta.json").write_text(json.dumps(meta, indent=2))
         final = state_dir / f"snapshot-{secrets.token_hex(6)}"
         os.rename(staged, final)
-        current_tmp = state_dir / f".tmp-current-{secrets.token_hex(6)}"
-        current_tmp.write_text(final.name + "\n")
-        os.replace(current_tmp, state_dir / SNAPSHOT_CURRENT)
+        write_text(state_dir / SNAPSHOT_CURRENT, final.name + "\n")
         for entry in state_dir.iterdir():  # the previous snapshot and leftovers of crashed saves
             if entry.name.startswith((".tmp-snapshot-", "snapshot-")) and entry.name != final.name:
                 shutil.rmtree(entry, ignore_errors=True)
