@@ -9,6 +9,7 @@ same for every runner.
 from __future__ import annotations
 
 import copy
+import functools
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 import numpy as np
@@ -51,14 +52,8 @@ class HostArrays:
         it, else from the batch's own edges."""
         if rows <= WHOLE_GRAPH_SHARE * graph.num_nodes:
             return lambda batch: neighbour_mean_rows(graph, _numbers(batch), inputs)
-        whole: list[np.ndarray] = []
-
-        def of(batch: Batch) -> np.ndarray:
-            if not whole:
-                whole.append(mean()(inputs))
-            return whole[0][batch]
-
-        return of
+        whole = functools.cache(lambda: mean()(inputs))
+        return lambda batch: whole()[batch]
 
 
 class DeviceArrays:
@@ -83,18 +78,17 @@ class DeviceArrays:
     def neighbour_means(self, graph: CSRGraph, mean: Callable[[], NeighbourMean], inputs: torch.Tensor,
                         rows: int) -> Callable[[Batch], torch.Tensor]:
         """On a device one product over the whole graph is cheap for any number of rows."""
-        whole: list[torch.Tensor] = []
 
-        def of(batch: Batch) -> torch.Tensor:
-            if not whole:
-                neighbour_mean = mean()
-                if self._adjacency is None or self._adjacency[0] is not neighbour_mean:
-                    self._adjacency = neighbour_mean, neighbour_mean.adjacency.to(self.device)
-                with torch.inference_mode():
-                    whole.append(sparse_times(self._adjacency[1], inputs))
-            return whole[0][torch.as_tensor(batch, device=self.device) if isinstance(batch, np.ndarray) else batch]
+        @functools.cache
+        def whole() -> torch.Tensor:
+            neighbour_mean = mean()
+            if self._adjacency is None or self._adjacency[0] is not neighbour_mean:  # moved once per graph
+                self._adjacency = neighbour_mean, neighbour_mean.adjacency.to(self.device)
+            with torch.inference_mode():
+                return sparse_times(self._adjacency[1], inputs)
 
-        return of
+        return lambda batch: whole()[torch.as_tensor(batch, device=self.device) if isinstance(batch, np.ndarray)
+                                     else batch]
 
 
 class LayerRunner(Protocol[Rows]):
