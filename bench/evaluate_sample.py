@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from graphsvc.evaluation.inference import embed_layerwise
 from graphsvc.evaluation.ranking import held_out_queries, link_recall_at_k
 from graphsvc.graph.datasets import load_node_graph
 from graphsvc.graph.splits import hold_out_edges
 from graphsvc.index.artifacts import publish
 from graphsvc.index.faiss_index import VectorIndex
 from graphsvc.index.similar import embedding_array
+from graphsvc.inference.layerwise import embed_layerwise
 from graphsvc.models.graphsage import load_checkpoint
 from graphsvc.store import open_store
 from jobs.evaluate import EvaluateConfig, evaluate

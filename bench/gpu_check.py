@@ -39,9 +39,9 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from knn_pass import clustered  # noqa: E402
 
-from graphsvc.evaluation.inference import embed_layerwise  # noqa: E402
 from graphsvc.graph import CSRGraph  # noqa: E402
 from graphsvc.index.knn import knn_graph, pick_device  # noqa: E402
+from graphsvc.inference.layerwise import embed_layerwise  # noqa: E402
 from graphsvc.models.graphsage import GraphSAGE  # noqa: E402
 from jobs.catalogue import OGBN_PRODUCTS_EDGES, OGBN_PRODUCTS_NODES, Catalogue, CatalogueSpec  # noqa: E402
 from jobs.train import train_throughput  # noqa: E402

@@ -28,10 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from graphsvc.graph import CSRGraph  # noqa: E402
 from graphsvc.graph.datasets import NodeGraph  # noqa: E402
+from graphsvc.inference.layerwise import run_layers  # noqa: E402
+from graphsvc.inference.runners import TritonLayers  # noqa: E402
 from graphsvc.models import graphsage  # noqa: E402
 from graphsvc.triton.client import TritonClient  # noqa: E402
 from graphsvc.triton.process import TritonServer  # noqa: E402
-from jobs.embed_products import EmbedProductsConfig, _embed_layerwise  # noqa: E402
+from jobs.embed_products import EmbedProductsConfig  # noqa: E402
 from jobs.export_models import export_graphsage  # noqa: E402
 from jobs.synth import ProductGraphSpec, generate_product_graph  # noqa: E402
 from tests.support import free_ports  # noqa: E402
@@ -64,7 +66,9 @@ def main() -> None:
                 for name, shared in (("plain", False), ("shared memory", True)):
                     with TritonClient(server.grpc_url, shared_memory=shared) as triton:
                         started = time.perf_counter()
-                        embedding, _ = _embed_layerwise(data, triton, models, EmbedProductsConfig(), None)
+                        config = EmbedProductsConfig()
+                        embedding, _ = run_layers(TritonLayers(triton, models, config.max_in_flight), data.graph,
+                                                  data.features, batch_size=config.layer_batch_size)
                         seconds[name].append(time.perf_counter() - started)
                         if shared and triton.shm_requests == 0:
                             raise SystemExit("the shared-memory client sent no request through shared memory")

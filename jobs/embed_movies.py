@@ -10,19 +10,17 @@ FAISS index → top-k similar movies → write back `embedding`, `similar` → p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-import numpy as np
 import pyarrow as pa
 
-from graphsvc.errors import TritonInferenceError
 from graphsvc.graph.datasets import load_texts
 from graphsvc.incremental import fingerprint, text_hashes
-from graphsvc.index.artifacts import publish
-from graphsvc.index.similar import embedding_array, index_with_neighbours, similar_array
-from graphsvc.models.text import EMBEDDING, Tokenizer
-from graphsvc.runs import RunJournal, job_journal, kill_point
+from graphsvc.index.publish import publish_embeddings
+from graphsvc.inference.texts import encode_texts
+from graphsvc.runs import job_journal
 from graphsvc.runs.timing import PhaseTimer
 from graphsvc.store import require_vector_index
 from graphsvc.store.base import GraphStore
@@ -68,82 +66,22 @@ def embed_movies(
     journal = job_journal(index_dir, config.collection, "embed-movies", fingerprint(
         keys, text_hashes(texts), model_version, config.model, config.batch_size))
     with timer("embed"):
-        embeddings = _embed(texts, triton, config, on_progress, journal)
+        embeddings = encode_texts(texts, partial(triton.infer_many, config.model, max_in_flight=config.max_in_flight),
+                                  config.model, batch_size=config.batch_size, journal=journal,
+                                  on_progress=on_progress)
 
-    with timer("index"):
-        indexed = index_with_neighbours(embeddings, config.top_k)
-        index, calibration = indexed.index, indexed.calibration
-        similar = similar_array(keys, indexed.ids, indexed.scores)
-
-    with timer("write_back"):
-        store.update_attributes(
-            config.collection,
-            pa.table({"_key": keys, "embedding": embedding_array(embeddings), "similar": similar}),
-        )
-
-    vector_index = None
-    if config.arangodb_vector_index:
-        with timer("vector_index"):
-            vector_index = store.create_vector_index(config.collection, dimension=int(embeddings.shape[1])).status
-
-    with timer("publish"):
-        manifest = publish(
-            index_dir,
-            config.collection,
-            index,
-            keys,
-            model={"name": config.model, "version": model_version},
-            extra={"job": "embed-movies", "top_k": config.top_k, "calibration": calibration,
-                   "text_attribute": config.text},
-            keep=config.keep,
-        )
+    published = publish_embeddings(
+        store, index_dir, config.collection, keys, embeddings, job="embed-movies",
+        model={"name": config.model, "version": model_version}, top_k=config.top_k, timer=timer,
+        manifest={"text_attribute": config.text}, keep=config.keep,
+        arangodb_vector_index=config.arangodb_vector_index)
     journal.remove()
     return {
         "collection": config.collection,
         "embedded": len(texts),
         "skipped_without_text": skipped,
-        "dimension": int(embeddings.shape[1]),
-        "index_version": manifest.version,
-        "index_kind": index.kind,
-        "index_recall_at_k": calibration["recall_at_k"],
-        "similar": indexed.report,  # how the similar lists were found, and their measured recall@k
-        "arangodb_vector_index": vector_index,
+        **published.summary(),
         "sentences_per_second": round(len(texts) / timer.seconds["embed"], 1),
         "batches": {"computed": journal.computed, "reused": journal.reused},
         "seconds": timer.summary(),
     }
-
-
-def _embed(texts: list[str], triton: TritonClient, config: EmbedMoviesConfig,
-           on_progress: Callable[[int], None] | None, journal: RunJournal | None = None) -> np.ndarray:
-    """Unit vectors [N, d] from Triton, in the order of `texts`."""
-    tokenizer = Tokenizer()
-    # length-sorted batches: each request pads only to its own longest sentence
-    order = np.argsort(tokenizer.lengths(texts), kind="stable")
-    batches = [order[s : s + config.batch_size] for s in range(0, len(order), config.batch_size)]
-
-    saved = [journal.load(f"T-B{b}") if journal else None for b in range(len(batches))]
-    todo = [b for b, vectors in enumerate(saved) if vectors is None]
-
-    def requests() -> Iterator[dict]:
-        for b in todo:
-            yield tokenizer.request([texts[i] for i in batches[b]])
-
-    for b, result in zip(todo, triton.infer_many(config.model, requests(), max_in_flight=config.max_in_flight)):
-        saved[b] = result[EMBEDDING]
-        if journal:
-            journal.save(f"T-B{b}", saved[b])
-            kill_point("embed", journal.computed)
-        if on_progress:
-            on_progress(len(batches[b]))
-
-    embeddings = None
-    for rows, vectors in zip(batches, saved):
-        if vectors.shape[0] != len(rows):
-            raise TritonInferenceError(
-                f"model '{config.model}' returned {vectors.shape[0]} vectors for {len(rows)} texts"
-            )
-        if embeddings is None:
-            embeddings = np.zeros((len(texts), vectors.shape[1]), np.float32)
-        embeddings[rows] = vectors
-    return embeddings

@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from graphsvc.errors import ConfigError, IndexNotFound
-from graphsvc.evaluation.inference import embed_layerwise
 from graphsvc.evaluation.ranking import (
     cosine_scorer,
     held_out_queries,
@@ -39,6 +38,7 @@ from graphsvc.evaluation.report import (
 from graphsvc.graph.datasets import NodeGraph, load_node_graph
 from graphsvc.graph.splits import hold_out_edges, random_split
 from graphsvc.index.artifacts import load_current
+from graphsvc.inference.layerwise import embed_layerwise
 from graphsvc.models.checkpoints import read_metrics
 from graphsvc.models.graphsage import load_checkpoint
 from graphsvc.runs.timing import PhaseTimer

@@ -29,10 +29,10 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 import torch  # noqa: E402
 
 from graphsvc.errors import ConfigError, StoreError
-from graphsvc.evaluation.inference import embed_layerwise
 from graphsvc.graph import CSRGraph, NeighbourSampler
 from graphsvc.graph.datasets import NodeGraph, load_node_graph
 from graphsvc.graph.splits import EdgeHoldout, hold_out_edges, random_split
+from graphsvc.inference.layerwise import embed_layerwise
 from graphsvc.models.checkpoints import write_metrics
 from graphsvc.models.graphsage import GraphSAGE, MeanAdjacency, load_checkpoint, mean_adjacencies, save_checkpoint
 from graphsvc.store.base import GraphStore

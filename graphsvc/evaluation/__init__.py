@@ -1,2 +1,2 @@
-"""What embeddings are worth: in-process inference for evaluation, ranking metrics,
-index recall, and the report (JSON + HTML with PNG figures)."""
+"""What embeddings are worth: ranking metrics, index recall, and the report (JSON + HTML
+with PNG figures); the embeddings themselves come from `graphsvc.inference`."""

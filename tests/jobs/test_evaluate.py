@@ -12,13 +12,13 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from graphsvc.evaluation.inference import embed_layerwise
 from graphsvc.evaluation.ranking import cosine_scorer, held_out_queries, link_recall_at_k
 from graphsvc.graph import CSRGraph
 from graphsvc.graph.datasets import load_node_graph
 from graphsvc.graph.splits import hold_out_edges
 from graphsvc.index.artifacts import publish
 from graphsvc.index.faiss_index import VectorIndex, l2_normalise
+from graphsvc.inference.layerwise import embed_layerwise
 from graphsvc.models.graphsage import GraphSAGE, load_checkpoint, save_checkpoint
 from graphsvc.store import open_store
 from jobs.cli import cli

@@ -196,7 +196,7 @@ def test_metrics_report_the_step_timing_and_the_samplers_share(store_path, tmp_p
 
 @pytest.mark.parametrize("found, env, expected", [(False, None, "cpu"), (True, None, "cuda"), (True, "cpu", "cpu")])
 def test_cuda_is_chosen_only_when_torch_finds_it(monkeypatch, found, env, expected):
-    from graphsvc.evaluation.inference import inference_device
+    from graphsvc.inference.runners import inference_device
     from jobs.train import training_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: found)
@@ -254,23 +254,6 @@ def test_training_on_cuda_learns_like_on_the_cpu(store_path, tmp_path):
         gpu = train_graphsage(store, tmp_path / "g.pth.tar",
                               config=TrainingConfig(**{**config.__dict__, "device": "cuda"}))
     assert gpu["device"].startswith("cuda") and gpu["accuracy"]["test"] > 0.8
-
-
-@needs_cuda
-def test_layerwise_inference_on_cuda_equals_the_cpus():
-    from graphsvc.evaluation.inference import embed_layerwise
-    from graphsvc.graph import CSRGraph
-    from graphsvc.models.graphsage import GraphSAGE
-
-    rng = np.random.default_rng(0)
-    graph = CSRGraph.from_edges(rng.integers(0, 500, 5000), rng.integers(0, 500, 5000), 500)
-    features = rng.standard_normal((500, 12), dtype=np.float32)
-    model = GraphSAGE(12, 16, 4)
-    cpu = embed_layerwise(model, graph, features, device="cpu")
-    gpu = embed_layerwise(model, graph, features, device="cuda")
-    for a, b in zip(cpu, gpu):
-        np.testing.assert_allclose(a, b, atol=1e-4)
-    assert next(model.parameters()).device.type == "cpu"
 
 
 def test_batches_sampled_in_several_threads_are_those_sampled_in_turn():

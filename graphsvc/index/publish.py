@@ -1,0 +1,66 @@
+"""The embed jobs' tail: index the embeddings and find each one's top-k similar → write
+back `embedding`, `similar` (and the job's own columns) → optionally an ArangoDB vector
+index → publish the FAISS index as the collection's next version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+import pyarrow as pa
+
+from graphsvc.index.artifacts import Manifest, publish
+from graphsvc.index.similar import Indexed, embedding_array, index_with_neighbours, similar_array
+from graphsvc.runs.timing import PhaseTimer
+
+if TYPE_CHECKING:
+    from graphsvc.store.base import GraphStore
+
+
+@dataclass(frozen=True)
+class PublishedEmbeddings:
+    dimension: int
+    indexed: Indexed
+    manifest: Manifest
+    vector_index: dict | None  # the ArangoDB vector index's status, when one was asked for
+
+    def summary(self) -> dict[str, Any]:
+        """The job summary's part about the index, the similar lists and the version."""
+        return {
+            "dimension": self.dimension,
+            "index_version": self.manifest.version,
+            "index_kind": self.indexed.index.kind,
+            "index_recall_at_k": self.indexed.calibration["recall_at_k"],
+            "similar": self.indexed.report,  # how the similar lists were found, and their measured recall@k
+            "arangodb_vector_index": self.vector_index,
+        }
+
+
+def publish_embeddings(store: GraphStore, index_dir: Path, collection: str, keys: pa.Array, embeddings: np.ndarray,
+                       *, job: str, model: dict[str, Any], top_k: int, timer: PhaseTimer,
+                       columns: Mapping[str, pa.Array] | None = None, manifest: Mapping[str, Any] | None = None,
+                       keep: int = 3, arangodb_vector_index: bool = False) -> PublishedEmbeddings:
+    """Index `embeddings` (a row per key), write them back with each key's top-k similar
+    and `columns`, and publish the index, timing the phases `index`, `write_back`,
+    `vector_index` and `publish`. The manifest records `job`, `model` (name, version),
+    `top_k`, the index's calibration and `manifest`'s entries."""
+    with timer("index"):
+        indexed = index_with_neighbours(embeddings, top_k)
+        similar = similar_array(keys, indexed.ids, indexed.scores)
+
+    with timer("write_back"):
+        store.update_attributes(collection, pa.table(
+            {"_key": keys, "embedding": embedding_array(embeddings), "similar": similar, **(columns or {})}))
+
+    vector_index = None
+    if arangodb_vector_index:
+        with timer("vector_index"):
+            vector_index = store.create_vector_index(collection, dimension=int(embeddings.shape[1])).status
+
+    with timer("publish"):
+        published = publish(index_dir, collection, indexed.index, keys, model=model,
+                            extra={"job": job, "top_k": top_k, "calibration": indexed.calibration, **(manifest or {})},
+                            keep=keep)
+    return PublishedEmbeddings(int(embeddings.shape[1]), indexed, published, vector_index)
