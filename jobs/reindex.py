@@ -31,9 +31,10 @@ import pyarrow as pa
 
 from graphsvc.errors import ConfigError, ModelRepositoryError, TritonInferenceError
 from graphsvc.graph import CSRGraph, NeighbourMean
+from graphsvc.graph.aggregation import neighbour_mean_rows
 from graphsvc.incremental.hashes import fingerprint
 from graphsvc.incremental.policy import IndexUpdate, SimilarLists, carried_similar, published_index, update_index
-from graphsvc.incremental.propagation import LayerStep, neighbour_mean_rows
+from graphsvc.incremental.propagation import LayerStep
 from graphsvc.incremental.slots import SlotPlan, plan_slots, union_ids
 from graphsvc.incremental.snapshot import Snapshot, replaced_since, revisions_by_key
 from graphsvc.incremental.targets import Diff, EmbedResult, MoviesTarget, ProductsTarget, TextStep

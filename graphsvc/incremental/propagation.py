@@ -31,28 +31,6 @@ from graphsvc.index.faiss_index import l2_normalise
 LayerStep = Callable[[int, np.ndarray, np.ndarray, CSRGraph], "np.ndarray | None"]
 
 
-def neighbour_mean_rows(graph: CSRGraph, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """The mean of the neighbours' `values` for `rows` only (zeros for isolated rows),
-    the same numbers `graphsvc.graph.NeighbourMean` gives for them: one sparse product
-    over those rows' slice of the adjacency, so it costs in proportion to their edges."""
-    import warnings
-
-    import torch
-
-    rows = np.asarray(rows, np.int64)
-    if len(rows) == 0:
-        return np.zeros((0, values.shape[1]), np.float32)
-    indptr, neighbours = graph.rows(rows)
-    degrees = np.diff(indptr)
-    weights = np.repeat((1.0 / np.maximum(degrees, 1)).astype(np.float32), degrees)
-    with torch.sparse.check_sparse_tensor_invariants(enable=False), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        matrix = torch.sparse_csr_tensor(torch.from_numpy(indptr), torch.from_numpy(neighbours),
-                                         torch.from_numpy(weights), size=(len(rows), len(values)))
-        with torch.inference_mode():
-            return (matrix @ torch.from_numpy(np.ascontiguousarray(values, np.float32))).numpy()
-
-
 def mean_change(graph: CSRGraph, changed: np.ndarray, moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """When rows `changed` moved by `moved` (each row's max-abs change), a bound on how far
     (max abs) the neighbour mean of every node moved: (affected nodes, bound). The bound

@@ -17,7 +17,7 @@ import torch
 
 from graphsvc.errors import ModelRepositoryError
 from graphsvc.graph import CSRGraph, NeighbourMean, sparse_times
-from graphsvc.incremental import neighbour_mean_rows
+from graphsvc.graph.aggregation import neighbour_mean_rows
 from graphsvc.models.graphsage import LAYER_NEIGHBOURS, LAYER_OUT, LAYER_SELF, GraphSAGE, layer_model_name, layer_steps
 from graphsvc.settings import DEVICE, read
 

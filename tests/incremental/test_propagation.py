@@ -1,13 +1,12 @@
 import numpy as np
 import pyarrow as pa
 
-from graphsvc.graph import CSRGraph, NeighbourMean
+from graphsvc.graph import CSRGraph, NeighbourMean, neighbour_mean_rows
 from graphsvc.incremental.propagation import (
     LayerStates,
     first_layer,
     mean_change,
     moved,
-    neighbour_mean_rows,
     propagate,
     within_hops,
 )
@@ -17,13 +16,6 @@ from graphsvc.incremental.slots import carried, plan_slots
 def _graph(num_nodes=300, num_edges=2400, seed=3):
     rng = np.random.default_rng(seed)
     return CSRGraph.from_edges(rng.integers(0, num_nodes, num_edges), rng.integers(0, num_nodes, num_edges), num_nodes)
-
-
-def test_neighbour_mean_rows_equals_the_whole_graph_product_for_those_rows():
-    graph = _graph()
-    values = np.random.default_rng(0).normal(size=(graph.num_nodes, 16)).astype(np.float32)
-    rows = np.array([5, 0, 299, 17, 17])
-    np.testing.assert_allclose(neighbour_mean_rows(graph, rows, values), NeighbourMean(graph)(values)[rows], atol=1e-6)
 
 
 def test_mean_change_bounds_the_true_move_and_is_exact_for_one_moved_neighbour():
