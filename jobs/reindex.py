@@ -19,6 +19,7 @@ only ever see complete index versions (`graphsvc.index.artifacts.publish`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,9 +30,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from graphsvc.errors import ConfigError, ModelRepositoryError, TritonInferenceError
-from graphsvc.graph import CSRGraph, NeighbourMean
-from graphsvc.graph.aggregation import neighbour_mean_rows
+from graphsvc.errors import ConfigError
+from graphsvc.graph import CSRGraph
 from graphsvc.incremental.hashes import fingerprint
 from graphsvc.incremental.policy import IndexUpdate, SimilarLists, carried_similar, published_index, update_index
 from graphsvc.incremental.propagation import LayerStep
@@ -41,7 +41,9 @@ from graphsvc.incremental.targets import Diff, EmbedResult, MoviesTarget, Produc
 from graphsvc.index.artifacts import publish
 from graphsvc.index.faiss_index import VectorIndex
 from graphsvc.index.similar import embedding_array, similar_array
-from graphsvc.models.graphsage import LAYER_NEIGHBOURS, LAYER_OUT, LAYER_SELF, layer_model_name
+from graphsvc.inference.layerwise import apply_layer
+from graphsvc.inference.runners import TritonLayers, layer_models
+from graphsvc.inference.texts import encode_texts
 from graphsvc.runs import RunJournal, RunLock, kill_point
 from graphsvc.runs.timing import PhaseTimer
 from graphsvc.store.base import GraphStore
@@ -331,84 +333,35 @@ class _Run:
 
 
 class _TritonRunner:
-    """Where the models run: Triton, batch by batch, each finished batch saved in the
-    journal (layers as L{layer}-B{b}, texts as T-B{b}) so a rerun reuses it."""
+    """Where the models run: Triton, through the inference engine (graphsvc.inference),
+    each finished batch saved in the journal (layers as L{layer}-B{b}, texts as T-B{b})
+    so a rerun reuses it."""
 
     def __init__(self, triton: TritonClient | None, config: ReindexConfig, on_progress):
         self.triton, self.config, self.on_progress = triton, config, on_progress
 
     def layer_models(self) -> list[str]:
-        available = {status.name for status in self.triton.models()}
-        layers = []
-        while layer_model_name(self.config.model, len(layers)) in available:
-            layers.append(layer_model_name(self.config.model, len(layers)))
-        if not layers:
-            raise ModelRepositoryError(
-                f"Triton at {self.triton.url} serves no '{layer_model_name(self.config.model, 0)}' — "
-                "export the per-layer models with 'jobs export-models'"
-            )
-        return layers
-
-    def _finished(self, journal: RunJournal, count: int) -> None:
-        kill_point("embed", journal.computed)
-        if self.on_progress:
-            self.on_progress(count)
+        return layer_models(self.triton, self.config.model)
 
     def layer_step(self, models: list[str], journal: RunJournal) -> LayerStep:
-        size, triton, max_in_flight = self.config.layer_batch_size, self.triton, self.config.max_in_flight
+        runner = TritonLayers(self.triton, models, max_in_flight=self.config.max_in_flight)
 
-        def apply_layer(layer: int, rows: np.ndarray, inputs: np.ndarray, graph: CSRGraph) -> np.ndarray | None:
-            model = models[layer]
-            chunks = [rows[s : s + size] for s in range(0, len(rows), size)]
-            results: list[np.ndarray | None] = [journal.load(f"L{layer}-B{b}") for b in range(len(chunks))]
-            todo = [b for b, r in enumerate(results) if r is None]
-            # almost all of the graph: one product for every node; else only the rows' edges
-            means = NeighbourMean(graph)(inputs) if todo and len(rows) > 0.9 * graph.num_nodes else None
+        def apply(layer: int, rows: np.ndarray, inputs: np.ndarray, graph: CSRGraph) -> np.ndarray | None:
+            if not len(rows):
+                return None
+            return apply_layer(runner, layer, graph, inputs, rows, batch_size=self.config.layer_batch_size,
+                               journal=journal, on_progress=self.on_progress)
 
-            def requests():
-                for b in todo:
-                    chunk = chunks[b]
-                    neighbours = means[chunk] if means is not None else neighbour_mean_rows(graph, chunk, inputs)
-                    yield {LAYER_SELF: inputs[chunk], LAYER_NEIGHBOURS: neighbours}
-
-            for b, result in zip(todo, triton.infer_many(model, requests(), max_in_flight=max_in_flight)):
-                out = result[LAYER_OUT]
-                if out.shape[0] != len(chunks[b]):
-                    raise TritonInferenceError(
-                        f"model '{model}' returned {out.shape[0]} rows for {len(chunks[b])} nodes")
-                journal.save(f"L{layer}-B{b}", out)
-                results[b] = out
-                self._finished(journal, len(chunks[b]))
-            return np.concatenate(results) if results else None
-
-        return apply_layer
+        return apply
 
     def text_step(self, journal: RunJournal) -> TextStep:
-        from graphsvc.models.text import EMBEDDING, Tokenizer
-
-        model, size, max_in_flight = self.config.model, self.config.text_batch_size, self.config.max_in_flight
+        model = self.config.model
+        infer_many = functools.partial(self.triton.infer_many, model, max_in_flight=self.config.max_in_flight)
 
         def embed_texts(texts: Sequence[str]) -> np.ndarray | None:
             if not len(texts):
                 return None
-            tokenizer = Tokenizer()
-            # length-sorted batches: each request pads only to its own longest sentence
-            order = np.argsort(tokenizer.lengths(list(texts)), kind="stable")
-            chunks = [order[s : s + size] for s in range(0, len(order), size)]
-            results = [journal.load(f"T-B{b}") for b in range(len(chunks))]
-            todo = [b for b, r in enumerate(results) if r is None]
-            requests = (tokenizer.request([texts[i] for i in chunks[b]]) for b in todo)
-            for b, result in zip(todo, self.triton.infer_many(model, requests, max_in_flight=max_in_flight)):
-                vectors = result[EMBEDDING]
-                if vectors.shape[0] != len(chunks[b]):
-                    raise TritonInferenceError(f"model '{model}' returned {vectors.shape[0]} vectors "
-                                               f"for {len(chunks[b])} texts")
-                journal.save(f"T-B{b}", vectors)
-                results[b] = vectors
-                self._finished(journal, len(chunks[b]))
-            embedded = np.zeros((len(texts), results[0].shape[1]), np.float32)
-            for chunk, vectors in zip(chunks, results):
-                embedded[chunk] = vectors
-            return embedded
+            return encode_texts(texts, infer_many, model, batch_size=self.config.text_batch_size, journal=journal,
+                                on_progress=self.on_progress)
 
         return embed_texts
