@@ -35,7 +35,7 @@ def embed_layerwise(model: GraphSAGE, graph: CSRGraph, features: np.ndarray, bat
     rows, embedding = np.ascontiguousarray(features, np.float32), None
     for layer, step in enumerate(steps):
         neighbours = mean(rows)
-        out = np.empty((len(rows), step.lin_l.out_features), np.float32)
+        out = np.empty((len(rows), step.lin_l.out_channels), np.float32)
         for start in range(0, len(rows), batch_size):
             chunk = slice(start, start + batch_size)
             out[chunk] = step(torch.from_numpy(rows[chunk]), torch.from_numpy(neighbours[chunk])).numpy()
