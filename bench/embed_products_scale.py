@@ -84,7 +84,7 @@ def in_process_pyg(graph, model) -> float:
     csr = CSRGraph.from_edges(graph.edges[:, 0], graph.edges[:, 1], n)
     convs = []
     for layer in model.convs:
-        conv = SAGEConv(layer.lin_l.in_features, layer.lin_l.out_features, aggr="mean")
+        conv = SAGEConv(layer.in_channels, layer.out_channels, aggr="mean")
         conv.load_state_dict(layer.state_dict())
         convs.append(conv.eval())
     targets_of_edges = torch.from_numpy(np.repeat(np.arange(n), csr.degree()))

@@ -1,27 +1,25 @@
 """Training throughput of `jobs train-graphsage` (fanouts 15,10,5, batch 1024) against
-this machine's matrix-multiply rate, with the code before the fast path measured in the
-same run (timings here are noisy: the CPU is shared).
+this machine's matrix-multiply rate, with PyG's own route measured in the same run as the
+baseline: SAGEConv's message passing on the edge list (`GraphSAGE.forward`, the exported
+model) and torch's dropout, where the job takes the fused sparse route (`forward_blocks`).
+Timings here are noisy: the CPU is shared.
 
     python bench/train_throughput.py                       # 100k nodes, mean degree ~50
     python bench/train_throughput.py --nodes 2450000 --steps 6 --baseline-steps 2
     python bench/train_throughput.py --csr-edges 61859140  # peak RSS of building the CSR only
 
 Prints: sgemm GFLOP/s; per-step split (sample / gather / forward / backward / optimiser)
-for the baseline (main's sampler and the edge-list forward, run in this process) and the
-current step; training nodes/s; the ceiling the step's dense arithmetic implies at the
-sgemm rate; and an epoch of 196,615 training nodes (ogbn-products' train split)
-extrapolated from the measured rate.
+for the baseline (the edge-list forward) and the job's step; training nodes/s; the
+ceiling the step's dense arithmetic implies at the sgemm rate; and an epoch of 196,615
+training nodes (ogbn-products' train split) extrapolated from the measured rate.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import resource
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from graphsvc.graph import CSRGraph  # noqa: E402
+from graphsvc.graph import CSRGraph, NeighbourSampler  # noqa: E402
 from graphsvc.models.graphsage import GraphSAGE  # noqa: E402
 from jobs.train import step_flops, train_throughput  # noqa: E402
 
@@ -74,26 +72,13 @@ def labelled_features(num_nodes: int, classes: int, dim: int, seed: int) -> tupl
     return features, labels
 
 
-def main_graph_module():
-    """graphsvc/graph.py as it is on main: the baseline's sampler and CSR."""
-    source = subprocess.run(["git", "-C", str(ROOT), "show", "main:graphsvc/graph.py"], check=True,
-                            capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "graph_main.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("graph_main", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["graph_main"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def baseline_throughput(old, graph, features, labels, train_nodes, fanouts, batch_size, steps, seed=0) -> dict:
-    """main's training step: its sampler, then GraphSAGE.forward on the edge list
-    (index_add_ per layer), torch's dropout; the loop of jobs/train.py on main."""
+def baseline_throughput(graph, features, labels, train_nodes, fanouts, batch_size, steps, seed=0) -> dict:
+    """The training step on PyG's route: the job's sampler, then GraphSAGE.forward on the
+    edge list (SAGEConv's message passing per layer) and torch's dropout, sampled in turn."""
     torch.manual_seed(seed)
     model = GraphSAGE(features.shape[1], 256, int(labels.max()) + 1, len(fanouts))
     optimiser = torch.optim.Adam(model.parameters(), lr=0.005)
-    sampler = old.NeighbourSampler(graph, fanouts, seed=seed)
+    sampler = NeighbourSampler(graph, fanouts, seed=seed)
     x, y = torch.from_numpy(features), torch.from_numpy(labels)
     order = np.random.default_rng(seed).permutation(train_nodes)
     phases = dict.fromkeys(["sample", "gather", "forward", "backward", "optimiser"], 0.0)
@@ -109,7 +94,7 @@ def baseline_throughput(old, graph, features, labels, train_nodes, fanouts, batc
                 phases[phase] += now - clock[0]  # noqa: B023
             clock[0] = now  # noqa: B023
 
-        sub = old.NeighbourSampler.sample(sampler, batch, batch_number=number)
+        sub = sampler.sample(batch, batch_number=number)
         mark("sample")
         inputs, edge_index, sizes = x[sub.nodes], torch.from_numpy(sub.edge_index), torch.from_numpy(sub.sizes)
         mark("gather")
@@ -137,21 +122,18 @@ def baseline_throughput(old, graph, features, labels, train_nodes, fanouts, batc
     }
 
 
-def csr_peak_rss(edges: int, nodes: int, which: str) -> None:
+def csr_peak_rss(edges: int, nodes: int) -> None:
     """Build the CSR of `edges` random edges (one direction; made undirected) and print
-    the process's peak RSS: run in a fresh process per variant."""
+    the process's peak RSS (this process does nothing else before)."""
     rng = np.random.default_rng(0)
     source = rng.integers(0, nodes, edges, dtype=np.int32)
     target = rng.integers(0, nodes, edges, dtype=np.int32)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
-    if which == "main":
-        graph = main_graph_module().CSRGraph.from_edges(source, target, nodes)
-    else:
-        graph = CSRGraph.from_edges(source, target, nodes)
+    graph = CSRGraph.from_edges(source, target, nodes)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"variant": which, "edges": edges, "nodes": nodes, "entries": graph.num_edges,
+    print(json.dumps({"edges": edges, "nodes": nodes, "entries": graph.num_edges,
                       "seconds": round(seconds, 1), "inputs_gb": round((source.nbytes + target.nbytes) / 1e9, 2),
                       "csr_gb": round((graph.indptr.nbytes + graph.indices.nbytes) / 1e9, 2),
                       "peak_rss_gb": round(peak / 1e6, 2), "rss_before_gb": round(before / 1e6, 2),
@@ -182,15 +164,9 @@ def main() -> None:
                         help="Directory to keep the generated CSR in between runs (npy files, ~0.5 GB at 2.45M nodes).")
     parser.add_argument("--csr-edges", type=int, default=None,
                         help="Only measure building the CSR of this many random edges (peak RSS per variant).")
-    parser.add_argument("--csr-variant", choices=["current", "main"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.csr_edges:
-        if args.csr_variant:
-            csr_peak_rss(args.csr_edges, args.nodes, args.csr_variant)
-            return
-        for variant in ("current", "main"):
-            subprocess.run([sys.executable, __file__, "--csr-edges", str(args.csr_edges), "--nodes", str(args.nodes),
-                            "--csr-variant", variant], check=False)
+        csr_peak_rss(args.csr_edges, args.nodes)
         return
 
     fanouts = tuple(int(f) for f in args.fanouts.split(","))
@@ -211,15 +187,10 @@ def main() -> None:
     print(f"graph: {graph.num_nodes:,} nodes, {graph.num_edges // 2:,} edges, mean degree "
           f"{graph.num_edges / graph.num_nodes:.1f}, max {graph.degree().max():,} "
           f"({time.perf_counter() - started:.1f}s)")
-    old = old_graph = None
-    if args.baseline_steps:
-        old = main_graph_module()
-        old_graph = old.CSRGraph(graph.indptr.astype(np.int64), graph.indices.astype(np.int64))
-
     baselines, currents = [], []
     for _ in range(args.rounds):
-        if old is not None:
-            baselines.append(baseline_throughput(old, old_graph, features, labels, train_nodes, fanouts,
+        if args.baseline_steps:
+            baselines.append(baseline_throughput(graph, features, labels, train_nodes, fanouts,
                                                  args.batch_size, args.baseline_steps, args.seed))
             print(_row("baseline", baselines[-1]), flush=True)
         currents.append(train_throughput(graph, features, labels, train_nodes, fanouts, args.batch_size,

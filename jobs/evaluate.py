@@ -73,7 +73,7 @@ def evaluate(store: GraphStore, index_dir: Path, config: EvaluateConfig = Evalua
     with timer("pull"):
         split_attribute = _trained_split_attribute(training)
         data = load_node_graph(store, config.nodes, config.edges, config.features, config.label, split=split_attribute)
-    in_channels = model.convs[0].lin_l.in_features
+    in_channels = model.convs[0].in_channels
     if data.features.shape[1] != in_channels:
         raise ConfigError(f"{config.checkpoint} expects {in_channels} features per node; "
                           f"'{config.nodes}.{config.features}' has {data.features.shape[1]}")

@@ -181,7 +181,7 @@ def _export_layer(repository: Path, step: graphsage.SAGELayerStep, layer: int, b
                   options: VersionOptions) -> ExportedModel:
     name = graphsage.layer_model_name(base, layer)
     scripted = torch.jit.script(step.eval())
-    width = step.lin_r.in_features
+    width = step.lin_r.in_channels
     examples = [
         {graphsage.LAYER_SELF: torch.zeros(n, width), graphsage.LAYER_NEIGHBOURS: torch.zeros(n, width)}
         for n in (2, 3)
@@ -206,7 +206,7 @@ def _sampled_example(in_channels: int, layers: int, targets: int) -> dict[str, t
 
 def _export_sampled(repository: Path, model: graphsage.GraphSAGE, name: str, checkpoint: Path,
                     options: VersionOptions) -> ExportedModel:
-    in_channels, layers = model.convs[0].lin_l.in_features, len(model.convs)
+    in_channels, layers = model.convs[0].in_channels, len(model.convs)
     scripted = torch.jit.script(model.eval())
     examples = [_sampled_example(in_channels, layers, 3), _sampled_example(in_channels, layers, 5)]
     inputs, outputs = traced_signature(scripted, examples, [graphsage.EMBEDDING, graphsage.LOGITS], batched=False)

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-import faiss
 import numpy as np
 
 from graphsvc.graph import CSRGraph
 from graphsvc.index.artifacts import LoadedIndex
-from graphsvc.index.faiss_index import l2_normalise
+from graphsvc.index.faiss_index import l2_normalise, recall_against_exact
 
 # rows of query scores computed at once: bounded memory on big graphs
 _SCORE_BLOCK_CELLS = 32_000_000
@@ -73,26 +72,17 @@ def index_recall_at_k(loaded: LoadedIndex, k: int = 10, sample: int = 1000, seed
     the same vectors, for a seeded sample of the stored vectors as queries (each
     query's own id is left out of both answers)."""
     index = loaded.index
-    count = index.count
-    chosen = np.sort(np.random.default_rng(seed).choice(count, size=min(sample, count), replace=False))
-    fetch = min(k + 1, count)
-    queries = index.reconstruct_batch(chosen)
-    exact_index = faiss.IndexFlat(index.dim, index.faiss_index.metric_type)
-    for start in range(0, count, 262_144):
-        exact_index.add(index.reconstruct_batch(np.arange(start, min(start + 262_144, count))))
-    _, exact = exact_index.search(queries, fetch)
-    _, found = index.search(queries, fetch)
-    per_query = []
-    for own, got, want in zip(chosen, found, exact):
-        truth = [i for i in want.tolist() if i != own][:k]
-        answer = [i for i in got.tolist() if i != own and i >= 0][:k]
-        per_query.append(len(set(truth) & set(answer)) / max(len(truth), 1))
+    chosen, queries, exact = index.sample_with_exact_neighbours(k, sample, seed)
+    recall = None
+    if len(chosen):
+        _, found = index.search(queries, exact.shape[1])
+        recall = round(recall_against_exact(found, exact, chosen, k), 6)
     return {
-        "recall_at_k": round(float(np.mean(per_query)), 6) if per_query else None,
+        "recall_at_k": recall,
         "k": k,
         "sample": int(len(chosen)),
         "version": loaded.version,
-        "count": count,
+        "count": index.count,
         "kind": index.kind,
         "metric": index.metric,
         **index.params,

@@ -22,6 +22,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+from faiss.contrib.evaluation import knn_intersection_measure
 
 METRICS = ("cosine", "ip", "l2")
 KINDS = ("auto", "flat", "ivf")
@@ -75,6 +76,28 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     norms = np.sqrt(np.einsum("ij,ij->i", x, x))  # no [N, d] temporary
     norms[norms == 0] = 1.0  # zero rows: 0 / 1
     return x / norms[:, None]
+
+
+def recall_against_exact(found: np.ndarray, exact: np.ndarray, own: np.ndarray, k: int) -> float:
+    """Recall@k of approximate results against exact search, for queries that are stored
+    vectors: the share of each query's k exact nearest found among its k best answers,
+    the query's own id (`own`) left out of both. `found`, `exact`: ids [q, ≥k], -1 = none,
+    each exact row complete (own id included when it is among them). 1.0 when there is
+    nothing to find."""
+    width = min(k, exact.shape[1] - 1)
+    if len(exact) == 0 or width < 1:
+        return 1.0
+    # truth and answers in tables of one width, padded with ids that never match each other
+    truth = _others_first(exact, own, width, pad=-2)
+    answers = _others_first(found, own, width, pad=-1)
+    return float(knn_intersection_measure(truth, answers))
+
+
+def _others_first(ids: np.ndarray, own: np.ndarray, width: int, pad: int) -> np.ndarray:
+    """Each row's ids other than `own` and -1, in their order, cut to `width`, `pad` after them."""
+    keep = (ids != own[:, None]) & (ids >= 0)
+    order = np.argsort(~keep, axis=1, kind="stable")
+    return np.take_along_axis(np.where(keep, ids, pad), order, axis=1)[:, :width]
 
 
 def default_nlist(n: int) -> int:
@@ -321,6 +344,20 @@ class VectorIndex:
         self._ensure_direct_map()
         return np.asarray(self._index.reconstruct_batch(ids), dtype=np.float32).reshape(len(ids), self.dim)
 
+    def sample_with_exact_neighbours(self, k: int, sample: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What recall is measured against: a seeded sample of the stored vectors (ids,
+        vectors) and their k+1 nearest by exact search over all stored vectors (ids
+        [sample, k+1], the vector's own id among them)."""
+        chosen = np.sort(np.random.default_rng(seed).choice(self.count, size=min(sample, self.count), replace=False))
+        queries = self.reconstruct_batch(chosen)
+        if not len(chosen):
+            return chosen, queries, np.empty((0, min(k + 1, self.count)), np.int64)
+        exact_index = faiss.IndexFlat(self.dim, self._index.metric_type)
+        for start in range(0, self.count, 262_144):  # bounded memory: a block of vectors at a time
+            exact_index.add(self._reconstruct_range(start, min(start + 262_144, self.count)))
+        _, exact = exact_index.search(queries, min(k + 1, self.count))
+        return chosen, queries, exact
+
     def calibrate_nprobe(self, target_recall: float = CALIBRATION_TARGET_RECALL, k: int = 10, sample: int = 1000,
                          seed: int = 0) -> dict[str, Any]:
         """For an IVF index: the smallest nprobe (8, 16, 32, … up to the default nlist/16)
@@ -329,29 +366,14 @@ class VectorIndex:
         Returns what was measured."""
         if self._ivf is None or self.count == 0:
             return {"nprobe": None, "recall_at_k": 1.0, "k": k, "sample": 0}
-        rng = np.random.default_rng(seed)
-        chosen = np.sort(rng.choice(self.count, size=min(sample, self.count), replace=False))
-        queries = self.reconstruct_batch(chosen)
-        exact_index = faiss.IndexFlat(self.dim, self._index.metric_type)
-        exact_index.add(self._reconstruct_range(0, self.count))
-        fetch = min(k + 1, self.count)
-        _, exact = exact_index.search(queries, fetch)
-        del exact_index
-
-        def recall(found: np.ndarray) -> float:
-            hits = [
-                len((set(a.tolist()) - {own}) & (set(b.tolist()) - {own})) / max(1, len(set(b.tolist()) - {own}))
-                for own, a, b in zip(chosen, found, exact)
-            ]
-            return float(np.mean(hits))
-
+        chosen, queries, exact = self.sample_with_exact_neighbours(k, sample, seed)
         # never wider than the default: when the data does not cluster, an IVF index
         # cannot reach the target at a sensible cost, and the recall says so
         widest = max(8, default_nprobe(self._ivf.nlist))
         nprobe, measured = min(8, widest), 0.0
         while True:
             self.nprobe = nprobe
-            measured = recall(self._raw_search(queries, fetch)[1])
+            measured = recall_against_exact(self._raw_search(queries, exact.shape[1])[1], exact, chosen, k)
             if measured >= target_recall or nprobe >= widest:
                 break
             nprobe = min(widest, nprobe * 2)

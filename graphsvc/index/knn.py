@@ -178,7 +178,9 @@ def _clock(device: torch.device) -> float:
 
 
 def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
-    """Mean share of each row's exact top k (ids [r, k], -1 = none) found in `found`."""
+    """Mean share of each row's exact top k (ids [r, k], -1 = none) found in `found`.
+    Not faiss's knn_intersection_measure (`faiss_index.recall_against_exact`): this module
+    runs where faiss may be absent."""
     hits = (found[:, :, None] == exact[:, None, :]) & (exact[:, None, :] >= 0)
     wanted = np.maximum((exact >= 0).sum(1), 1)
     return float(np.mean(hits.any(1).sum(1) / wanted)) if len(exact) else 1.0

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from graphsvc.index.faiss_index import VectorIndex, default_nlist, default_nprobe, l2_normalise
+from graphsvc.index.faiss_index import (
+    VectorIndex,
+    default_nlist,
+    default_nprobe,
+    l2_normalise,
+    recall_against_exact,
+)
 
 
 def _unit(x):
@@ -192,6 +198,33 @@ def test_calibrated_nprobe_reaches_the_recall_it_reports():
     recall = np.mean([len((set(g) - {p}) & (set(w) - {p})) / 10 for p, g, w in zip(probe, got, want)])
     assert recall >= measured["recall_at_k"] - 0.03
     assert VectorIndex.build(base[:100], kind="flat").calibrate_nprobe()["recall_at_k"] == 1.0
+
+
+def test_recall_against_exact_leaves_the_query_out_and_counts_only_true_neighbours():
+    own = np.array([5, 9])
+    exact = np.array([[5, 1, 2, 3], [6, 7, 8, 9]])
+    # row 0 finds 1 and 2 of {1, 2, 3} (itself and a miss do not count); row 1 finds 6 and 8 of {6, 7, 8}
+    found = np.array([[1, 5, -1, 2], [9, 6, 4, 8]])
+    assert recall_against_exact(found, exact, own, k=3) == pytest.approx(4 / 6)
+    assert recall_against_exact(exact, exact, own, k=3) == 1.0
+    # fewer stored vectors than k: the truth is every other vector
+    assert recall_against_exact(np.array([[1, -1], [-1, -1]]), np.array([[0, 1], [1, 0]]), np.array([0, 1]),
+                                k=10) == 0.5
+    assert recall_against_exact(np.array([[0]]), np.array([[0]]), np.array([0]), k=10) == 1.0  # nothing to find
+
+
+def test_calibration_and_the_evaluation_measure_the_same_recall():
+    from types import SimpleNamespace
+
+    from graphsvc.evaluation.ranking import index_recall_at_k
+
+    base = clustered(60_000, 16, 200, seed=4, spread=1.0)
+    ivf = VectorIndex.build(base, metric="cosine", kind="ivf", seed=0)
+    measured = ivf.calibrate_nprobe(target_recall=0.95, k=10, sample=400, seed=2)
+    loaded = SimpleNamespace(index=ivf, version=1, manifest=SimpleNamespace(extra={}))
+    evaluated = index_recall_at_k(loaded, k=10, sample=400, seed=2)
+    assert evaluated["nprobe"] == measured["nprobe"] and evaluated["sample"] == measured["sample"] == 400
+    assert round(evaluated["recall_at_k"], 4) == measured["recall_at_k"]
 
 
 def test_calibration_stops_at_the_default_width_and_reports_the_recall_it_got():

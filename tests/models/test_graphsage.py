@@ -7,25 +7,82 @@ from torch_geometric.nn import SAGEConv
 
 from graphsvc.errors import ModelRepositoryError
 from graphsvc.graph import CSRGraph, NeighbourSampler
-from graphsvc.models.graphsage import GraphSAGE, SAGELayer, load_checkpoint, save_checkpoint
+from graphsvc.models.graphsage import (
+    GraphSAGE,
+    MeanAdjacency,
+    layer_steps,
+    load_checkpoint,
+    save_checkpoint,
+)
 
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "graphsage_products.pth.tar"
 WORKSHOP_CHECKPOINT = (
     Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "checkpoints"
     / "obgn-products_cpu_weights_checkpoint.pth.tar"
 )
 
 
-def test_sage_layer_equals_pyg_sageconv_mean():
+def _mean_adjacency(edge_index: torch.Tensor, rows: int, inputs: int) -> MeanAdjacency:
+    """The edges into the first `rows` nodes as the training route's CSR mean adjacency."""
+    source, target = edge_index.numpy()
+    order = np.argsort(target, kind="stable")
+    order = order[target[order] < rows]
+    indptr = np.zeros(rows + 1, np.int64)
+    np.cumsum(np.bincount(target[order], minlength=rows), out=indptr[1:])
+    return MeanAdjacency(indptr, source[order].astype(np.int64), inputs, transpose=False)
+
+
+def test_every_route_through_our_layer_equals_a_bare_sageconv_with_the_same_weights():
     torch.manual_seed(0)
     x = torch.randn(30, 8)
     edge_index = torch.randint(0, 30, (2, 120))
-    pyg = SAGEConv(8, 5, aggr="mean")
-    ours = SAGELayer(8, 5)
-    ours.load_state_dict(pyg.state_dict())
-    expected = pyg(x, edge_index)
-    assert torch.allclose(ours(x, edge_index, 30), expected, atol=1e-5)
-    # computing only the first 10 nodes gives the same rows
-    assert torch.allclose(ours(x, edge_index, 10), expected[:10], atol=1e-5)
+    bare = SAGEConv(8, 5, aggr="mean")
+    expected = bare(x, edge_index).detach()
+    model = GraphSAGE(8, 16, 5, num_layers=1).eval()
+    model.load_state_dict({f"convs.0.{key}": value for key, value in bare.state_dict().items()})
+    with torch.no_grad():
+        # the exported forward, computing only the first 10 nodes, eager and scripted
+        _, eager = model(x, edge_index, torch.tensor([10]))
+        _, scripted = torch.jit.script(model)(x, edge_index, torch.tensor([10]))
+        # the training route on the mean adjacency
+        adjacency = _mean_adjacency(edge_index, 10, 30)
+        _, blocks = model.forward_blocks(x, [adjacency])
+        # layer-wise inference's step, given the neighbour means, eager and scripted
+        step = layer_steps(model)[0].eval()
+        neighbours = adjacency.matrix @ x
+        stepped = step(x[:10], neighbours)
+        stepped_scripted = torch.jit.script(step)(x[:10], neighbours)
+    assert torch.allclose(eager, expected[:10], atol=1e-5)
+    assert torch.equal(scripted, eager)
+    assert torch.allclose(blocks, expected[:10], atol=1e-5)
+    assert torch.allclose(stepped, expected[:10], atol=1e-5)
+    assert torch.equal(stepped_scripted, stepped)
+
+
+def test_shipped_checkpoint_loads_into_sageconv_layers_with_its_keys_unchanged():
+    raw = torch.load(SHIPPED_CHECKPOINT, map_location="cpu", weights_only=True)["state_dict"]
+    model, _ = load_checkpoint(SHIPPED_CHECKPOINT)
+    assert all(isinstance(conv, SAGEConv) for conv in model.convs)
+    assert model.state_dict().keys() == raw.keys()
+    assert all(torch.equal(model.state_dict()[key], value) for key, value in raw.items())
+    # the whole model on a sampled subgraph equals a chain of bare SAGEConvs over every node
+    rng = np.random.default_rng(3)
+    graph = CSRGraph.from_edges(rng.integers(0, 300, 2000), rng.integers(0, 300, 2000), 300)
+    sub = NeighbourSampler(graph, [5, 4, 3], seed=3).sample(np.arange(6))
+    x = torch.randn(len(sub.nodes), 100)
+    edge_index, sizes = torch.from_numpy(sub.edge_index), torch.from_numpy(sub.sizes)
+    bare = [SAGEConv(100, 256, aggr="mean"), SAGEConv(256, 256, aggr="mean"), SAGEConv(256, 47, aggr="mean")]
+    with torch.no_grad():
+        h = x
+        for i, conv in enumerate(bare):
+            conv.load_state_dict({key[len(f"convs.{i}."):]: value for key, value in raw.items()
+                                  if key.startswith(f"convs.{i}.")})
+            h = conv(h, edge_index)
+            h = h.relu() if i < 2 else h
+        _, logits = model(x, edge_index, sizes)
+        _, scripted = torch.jit.script(model)(x, edge_index, sizes)
+    assert torch.allclose(logits, h[:6], atol=1e-4)
+    assert torch.equal(scripted, logits)
 
 
 def test_model_scripts_and_scripted_output_matches_eager(tmp_path):
@@ -86,7 +143,6 @@ def test_workshop_checkpoint_loads_with_its_shape():
 
 def test_layer_steps_with_neighbour_means_equal_the_full_model():
     from graphsvc.graph import NeighbourMean
-    from graphsvc.models.graphsage import layer_steps
 
     model = GraphSAGE(6, 16, 4).eval()
     rng = np.random.default_rng(2)
@@ -110,7 +166,7 @@ def _sampled(seed=0, nodes=400, fanouts=(6, 4, 3)):
 
 
 def test_training_route_gives_the_exported_forwards_outputs_and_gradients():
-    from graphsvc.models.graphsage import MeanAdjacency, mean_adjacencies
+    from graphsvc.models.graphsage import mean_adjacencies
 
     sub = _sampled()
     torch.manual_seed(0)
