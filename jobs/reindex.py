@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -31,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from graphsvc.errors import ConfigError
+from graphsvc.files import atomic_path
 from graphsvc.graph import CSRGraph
 from graphsvc.incremental.hashes import fingerprint
 from graphsvc.incremental.policy import IndexUpdate, SimilarLists, carried_similar, published_index, update_index
@@ -257,8 +257,8 @@ class _Run:
             similar_tolerance=c.similar_tolerance, rebuild_share=c.rebuild_share,
             published=lambda: published_index(self.index_dir, c.collection, snapshot.meta.get("index_version")),
         )
-        update.index.save(journal.directory / ".index.faiss")
-        os.replace(journal.directory / ".index.faiss", journal.directory / "index.faiss")
+        with atomic_path(journal.directory / "index.faiss") as tmp:
+            update.index.save(tmp)
         update.lists.save(journal.directory)
         journal.mark("indexed", update.info)
         return update

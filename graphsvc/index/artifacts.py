@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from graphsvc.errors import IndexCorrupt, IndexNotFound
+from graphsvc.files import fsync_path, write_text
 from graphsvc.index.faiss_index import VectorIndex
 from graphsvc.runs import kill_point
 
@@ -211,34 +212,6 @@ def _sha256(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_text_durable(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _keys_array(keys: Sequence[str] | pa.Array | pa.ChunkedArray) -> pa.Array:
     if isinstance(keys, pa.ChunkedArray):
         keys = keys.combine_chunks()
@@ -289,7 +262,7 @@ def _publish_lock(coll_dir: Path):
 
 def _remove_leftovers(coll_dir: Path) -> None:
     for entry in coll_dir.iterdir():
-        if entry.name.startswith(TMP_PREFIX):
+        if entry.name.startswith((TMP_PREFIX, f".{CURRENT_FILE}.")):  # and a CURRENT being written aside
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
@@ -454,7 +427,7 @@ def publish(
             _write_keys(tmp / KEYS_FILE, keys_arr)
             checksums = {}
             for name in CHECKSUMMED_FILES:
-                _fsync_file(tmp / name)
+                fsync_path(tmp / name)
                 checksums[name] = _sha256(tmp / name)
 
             existing = list_versions(index_dir, collection)
@@ -473,20 +446,17 @@ def publish(
                 checksums=checksums,
                 extra=extra,
             )
-            _write_text_durable(tmp / MANIFEST_FILE, manifest.to_json())
-            _fsync_dir(tmp)
+            write_text(tmp / MANIFEST_FILE, manifest.to_json(), durable=True)
+            fsync_path(tmp)
             final = coll_dir / version_dirname(version)
             os.rename(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync_dir(coll_dir)
+        fsync_path(coll_dir)
         kill_point("publish_renamed")  # tests: a version directory that CURRENT does not name yet
 
-        cur_tmp = coll_dir / f"{TMP_PREFIX}{CURRENT_FILE}-{secrets.token_hex(8)}"
-        _write_text_durable(cur_tmp, version_dirname(version) + "\n")
-        os.replace(cur_tmp, coll_dir / CURRENT_FILE)
-        _fsync_dir(coll_dir)
+        write_text(coll_dir / CURRENT_FILE, version_dirname(version) + "\n", durable=True)
 
         _prune(coll_dir, keep=keep, current=version)
     return manifest

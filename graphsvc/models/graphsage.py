@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import SAGEConv
 
 from graphsvc.errors import ModelRepositoryError
+from graphsvc.files import atomic_path
 from graphsvc.graph import sparse_times
 
 # tensor names of the exported model (TorchScript convention: <name>__<position>)
@@ -287,6 +288,5 @@ def load_checkpoint(path: str | Path) -> tuple[GraphSAGE, dict]:
 def save_checkpoint(path: str | Path, model: GraphSAGE, epoch: int, best_acc: float, **extra) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"epoch": epoch, "best_acc": best_acc, "state_dict": model.state_dict(), **extra}, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save({"epoch": epoch, "best_acc": best_acc, "state_dict": model.state_dict(), **extra}, tmp)

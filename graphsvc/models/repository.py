@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from graphsvc.errors import ModelRepositoryError
+from graphsvc.files import write_text
 
 ModelConfig = mc.ModelConfig
 ModelInput = mc.ModelInput
@@ -168,21 +168,7 @@ def write_model_config(path: str | os.PathLike, config: ModelConfig) -> Path:
     path = _config_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = format_model_config(config)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return write_text(path, text, durable=True)
 
 
 def model_filename(config: ModelConfig) -> str:
