@@ -35,6 +35,7 @@ from graphsvc.graph.splits import EdgeHoldout, hold_out_edges, random_split
 from graphsvc.inference.layerwise import embed_layerwise
 from graphsvc.models.checkpoints import write_metrics
 from graphsvc.models.graphsage import GraphSAGE, MeanAdjacency, load_checkpoint, mean_adjacencies, save_checkpoint
+from graphsvc.settings import DEVICE, read
 from graphsvc.store.base import GraphStore
 
 
@@ -58,7 +59,7 @@ class TrainingConfig:
 def training_device(requested: str | None = None) -> torch.device:
     """Where the model runs: `requested`, else GRAPHSVC_DEVICE, else CUDA when torch
     finds it and the CPU otherwise. Sampling always stays on the CPU."""
-    name = requested or os.environ.get("GRAPHSVC_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    name = requested or read(DEVICE) or ("cuda" if torch.cuda.is_available() else "cpu")
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
         raise ConfigError(f"unknown device '{name}' (cpu or cuda)")
     if name.startswith("cuda") and not torch.cuda.is_available():

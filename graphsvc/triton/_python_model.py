@@ -57,6 +57,7 @@ def _cpu_count() -> int:
 
 
 def _thread_count(config: dict) -> int:
+    # graphsvc.settings.TRITON_THREADS, read by hand: this file runs in Triton's stub, not in graphsvc
     env = os.environ.get("GRAPHSVC_TRITON_THREADS", "").strip()
     if env:
         try:
