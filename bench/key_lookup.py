@@ -4,8 +4,8 @@
 
 Printed, each measured in this run on the same file (the machine is shared: read the ratios):
 
-- store directly, 10 random keys per lookup: `main`'s `get_documents` (the query before the
-  key index, index scans switched off so it scans as before) and this branch's (index probes),
+- store directly, 10 random keys per lookup: `get_documents` with index scans switched off
+  (the query as it ran before the store had a key index) and as it runs (index probes),
   on a connection held open; and with the file opened per lookup (main's service default).
 - through HTTP (`graphsvc serve`, 1 worker, one sequential client):
   `GET /v1/products/{key}/similar?k=10&fields=category,price,title` against the same request
@@ -26,7 +26,6 @@ in blocks (bounded memory) and cached under --cache (outside the repository).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import signal
@@ -132,19 +131,6 @@ def percentiles(seconds: list[float]) -> dict:
             "p99_ms": round(float(np.percentile(ms, 99)), 2), "max_ms": round(float(ms.max()), 2)}
 
 
-def main_store_class(main_repo: Path):
-    """`main`'s EmbeddedStore, loaded from its git tree: the query as it was before."""
-    source = subprocess.run(["git", "-C", str(main_repo), "show", "main:graphsvc/store/embedded.py"],
-                            capture_output=True, text=True, check=True).stdout
-    with tempfile.NamedTemporaryFile("w", suffix="_embedded_main.py", delete=False) as f:
-        f.write(source)
-    spec = importlib.util.spec_from_file_location("embedded_main", f.name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    os.unlink(f.name)
-    return module.EmbeddedStore
-
-
 def ensure_key_index(path: Path) -> float:
     """Opening the store to write gives stores built before the key index theirs."""
     started = time.perf_counter()
@@ -152,16 +138,21 @@ def ensure_key_index(path: Path) -> float:
     return round(time.perf_counter() - started, 2)
 
 
-def store_direct(path: Path, n: int, requests: int, main_repo: Path) -> dict:
+def _without_key_index(store: EmbeddedStore) -> EmbeddedStore:
+    """The baseline: the same query with index scans switched off scans as it did before
+    the store had a key index."""
+    store._db.execute("SET index_scan_max_count = 0")
+    store._db.execute("SET index_scan_percentage = 0")
+    return store
+
+
+def store_direct(path: Path, n: int, requests: int) -> dict:
     rng = np.random.default_rng(5)
-    before_class = main_store_class(main_repo)
     out = {}
-    with before_class(path, create=False, read_only=True) as before, \
+    with EmbeddedStore(path, create=False, read_only=True) as before, \
             EmbeddedStore(path, create=False, read_only=True) as after:
-        # the file has the key index now; switching index scans off makes main's query scan as it did
-        before._db.execute("SET index_scan_max_count = 0")
-        before._db.execute("SET index_scan_percentage = 0")
-        for name, store in (("main, connection held", before), ("this branch, connection held", after)):
+        _without_key_index(before)
+        for name, store in (("no key index, connection held", before), ("key index, connection held", after)):
             store.get_documents("products", random_keys(rng, n))  # warm
             times = []
             for _ in range(requests if store is after else max(20, requests // 10)):
@@ -177,18 +168,18 @@ def store_direct(path: Path, n: int, requests: int, main_repo: Path) -> dict:
             started = time.perf_counter()
             after.get_documents("products", keys, attributes=FIELDS.split(","))
             times.append(time.perf_counter() - started)
-        out[f"this branch, connection held, attributes={FIELDS}"] = percentiles(times)
+        out[f"key index, connection held, attributes={FIELDS}"] = percentiles(times)
         log(f"store direct, attributes: {percentiles(times)}")
         keys = random_keys(rng, n)
         assert before.get_documents("products", keys) == after.get_documents("products", keys), "results differ"
-    for name, cls in (("main, opened per lookup", before_class), ("this branch, opened per lookup", EmbeddedStore)):
+    for name, scans in (("no key index, opened per lookup", False), ("key index, opened per lookup", True)):
         times = []
         for _ in range(20):
             keys = random_keys(rng, n)
             started = time.perf_counter()
-            with cls(path, create=False, read_only=True) as store:
-                if cls is before_class:
-                    store._db.execute("SET index_scan_max_count = 0")
+            with EmbeddedStore(path, create=False, read_only=True) as store:
+                if not scans:
+                    _without_key_index(store)
                 store.get_documents("products", keys)
             times.append(time.perf_counter() - started)
         out[name] = percentiles(times)
@@ -339,7 +330,7 @@ def main() -> None:
     if args.build_only:
         return
     summary = {"docs": args.docs, "key_index_created_or_checked_s": ensure_key_index(path)}
-    summary["store_direct"] = store_direct(path, args.docs, args.requests, args.main)
+    summary["store_direct"] = store_direct(path, args.docs, args.requests)
     index_dir = build_index(args.cache, args.docs)
     import httpx
 

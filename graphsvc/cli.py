@@ -11,28 +11,23 @@ import click
 
 from graphsvc import settings as env
 from graphsvc.clitools import (
-    ReportingGroup,
-    common_options,
     emit_json,
     env_option,
-    init_settings,
     open_settings_store,
     settings_from,
+    settings_group,
 )
 from graphsvc.errors import ConfigError, DocumentNotFound, GraphsvcError
 from graphsvc.service.queries import MAX_K, SHORT_FIELDS, Answer, NotInIndex, SimilarityQueries, field_names
 from graphsvc.triton.cli import triton as triton_group
 
 
-@click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@common_options
-@click.pass_context
-def cli(ctx, store, index_dir, triton_url, password_file, verbose):
+@settings_group
+def cli():
     """graphsvc — similar documents from published indexes over a graph store.
 
     Settings come from GRAPHSVC_* environment variables; the options override them.
     """
-    init_settings(ctx, store, index_dir, triton_url, password_file, verbose)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@ errors with non-zero exits, progress on stderr, JSON output."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -62,6 +63,19 @@ def common_options(function: Callable) -> Callable:
     for option in reversed(options):
         function = option(function)
     return function
+
+
+def settings_group(function: Callable) -> click.Group:
+    """A top-level command group (`graphsvc`, `jobs`): the common options build the
+    Settings its commands read, errors end in one place (ReportingGroup). The decorated
+    function only gives the name and the help text."""
+
+    @functools.wraps(function)
+    def group(ctx, store, index_dir, triton_url, password_file, verbose):
+        init_settings(ctx, store, index_dir, triton_url, password_file, verbose)
+
+    return click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})(
+        common_options(click.pass_context(group)))
 
 
 def init_settings(ctx: click.Context, store, index_dir, triton_url, password_file, verbose) -> Settings:

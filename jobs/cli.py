@@ -8,27 +8,22 @@ import click
 
 from graphsvc import settings as env
 from graphsvc.clitools import (
-    ReportingGroup,
-    common_options,
     emit_json,
     env_option,
-    init_settings,
     open_settings_store,
     progress,
     settings_from,
+    settings_group,
 )
 from graphsvc.errors import ConfigError
 
 
-@click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@common_options
-@click.pass_context
-def cli(ctx, store, index_dir, triton_url, password_file, verbose):
+@settings_group
+def cli():
     """graphsvc batch jobs: restore dumps, train and export models, embed and index.
 
     Settings come from GRAPHSVC_* environment variables; the options override them.
     """
-    init_settings(ctx, store, index_dir, triton_url, password_file, verbose)
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from graphsvc.files import write_text
+from graphsvc.files import fsync_path, write_text
 from graphsvc.incremental.slots import SlotPlan
 
 
@@ -79,10 +79,8 @@ class Snapshot:
         tmp = state_dir / f".tmp-snapshot-{secrets.token_hex(6)}"
         tmp.mkdir()
         for name, array in arrays.items():
-            with open(tmp / f"{name}.npy", "wb") as f:
-                np.save(f, array)
-                f.flush()
-                os.fsync(f.fileno())
+            np.save(tmp / f"{name}.npy", array)
+            fsync_path(tmp / f"{name}.npy")
         return tmp
 
     @staticmethod

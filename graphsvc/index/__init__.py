@@ -1,4 +1,7 @@
-"""Vector indexes (FAISS), their versioned on-disk artifacts, and the kNN-graph pass.
+"""Vector indexes and what is built from them: the FAISS index and recall against exact
+search (`faiss_index`), every item's top k at once (`knn`), the `similar` lists
+(`similar`), versioned on-disk artifacts published atomically (`artifacts`), and the
+embed jobs' shared tail — index, lists, write-back, publish (`publish`).
 
 The names below load on first use, so that `import graphsvc.index.knn` (torch and numpy
 only) works on a host without faiss, e.g. a GPU machine with only torch's CUDA build.

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Literal, Mapping
 
-from graphsvc.files import fsync_path
+from graphsvc.files import fsync_path, write_bytes
 from graphsvc.store.base import ARANGO_TYPE_DOCUMENT, ARANGO_TYPE_EDGE, GraphInfo
 from graphsvc.store.dumps.graphs import GRAPHS_COLLECTION, graph_document
 from graphsvc.store.dumps.operations import MARKER_DOCUMENT
@@ -31,13 +31,6 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    with path.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def write_structure(directory: Path, name: str, kind: str) -> str:
     """Write `<name>_<md5>.structure.json`; returns the stem data files are named after
     (`<stem>.data.json[.gz]`, or `<stem>.<n>.data.json[.gz]` when split)."""
@@ -51,7 +44,7 @@ def write_structure(directory: Path, name: str, kind: str) -> str:
             "keyOptions": {"type": "traditional", "allowUserKeys": True},
         },
     }
-    _write_bytes(directory / f"{stem}.structure.json", _dumps(structure))
+    write_bytes(directory / f"{stem}.structure.json", _dumps(structure), durable=True)
     return stem
 
 
@@ -145,10 +138,11 @@ def dump_being_built(directory: str | os.PathLike, database: str, envelope: bool
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
-        _write_bytes(tmp / "ENCRYPTION", b"none")
-        _write_bytes(
+        write_bytes(tmp / "ENCRYPTION", b"none", durable=True)
+        write_bytes(
             tmp / "dump.json",
             _dumps({"database": database, "useEnvelope": envelope, "properties": {"name": database}}),
+            durable=True,
         )
         yield tmp
         fsync_path(tmp)
