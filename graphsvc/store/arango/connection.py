@@ -12,6 +12,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from arango import ArangoClient
 from arango import errno as arango_errno
 from arango import exceptions as arango_exceptions
+from arango.http import HTTPClient
 
 from graphsvc.errors import ArangoError, StoreError
 from graphsvc.store.arango import aql
@@ -43,6 +44,7 @@ class ArangoConnection:
         password_file: str | os.PathLike | None = None,
         *,
         environ: Mapping[str, str] | None = None,
+        http_client: HTTPClient | None = None,
     ):
         self.url = redacted(url)
         self.settings = parse_store_url(url, password_file=password_file, environ=environ)
@@ -51,6 +53,7 @@ class ArangoConnection:
             hosts=list(self.settings.hosts),
             verify_override=self.settings.verify if self.settings.tls else None,
             request_timeout=REQUEST_TIMEOUT,
+            http_client=http_client,
         )
         try:
             self._db = self._connect(create)

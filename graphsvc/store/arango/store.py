@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
+from arango.http import HTTPClient
+
 from graphsvc.store.arango.catalog import ArangoCatalog
 from graphsvc.store.arango.reads import ArangoReads
 from graphsvc.store.arango.vector_index import ArangoVectorIndex
@@ -30,6 +32,9 @@ class ArangoStore(ArangoVectorIndex, ArangoCatalog, ArangoWrites, ArangoReads, G
         *,
         environ: Mapping[str, str] | None = None,
         import_batch_size: int = IMPORT_BATCH_SIZE,
+        http_client: HTTPClient | None = None,
     ):
+        """`http_client`: python-arango's transport (default: requests); the tests give
+        one that records every request and answers as the server documents."""
         self.import_batch_size = import_batch_size
-        super().__init__(url, create, password_file, environ=environ)
+        super().__init__(url, create, password_file, environ=environ, http_client=http_client)
