@@ -10,8 +10,16 @@ ArangoDB 3.12's HTTP API documents them (https://docs.arangodb.com/3.12/develop/
 
 Routes are matched newest first on (method, endpoint), where `endpoint` is the path
 without its `/_db/<name>` prefix; a route's answer is a (status, body) pair, a body (200),
-or a function of the `Recorded` request returning either. A request no route answers is
-recorded in `unanswered` and fails the test: the harness never guesses an answer.
+or a function of the `Recorded` request returning either (or raising, as the transport would:
+`raises(requests.exceptions.ReadTimeout(...))`). A request no route answers is recorded in
+`unanswered` and fails the test: the harness never guesses an answer.
+
+Every request is checked, as it is recorded, against the JSON schema (tests/store/arango/schemas/,
+written from the ArangoDB 3.12 manual's HTTP API pages) of its (method, endpoint): query
+parameters and body. A violation, or a request to an endpoint without a schema, fails the
+request with an AssertionError naming both, and is kept in `violations`, which
+tests/store/arango/conftest.py checks after every test (so a store that swallows the error
+still fails the test).
 """
 
 from __future__ import annotations
@@ -19,10 +27,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, MutableMapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, ClassVar, MutableMapping
 from urllib.parse import parse_qsl, urlsplit
 
 from arango.http import HTTPClient
+from jsonschema import Draft202012Validator
 from arango.response import Response
 from requests import Session
 
@@ -65,6 +76,93 @@ def cursor_response(result: list, *, has_more: bool = False, cursor_id: str | No
     return status, body
 
 
+def raises(exc: BaseException) -> Callable[[Recorded], Answer]:
+    """A route answer that fails in the transport, as requests does: a timeout
+    (`requests.exceptions.ReadTimeout`), a refused connection (`ConnectionError`)."""
+    def respond(_request: Recorded) -> Answer:
+        raise exc
+    return respond
+
+
+# -- the published API, one schema per (method, endpoint) ------------------------------------------
+SCHEMAS = Path(__file__).parent / "schemas"
+_NAME = r"[^/]+"
+_INDEX_TYPES = {"persistent": "index-create-persistent", "ttl": "index-create-ttl", "geo": "index-create-geo",
+                "fulltext": "index-create-fulltext", "inverted": "index-create-inverted",
+                "mdi": "index-create-mdi", "mdi-prefixed": "index-create-mdi", "vector": "index-create-vector"}
+# (method, endpoint regex, schema name); POST /_api/index picks its schema by the body's `type`
+ENDPOINTS: list[tuple[str, str, str | Callable[["Recorded"], str | None]]] = [
+    ("get", "/_api/version", "version"),
+    ("get", "/_api/database", "database-list"),
+    ("post", "/_api/database", "database-create"),
+    ("get", "/_api/database/current", "database-current"),
+    ("get", "/_api/collection", "collection-list"),
+    ("post", "/_api/collection", "collection-create"),
+    ("get", f"/_api/collection/{_NAME}", "collection-get"),
+    ("delete", f"/_api/collection/{_NAME}", "collection-drop"),
+    ("get", f"/_api/collection/{_NAME}/properties", "collection-properties"),
+    ("get", f"/_api/collection/{_NAME}/count", "collection-count"),
+    ("get", "/_api/gharial", "gharial-list"),
+    ("post", "/_api/gharial", "gharial-create"),
+    ("get", f"/_api/gharial/{_NAME}", "gharial-get"),
+    ("delete", f"/_api/gharial/{_NAME}", "gharial-delete"),
+    ("get", f"/_api/gharial/{_NAME}/edge", "gharial-edge-list"),
+    ("post", f"/_api/gharial/{_NAME}/edge", "gharial-edge-create"),
+    ("put", f"/_api/gharial/{_NAME}/edge/{_NAME}", "gharial-edge-replace"),
+    ("delete", f"/_api/gharial/{_NAME}/edge/{_NAME}", "gharial-edge-delete"),
+    ("post", f"/_api/gharial/{_NAME}/vertex", "gharial-vertex-create"),
+    ("post", "/_api/import", "import"),
+    ("get", "/_api/index", "index-list"),
+    ("get", f"/_api/index/{_NAME}/{_NAME}", "index-get"),
+    ("delete", f"/_api/index/{_NAME}/{_NAME}", "index-delete"),
+    ("post", "/_api/index",
+     lambda r: _INDEX_TYPES.get(r.body.get("type")) if isinstance(r.body, dict) else None),
+    ("post", "/_api/cursor", "cursor-create"),
+    ("post", f"/_api/cursor/{_NAME}", "cursor-next"),
+    ("delete", f"/_api/cursor/{_NAME}", "cursor-delete"),
+    ("post", f"/_api/document/{_NAME}", "documents-create"),
+    ("patch", f"/_api/document/{_NAME}", "documents-update"),
+    ("put", f"/_api/document/{_NAME}", "documents-replace"),
+    ("delete", f"/_api/document/{_NAME}", "documents-remove"),
+]
+_SYSTEM_ONLY = {"database-list", "database-create"}  # the manual: only in _system
+
+
+@lru_cache(maxsize=None)
+def schema(name: str) -> Draft202012Validator:
+    document = json.loads((SCHEMAS / f"{name}.json").read_text())
+    Draft202012Validator.check_schema(document)
+    return Draft202012Validator(document)
+
+
+def _as_documented(request: Recorded) -> dict:
+    """What is validated: the query parameters and the body, less python-arango's copy of
+    every cursor option at the top level of the body (arango/aql.py `execute` does
+    `data.update(options)`; the manual documents them only under `options`). A top-level
+    value that differs from its `options` twin is left in, and fails."""
+    body = request.body
+    if request.method == "post" and request.endpoint == "/_api/cursor" and isinstance(body, dict):
+        options = body.get("options") or {}
+        body = {k: v for k, v in body.items() if not (k in options and options[k] == v and k != "options")}
+    return {"params": request.params, "body": body}
+
+
+def violations_of(request: Recorded) -> list[str]:
+    """How `request` departs from ArangoDB's documented API: empty when it conforms."""
+    where = f"{request.method.upper()} {request.endpoint}"
+    for method, pattern, name in ENDPOINTS:
+        if method == request.method and re.fullmatch(pattern, request.endpoint):
+            chosen = name(request) if callable(name) else name
+            if chosen is None:
+                return [f"{where}: no schema for this request (body {str(request.body)[:120]})"]
+            if chosen in _SYSTEM_ONLY and request.database not in (None, "_system"):
+                return [f"{where} ({chosen}): only the _system database serves it, sent to '{request.database}'"]
+            found = sorted(schema(chosen).iter_errors(_as_documented(request)), key=lambda e: list(e.path))
+            return [f"{where} ({chosen}.json) at {'/'.join(map(str, e.path)) or '(top)'}: {e.message}"
+                    for e in found]
+    return [f"{where}: no schema in tests/store/arango/schemas for this endpoint"]
+
+
 def _parse(data: Any) -> Any:
     if data is None:
         return None
@@ -83,10 +181,17 @@ def _parse(data: Any) -> Any:
 
 
 class ArangoStub(HTTPClient):
+    # every stub made during the session, and the AQL texts they were sent: conftest.py
+    # checks violations after each test and that every text of store.arango.aql was sent
+    instances: ClassVar[list["ArangoStub"]] = []
+    aql_seen: ClassVar[set[str]] = set()
+
     def __init__(self, version: str = "3.12.6", database: str = DATABASE):
         self.version, self.database = version, database
         self.requests: list[Recorded] = []
         self.unanswered: list[Recorded] = []
+        self.violations: list[str] = []
+        ArangoStub.instances.append(self)
         self._routes: list[tuple[str, re.Pattern, Callable[[Recorded], Answer]]] = []
         # what opening a database sends: python-arango's verify (GET /_api/collection) and the version
         self.on("get", "/_api/collection", {"error": False, "code": 200, "result": []})
@@ -128,6 +233,12 @@ class ArangoStub(HTTPClient):
         query.update({k: str(v) for k, v in (params or {}).items()})
         request = Recorded(method.lower(), parts.path, database, endpoint, query, _parse(data), dict(headers or {}))
         self.requests.append(request)
+        problems = violations_of(request)
+        if problems:
+            self.violations.extend(problems)
+            raise AssertionError("request departs from ArangoDB's HTTP API: " + "; ".join(problems))
+        if request.endpoint == "/_api/cursor" and isinstance(request.body, dict):
+            ArangoStub.aql_seen.add(request.body["query"])
         for route_method, pattern, respond in reversed(self._routes):
             if route_method == request.method and pattern.fullmatch(endpoint):
                 answer = respond(request)
