@@ -45,3 +45,33 @@ def test_server_errors_come_back_in_the_documented_shape():
     server.on("get", "/_api/collection", error_body(401, 11, "not authorized to execute this request"))
     with pytest.raises(StoreError):
         server.store()
+
+
+def test_a_misspelt_attribute_in_a_body_fails_naming_the_endpoint_and_the_attribute():
+    server = ArangoStub()
+    server.on("get", "/_api/collection", {"error": False, "code": 200, "result": []})
+    store = server.store()
+    with pytest.raises(AssertionError, match=r"POST /_api/index \(index-create-vector.json\).*'nlists' was unexpected"):
+        store._db.collection("products").add_index(
+            {"type": "vector", "fields": ["embedding"], "params": {"metric": "cosine", "dimension": 8, "nlists": 2}})
+    with pytest.raises(AssertionError, match=r"params/metric.*'dot' is not one of"):
+        store._db.collection("products").add_index(
+            {"type": "vector", "fields": ["embedding"], "params": {"metric": "dot", "dimension": 8}})
+    assert len(server.violations) == 2
+    server.violations.clear()  # seen: conftest's after-test check would fail this test otherwise
+
+
+def test_a_request_to_an_endpoint_without_a_schema_fails():
+    server = ArangoStub()
+    server.on("get", "/_api/collection", {"error": False, "code": 200, "result": []})
+    with pytest.raises(AssertionError, match="GET /_api/engine: no schema"):
+        server.store()._db.engine()
+    server.violations.clear()
+
+
+def test_query_parameters_are_checked_too():
+    server = ArangoStub()
+    server.on("get", "/_api/collection", {"error": False, "code": 200, "result": []})
+    with pytest.raises(AssertionError, match=r"params/onDuplicate: 'upsert' is not one of"):
+        server.store()._db.collection("products").import_bulk([{"_key": "a"}], on_duplicate="upsert")
+    server.violations.clear()
