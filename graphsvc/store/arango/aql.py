@@ -186,7 +186,8 @@ def single_filter_line(operators) -> str:
     One FILTER, because the server's `use-vector-index` rule (arangod, useVectorIndexRule,
     3.12.6+) looks for exactly one FILTER node between the FOR and the SORT and pushes
     it into the vector lookup; a second FILTER node stops the rule, and the query then
-    fails with error 1554 (vector search not applied)."""
+    fails with error 1554 (vector search not applied). The manual says the same: "a single
+    FILTER" (https://docs.arangodb.com/3.12/aql/functions/vector/)."""
     conditions = [_condition(n, op) for n, op in enumerate(operators)]
     if not conditions:
         return ""
@@ -219,12 +220,14 @@ def approx_near_cosine_filtered_query(operators, excluding_key: bool, n_probe: b
 
 
 # What a vector index needs to be built: how many documents hold a vector, and how many
-# hold something else than `@dimension` numbers (the index refuses those). One pass.
+# hold something else than `@dimension` numbers (the index refuses those). One pass; the
+# aggregate functions are those COLLECT AGGREGATE allows
+# (https://docs.arangodb.com/3.12/aql/high-level-operations/collect/).
 VECTOR_COUNTS = """
 FOR d IN @@collection
   LET v = d[@attribute]
   COLLECT AGGREGATE
-    documents = LENGTH(1),
+    documents = COUNT(),
     vectors = SUM(v == null ? 0 : 1),
     other = SUM(v != null && (NOT IS_ARRAY(v) || LENGTH(v) != @dimension) ? 1 : 0)
   RETURN { documents, vectors, other }
