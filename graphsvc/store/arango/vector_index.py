@@ -236,15 +236,17 @@ class ArangoVectorIndex(ArangoCatalog):
         replaced = [self._drop_for_rebuild(collection, index)
                     for index in self.vector_indexes(collection, attribute, with_hidden=True)]
         lists = int(n_lists or default_n_lists(counts.vectors))
-        probes = int(default_n_probe or scaled_n_probe(
-            lists, *((calibration.get("nlist"), calibration.get("nprobe")) if calibration else (lists, None))))
+        if default_n_probe is None:  # the server's own default is 1 cell of 15·√N
+            cells, probed = (calibration.get("nlist"), calibration.get("nprobe")) if calibration else (lists, None)
+            default_n_probe = scaled_n_probe(lists, cells, probed)
+        probes = max(1, min(int(default_n_probe), lists))
         body: dict[str, Any] = {
             "type": "vector",
             "name": name,
             "fields": [attribute],
             "inBackground": True,  # the collection stays writable while it trains
             "params": {"metric": metric, "dimension": int(dimension), "nLists": lists,
-                       "defaultNProbe": min(probes, lists)},
+                       "defaultNProbe": probes},
         }
         if sparse:  # an attribute 3.12.4–3.12.5 do not know
             body["sparse"] = True
@@ -257,7 +259,7 @@ class ArangoVectorIndex(ArangoCatalog):
             self._drop_unusable(collection, created, version)
         reason = "; ".join(replaced)
         return VectorIndexOutcome(collection, "vector", (attribute,), "created", reason, name=name, n_lists=lists,
-                                  default_n_probe=min(probes, lists), sparse=sparse, vectors=counts.vectors,
+                                  default_n_probe=probes, sparse=sparse, vectors=counts.vectors,
                                   training_state=state or "ready")
 
     def _check_vectors(self, collection: str, attribute: str, dimension: int, version: str,
