@@ -104,7 +104,7 @@ def similar(ctx, document, k, fields, as_json, filter_json, explain_aql):
     collection, key = document.split("/")
     with _queries(settings_from(ctx), with_store=not explain_aql) as queries:
         if explain_aql:
-            _explain(collection, k, queries.stored_vector(collection, key), filter_json, key, as_json)
+            _explain(queries, collection, k, queries.stored_vector(collection, key), filter_json, key, as_json)
             return
         try:
             answer = queries.similar(collection, key, k, field_names(fields) or SHORT_FIELDS, filter_json)
@@ -113,18 +113,40 @@ def similar(ctx, document, k, fields, as_json, filter_json, explain_aql):
     _print_answer(answer, as_json)
 
 
-def _explain(collection, k, vector, filter_json, key, as_json) -> None:
-    """The AQL that asks ArangoDB's vector index the same question."""
+def _explain(queries, collection, k, vector, filter_json, key, as_json) -> None:
+    """The AQL that asks ArangoDB's vector index the same question, searching as widely
+    as the published index does, and the server versions it needs."""
     from graphsvc.service.filters import parse_filter
     from graphsvc.store.arango.filters import similarity_query
+    from graphsvc.store.arango.vector_index import FILTERED_SEARCH_MIN_VERSION, VECTOR_INDEX_MIN_VERSION, version_text
 
-    query = similarity_query(collection, k, vector.tolist(), parse_filter(filter_json), excluding_key=key)
+    conditions = parse_filter(filter_json)
+    query = similarity_query(collection, k, vector.tolist(), conditions, excluding_key=key,
+                             n_probe=_arangodb_n_probe(queries.index_of(collection).manifest))
+    needs = version_text(FILTERED_SEARCH_MIN_VERSION if conditions else VECTOR_INDEX_MIN_VERSION)
+    notes = [f"needs ArangoDB {needs} or later with a cosine vector index on 'embedding' (--arangodb-vector-index)"]
+    if conditions:
+        notes.append("the filter is applied inside the vector lookup: 3.12.4-3.12.5 refuse it (error 1554)")
+    notes.append("LIMIT k is at most k hits: only the nProbe nearest cells are searched, so a filter can leave fewer")
     if as_json:
-        emit_json({"query": str(query), "bindVars": query.bind_vars})
+        emit_json({"query": str(query), "bindVars": query.bind_vars, "requires": needs, "notes": notes})
         return
     click.echo(str(query))
+    for note in notes:
+        click.echo(f"// {note}")
     click.echo("// bind parameters (python-arango bind_vars / arangosh bindVars):")
     click.echo(json.dumps(query.bind_vars))
+
+
+def _arangodb_n_probe(manifest) -> int:
+    """The defaultNProbe the embed job gave ArangoDB's index (recorded in the manifest),
+    else the same rule applied to the published index (`scaled_n_probe`)."""
+    from graphsvc.store.arango.vector_index import default_n_lists, scaled_n_probe
+
+    built = manifest.extra.get("arangodb_vector_index") or {}
+    if built.get("defaultNProbe"):
+        return int(built["defaultNProbe"])
+    return scaled_n_probe(default_n_lists(manifest.count), manifest.params.get("nlist"), manifest.params.get("nprobe"))
 
 
 @cli.command()
@@ -136,7 +158,7 @@ def search(ctx, collection, text, k, fields, as_json, filter_json, explain_aql):
     """Documents of COLLECTION closest to TEXT (embedded by the sentence encoder on Triton)."""
     with _queries(settings_from(ctx), with_store=not explain_aql) as queries:
         if explain_aql:
-            _explain(collection, k, queries.text_vector(collection, text), filter_json, None, as_json)
+            _explain(queries, collection, k, queries.text_vector(collection, text), filter_json, None, as_json)
             return
         answer = queries.search(collection, text=text, k=k, fields=field_names(fields) or SHORT_FIELDS,
                                 filter=filter_json)

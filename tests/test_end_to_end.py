@@ -182,7 +182,7 @@ def test_explain_aql_prints_the_vector_index_query_for_the_same_question(pipelin
     result = run(graphsvc_cli, ["similar", "products/P0000042", "-k", "5", "--explain-aql", "--json",
                                 "--filter", '{"category": {"in": [3, 4]}}'], pipeline["settings"])
     explained = json.loads(result.stdout)
-    assert "APPROX_NEAR_COSINE(d[@attribute], @query_vector)" in explained["query"]
+    assert "APPROX_NEAR_COSINE(d[@attribute], @query_vector, { nProbe: @n_probe })" in explained["query"]
     bind = explained["bindVars"]
     assert bind["@collection"] == "products" and bind["key"] == "P0000042" and bind["k"] == 5 and bind["limit"] == 6
     assert bind["attr_0"] == "category" and bind["value_0"] == [3, 4]

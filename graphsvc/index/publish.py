@@ -24,7 +24,7 @@ class PublishedEmbeddings:
     dimension: int
     indexed: Indexed
     manifest: Manifest
-    vector_index: dict | None  # the ArangoDB vector index's status, when one was asked for
+    vector_index: dict | None  # the ArangoDB vector index as built (status, nLists, defaultNProbe, …), when asked for
 
     def summary(self) -> dict[str, Any]:
         """The job summary's part about the index, the similar lists and the version."""
@@ -45,10 +45,20 @@ def publish_embeddings(store: GraphStore, index_dir: Path, collection: str, keys
     """Index `embeddings` (a row per key), write them back with each key's top-k similar
     and `columns`, and publish the index, timing the phases `index`, `write_back`,
     `vector_index` and `publish`. The manifest records `job`, `model` (name, version),
-    `top_k`, the index's calibration and `manifest`'s entries."""
+    `top_k`, the index's calibration and `manifest`'s entries. With
+    `arangodb_vector_index` ArangoDB's vector index is built again on the written vectors
+    (one of another dimension dropped before the write-back, as it would refuse them),
+    searching as widely as our index; the manifest records it too."""
     with timer("index"):
         indexed = index_with_neighbours(embeddings, top_k)
         similar = similar_array(keys, indexed.ids, indexed.scores)
+
+    dimension = int(embeddings.shape[1])
+    dropped: list[str] = []
+    if arangodb_vector_index:
+        with timer("vector_index"):
+            # an index of another dimension would refuse every UPDATE of the write-back
+            dropped = store.prepare_vector_index(collection, dimension=dimension)
 
     with timer("write_back"):
         store.update_attributes(collection, pa.table(
@@ -57,10 +67,16 @@ def publish_embeddings(store: GraphStore, index_dir: Path, collection: str, keys
     vector_index = None
     if arangodb_vector_index:
         with timer("vector_index"):
-            vector_index = store.create_vector_index(collection, dimension=int(embeddings.shape[1])).status
+            # trained on the vectors just written (IVF training is not incremental: an older
+            # index is dropped and built again), searching as widely as our own index does
+            built = store.create_vector_index(collection, dimension=dimension, calibration=indexed.index.params)
+            vector_index = built.to_dict()
+            vector_index["reason"] = "; ".join([*dropped, *filter(None, [vector_index["reason"]])])
 
     with timer("publish"):
         published = publish(index_dir, collection, indexed.index, keys, model=model,
-                            extra={"job": job, "top_k": top_k, "calibration": indexed.calibration, **(manifest or {})},
+                            extra={"job": job, "top_k": top_k, "calibration": indexed.calibration,
+                                   **({"arangodb_vector_index": vector_index} if vector_index else {}),
+                                   **(manifest or {})},
                             keep=keep)
-    return PublishedEmbeddings(int(embeddings.shape[1]), indexed, published, vector_index)
+    return PublishedEmbeddings(dimension, indexed, published, vector_index)

@@ -40,3 +40,48 @@ def test_old_arangodb_is_named_with_its_version():
         require_vector_index(_Server("3.11.8"))
     server = _Server("3.12.4")
     assert require_vector_index(server) is server
+
+
+def test_publish_drops_before_the_write_back_builds_after_it_and_records_the_index(tmp_path):
+    """Issue 13 points 2 and 4: an index of another dimension goes before the write-back
+    (its UPDATEs would fail), the new one is built on the written vectors with our own
+    index's calibration, and the manifest records it for --explain-aql."""
+    import numpy as np
+    import pyarrow as pa
+
+    from graphsvc.index.artifacts import load_current
+    from graphsvc.index.publish import publish_embeddings
+    from graphsvc.runs.timing import PhaseTimer
+    from graphsvc.store.arango.vector_index import VectorIndexOutcome
+    from graphsvc.store.embedded import EmbeddedStore
+
+    events = []
+
+    class Recording(EmbeddedStore):
+        def prepare_vector_index(self, collection, *, dimension, attribute="embedding"):
+            events.append(("prepare", collection, dimension))
+            return ["dropped 'vector_embedding' (id 68, dimension 128): the new vectors have dimension 8"]
+
+        def update_attributes(self, collection, table):
+            events.append(("write_back", collection, table.num_rows))
+            return super().update_attributes(collection, table)
+
+        def create_vector_index(self, collection, *, dimension, calibration=None, **kwargs):
+            events.append(("create", collection, dimension, dict(calibration)))
+            return VectorIndexOutcome(collection, "vector", ("embedding",), "created", "", name="vector_embedding",
+                                      n_lists=95, default_n_probe=95, sparse=True, vectors=40,
+                                      training_state="ready")
+
+    keys = [f"p{i}" for i in range(40)]
+    vectors = np.random.default_rng(0).standard_normal((40, 8)).astype(np.float32)
+    with Recording(str(tmp_path / "s.duckdb"), create=True) as store:
+        store.create_collection("products")
+        store.upsert_documents("products", [{"_key": key} for key in keys])
+        published = publish_embeddings(store, tmp_path / "indexes", "products", pa.array(keys), vectors,
+                                       job="embed-products", model={"name": "m", "version": "1"}, top_k=3,
+                                       timer=PhaseTimer(), arangodb_vector_index=True)
+    assert events == [("prepare", "products", 8), ("write_back", "products", 40),
+                      ("create", "products", 8, {"nlist": None, "nprobe": None})]
+    recorded = published.summary()["arangodb_vector_index"]
+    assert recorded["status"] == "created" and recorded["defaultNProbe"] == 95 and "dimension 128" in recorded["reason"]
+    assert load_current(tmp_path / "indexes", "products").manifest.extra["arangodb_vector_index"] == recorded

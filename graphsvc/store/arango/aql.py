@@ -147,30 +147,31 @@ UPSERT { _key: @key }
 """
 
 # -- structured filters (graphsvc serve / --filter) -------------------------------------------
-# One fixed line per operator; condition n binds `attr_n` (the attribute name, as data)
-# and `value_n`. Ranges only compare values of the bound's type (TYPENAME is "number" for
-# integers and doubles alike), so a missing attribute (null) is never "less than 20".
-_FILTER_LINES = {
-    "eq": ("  FILTER d[@attr_", "] == @value_", ""),
-    "ne": ("  FILTER d[@attr_", "] != @value_", ""),
-    "in": ("  FILTER d[@attr_", "] IN @value_", ""),
-    "lt": ("  FILTER TYPENAME(d[@attr_", "]) == TYPENAME(@value_", ") && d[@attr_", "] < @value_"),
-    "lte": ("  FILTER TYPENAME(d[@attr_", "]) == TYPENAME(@value_", ") && d[@attr_", "] <= @value_"),
-    "gt": ("  FILTER TYPENAME(d[@attr_", "]) == TYPENAME(@value_", ") && d[@attr_", "] > @value_"),
-    "gte": ("  FILTER TYPENAME(d[@attr_", "]) == TYPENAME(@value_", ") && d[@attr_", "] >= @value_"),
+# One fixed condition per operator; condition n binds `attr_n` (the attribute name, as
+# data) and `value_n`. Ranges only compare values of the bound's type (TYPENAME is
+# "number" for integers and doubles alike), so a missing attribute (null) is never "less
+# than 20". The parts are joined with the condition's number between them.
+_CONDITIONS = {
+    "eq": ("d[@attr_", "] == @value_", ""),
+    "ne": ("d[@attr_", "] != @value_", ""),
+    "in": ("d[@attr_", "] IN @value_", ""),
+    "lt": ("TYPENAME(d[@attr_", "]) == TYPENAME(@value_", ") && d[@attr_", "] < @value_"),
+    "lte": ("TYPENAME(d[@attr_", "]) == TYPENAME(@value_", ") && d[@attr_", "] <= @value_"),
+    "gt": ("TYPENAME(d[@attr_", "]) == TYPENAME(@value_", ") && d[@attr_", "] > @value_"),
+    "gte": ("TYPENAME(d[@attr_", "]) == TYPENAME(@value_", ") && d[@attr_", "] >= @value_"),
 }
+
+
+def _condition(n: int, op: str) -> str:
+    parts = _CONDITIONS[op]  # KeyError for an unknown operator: callers validate first
+    if len(parts) == 3:
+        return parts[0] + str(n) + parts[1] + str(n)
+    return parts[0] + str(n) + parts[1] + str(n) + parts[2] + str(n) + parts[3] + str(n)
 
 
 def filter_lines(operators) -> str:
     """FILTER lines for conditions with these operators, numbered 0, 1, … in order."""
-    lines = []
-    for n, op in enumerate(operators):
-        parts = _FILTER_LINES[op]  # KeyError for an unknown operator: callers validate first
-        if len(parts) == 3:
-            lines.append(parts[0] + str(n) + parts[1] + str(n) + "\n")
-        else:
-            lines.append(parts[0] + str(n) + parts[1] + str(n) + parts[2] + str(n) + parts[3] + str(n) + "\n")
-    return "".join(lines)
+    return "".join("  FILTER " + _condition(n, op) + "\n" for n, op in enumerate(operators))
 
 
 def filter_keys_query(operators) -> str:
@@ -178,14 +179,34 @@ def filter_keys_query(operators) -> str:
     return "FOR d IN @@collection\n" + filter_lines(operators) + "  RETURN d._key\n"
 
 
-def approx_near_cosine_filtered_query(operators, excluding_key: bool) -> str:
-    """APPROX_NEAR_COSINE top-`@k` with the filter lines inside the vector search (where
-    ArangoDB applies them depends on its version) and, for "similar to this document",
-    the document itself dropped from `@limit` = k + 1 candidates (binds `key`)."""
+# -- vector search (ArangoDB >= 3.12.4 with a vector index) ------------------------------------
+def single_filter_line(operators) -> str:
+    """All conditions as one `FILTER (a) AND (b) …` line, empty without conditions.
+
+    One FILTER, because the server's `use-vector-index` rule (arangod, useVectorIndexRule,
+    3.12.6+) looks for exactly one FILTER node between the FOR and the SORT and pushes
+    it into the vector lookup; a second FILTER node stops the rule, and the query then
+    fails with error 1554 (vector search not applied). The manual says the same: "a single
+    FILTER" (https://docs.arangodb.com/3.12/aql/functions/vector/)."""
+    conditions = [_condition(n, op) for n, op in enumerate(operators)]
+    if not conditions:
+        return ""
+    return "  FILTER " + " AND ".join("(" + c + ")" for c in conditions) + "\n"
+
+
+def approx_near_cosine_filtered_query(operators, excluding_key: bool, n_probe: bool = True) -> str:
+    """APPROX_NEAR_COSINE top-`@k`: the conditions as one FILTER inside the vector search
+    (applied during the index lookup from 3.12.6; refused with error 1554 by 3.12.4–3.12.5),
+    `nProbe` cells searched (binds `n_probe`, the function's options — without it the
+    index's `defaultNProbe` applies) and, for "similar to this document", the document
+    itself dropped from `@limit` = k + 1 candidates (binds `key`). `LIMIT` is an upper
+    bound: only the `nProbe` nearest cells are searched, so a selective filter can leave
+    fewer than k hits (https://docs.arangodb.com/3.12/aql/functions/vector/)."""
+    options = ", { nProbe: @n_probe }" if n_probe else ""
     inner = (
         "FOR d IN @@collection\n"
-        + filter_lines(operators)
-        + "  LET score = APPROX_NEAR_COSINE(d[@attribute], @query_vector)\n"
+        + single_filter_line(operators)
+        + "  LET score = APPROX_NEAR_COSINE(d[@attribute], @query_vector" + options + ")\n"
         + "  SORT score DESC\n"
     )
     if not excluding_key:
@@ -196,6 +217,31 @@ def approx_near_cosine_filtered_query(operators, excluding_key: bool) -> str:
         + "  LIMIT @limit\n  RETURN { _key: d._key, score: score })\n"
         + "  FILTER hit._key != @key\n  LIMIT @k\n  RETURN hit\n"
     )
+
+
+# What a vector index needs to be built: how many documents hold a vector, and how many
+# hold something else than `@dimension` numbers (the index refuses those). One pass; the
+# aggregate functions are those COLLECT AGGREGATE allows
+# (https://docs.arangodb.com/3.12/aql/high-level-operations/collect/).
+VECTOR_COUNTS = """
+FOR d IN @@collection
+  LET v = d[@attribute]
+  COLLECT AGGREGATE
+    documents = COUNT(),
+    vectors = SUM(v == null ? 0 : 1),
+    other = SUM(v != null && (NOT IS_ARRAY(v) || LENGTH(v) != @dimension) ? 1 : 0)
+  RETURN { documents, vectors, other }
+"""
+
+# Examples of documents without a vector (`@missing` true) or with one of another
+# dimension (false), to name them in an error.
+VECTOR_PROBLEM_KEYS = """
+FOR d IN @@collection
+  LET v = d[@attribute]
+  FILTER @missing ? v == null : (v != null && (NOT IS_ARRAY(v) || LENGTH(v) != @dimension))
+  LIMIT @examples
+  RETURN d._key
+"""
 
 
 # -- checks on the texts themselves ------------------------------------------------------------

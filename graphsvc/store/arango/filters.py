@@ -49,9 +49,26 @@ def similarity_query(
     conditions: Sequence[Condition] = (),
     excluding_key: str | None = None,
     attribute: str = "embedding",
+    n_probe: int | None = None,
+    server_version: str | None = None,
 ) -> AqlQuery:
-    """What `graphsvc similar/search --explain-aql` prints: the APPROX_NEAR_COSINE query
-    (ArangoDB >= 3.12.4 with a vector index on `attribute`) for the same question."""
+    """The APPROX_NEAR_COSINE query (ArangoDB >= 3.12.4 with a vector index on
+    `attribute`) for the question graphsvc answers from its own index; what
+    `graphsvc similar/search --explain-aql` prints. `n_probe`: cells searched (the
+    function's `nProbe` option; default: the index's `defaultNProbe`). With conditions it
+    needs 3.12.6 or later: given a `server_version` below that, it is refused here rather
+    than by the server (error 1554)."""
+    if conditions and server_version is not None:
+        from graphsvc.store.arango.vector_index import FILTERED_SEARCH_MIN_VERSION, parse_version, version_text
+
+        if parse_version(server_version) < FILTERED_SEARCH_MIN_VERSION:
+            raise StoreError(
+                f"ArangoDB {server_version} cannot filter inside a vector search on '{collection}' (error 1554 there): "
+                f"filtered APPROX_NEAR_COSINE needs {version_text(FILTERED_SEARCH_MIN_VERSION)} or later — "
+                "upgrade the server, or ask without --filter"
+            )
+    if n_probe is not None and int(n_probe) < 1:
+        raise StoreError(f"nProbe must be at least 1, got {n_probe}")
     bind_vars: dict[str, Any] = {"@collection": collection, "attribute": attribute, "k": int(k)}
     bind_vars.update(_condition_bind_vars(conditions))
     if excluding_key is not None:
@@ -59,5 +76,8 @@ def similarity_query(
         bind_vars["limit"] = int(k) + 1
     if query_vector is not None:
         bind_vars["query_vector"] = [float(x) for x in query_vector]
-    text = aql.approx_near_cosine_filtered_query([c.op for c in conditions], excluding_key is not None)
+    if n_probe is not None:
+        bind_vars["n_probe"] = int(n_probe)
+    text = aql.approx_near_cosine_filtered_query([c.op for c in conditions], excluding_key is not None,
+                                                 n_probe=n_probe is not None)
     return AqlQuery(text, bind_vars)

@@ -31,3 +31,25 @@ def test_unsafe_parts_finds_data_spliced_into_a_query():
 
 def test_bind_parameter_names_ignore_text_inside_literals():
     assert aql.bind_parameter_names('FOR d IN @@c FILTER d.x == @v RETURN "@not"') == {"@c", "v"}
+
+
+@pytest.mark.parametrize("operators", [[], ["eq"], ["lt", "in", "ne", "gte"]])
+@pytest.mark.parametrize("excluding_key", [False, True])
+def test_approx_near_cosine_query_has_at_most_one_filter_before_the_sort(operators, excluding_key):
+    """Issue 13 point 3: one FILTER node between FOR and SORT is what useVectorIndexRule
+    (arangodb/arangodb, arangod/Aql) pushes into the vector lookup; a second one stops it."""
+    text = aql.approx_near_cosine_filtered_query(operators, excluding_key)
+    inner = text[: text.index("SORT score DESC")]
+    assert inner.count("FILTER") == (1 if operators else 0)
+    assert aql.unsafe_parts(text) == []
+    expected = {"@collection", "attribute", "query_vector", "k", "n_probe"} | (
+        {"key", "limit"} if excluding_key else set())
+    expected |= {f"{kind}_{n}" for n in range(len(operators)) for kind in ("attr", "value")}
+    assert aql.bind_parameter_names(text) == expected
+    assert "APPROX_NEAR_COSINE(d[@attribute], @query_vector, { nProbe: @n_probe })" in text
+
+
+def test_vector_index_counting_queries_bind_the_attribute_and_dimension():
+    assert aql.bind_parameter_names(aql.VECTOR_COUNTS) == {"@collection", "attribute", "dimension"}
+    assert aql.bind_parameter_names(aql.VECTOR_PROBLEM_KEYS) == {"@collection", "attribute", "dimension", "missing",
+                                                                "examples"}
