@@ -67,12 +67,12 @@ def open_dump(directory: str | os.PathLike) -> Dump:
     for entry in sorted(directory.iterdir()):
         if not entry.is_file():
             continue
-        m = _STRUCTURE_RE.match(entry.name)
+        m = _STRUCTURE_RE.fullmatch(entry.name)
         if m:
             name, kind, indexes = _read_structure(entry)
             structures.append((entry, m.group("hash"), name, kind, indexes))
             continue
-        m = _DATA_RE.match(entry.name)
+        m = _DATA_RE.fullmatch(entry.name)
         if m:
             part = int(m.group("part")) if m.group("part") is not None else None
             data_candidates.append((entry, m.group("base"), m.group("hash"), part))
@@ -90,7 +90,7 @@ def open_dump(directory: str | os.PathLike) -> Dump:
         by_name[name] = (path, hash_, kind, indexes)
         # Structure file names may encode the name differently from the content
         # (e.g. extended names); accept data files named after either.
-        file_base_to_name.setdefault(_STRUCTURE_RE.match(path.name).group("base"), name)
+        file_base_to_name.setdefault(_STRUCTURE_RE.fullmatch(path.name).group("base"), name)
 
     parts: dict[str, dict[int, Path]] = {name: {} for name in by_name}
     for path, base, hash_, part in data_candidates:
