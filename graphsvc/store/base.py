@@ -57,6 +57,17 @@ class EdgeDefinition:
 class GraphInfo:
     name: str
     edge_definitions: tuple[EdgeDefinition, ...] = field(default_factory=tuple)
+    # vertex collections in no edge definition (gharial's `orphanCollections`)
+    orphan_collections: tuple[str, ...] = ()
+
+    @property
+    def collection_names(self) -> tuple[str, ...]:
+        """Every collection the graph names, each once, in order."""
+        names: dict[str, None] = {}
+        for d in self.edge_definitions:
+            names.update(dict.fromkeys((d.collection, *d.from_collections, *d.to_collections)))
+        names.update(dict.fromkeys(self.orphan_collections))
+        return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,7 @@ class IndexOutcome:
     collection: str
     type: str
     fields: tuple[str, ...]
-    status: Literal["created", "exists", "skipped"]
+    status: Literal["created", "exists", "skipped", "failed"]  # failed: the server could not build it
     reason: str = ""
 
 
@@ -96,9 +107,20 @@ class GraphStore(ABC):
     def has_collection(self, name: str) -> bool:
         return any(c.name == name for c in self.collections())
 
+    #: whether named graphs keep their orphan collections (vertex collections in no edge definition)
+    keeps_orphan_collections: bool = True
+    #: the collection properties (`parameters` of an arangodump structure file) this
+    #: backend keeps when `create_collection` gets them; the others are ignored
+    collection_properties: frozenset[str] = frozenset()
+
     @abstractmethod
-    def create_collection(self, name: str, kind: CollectionKind = "document") -> CollectionInfo:
-        """Create the collection if absent; an existing one of another kind raises StoreError."""
+    def create_collection(
+        self, name: str, kind: CollectionKind = "document", *, properties: Mapping[str, Any] | None = None
+    ) -> CollectionInfo:
+        """Create the collection if absent; an existing one of another kind raises StoreError.
+        `properties`: ArangoDB collection properties (keyOptions, shardKeys, schema, …) as a
+        structure file holds them, for a new collection; those not in
+        `collection_properties` are ignored, and an existing collection keeps its own."""
 
     @abstractmethod
     def drop_collection(self, name: str) -> None:
