@@ -139,7 +139,8 @@ class GraphStore(ABC):
     @abstractmethod
     def upsert_documents(self, name: str, documents: Iterable[Mapping[str, Any]]) -> int:
         """Insert or replace whole documents by `_key` (like arangorestore / import
-        `on_duplicate="replace"`), in bulk, in one transaction. Edge documents need
+        `on_duplicate="replace"`), in bulk: one transaction on the embedded store, import
+        chunks on ArangoDB (each all-or-nothing on a single server). Edge documents need
         `_from` and `_to`. Returns the number written. Raises StoreError on bad documents
         without writing any of them."""
 
@@ -164,8 +165,11 @@ class GraphStore(ABC):
     @abstractmethod
     def update_attributes(self, name: str, table: pa.Table) -> int:
         """Merge the columns of `table` (a `_key` column plus one column per attribute)
-        into the documents with those keys, in one transaction. Keys that do not exist
-        raise DocumentNotFound and nothing is written. Returns the number updated."""
+        into the documents with those keys (one transaction on the embedded store, one
+        UPDATE per chunk on ArangoDB). A null clears that attribute of that document (on
+        ArangoDB `keepNull: false` removes it), so a row of nulls is a write too. Keys that
+        do not exist raise DocumentNotFound and nothing is written. Returns the number of
+        documents written."""
 
     # -- reads -------------------------------------------------------------------
     @abstractmethod
