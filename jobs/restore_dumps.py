@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from graphsvc.errors import ConfigError, DumpFormatError, GraphsvcError
 from graphsvc.store import is_server_url
-from graphsvc.store.base import GraphStore
+from graphsvc.store.base import GraphInfo, GraphStore
 from graphsvc.store.dumps import (
     DEFAULT_BLOCK_BYTES,
     DEFAULT_BLOCK_LINES,
@@ -46,6 +46,10 @@ from graphsvc.store.dumps import (
 from graphsvc.store.dumps.operations import message_of
 
 OnError = Literal["stop", "skip"]
+# collection properties of a structure file a restore passes on, as arangorestore does
+# (the store keeps those in its `collection_properties`; the summary names the others)
+RESTORED_PROPERTIES = ("keyOptions", "shardKeys", "numberOfShards", "replicationFactor", "writeConcern",
+                       "schema", "computedValues", "shardingStrategy")
 _FIRST_BLOCK_LINES = 4_096  # blocks grow from this to --batch-size, so parsing and writing overlap early
 
 
@@ -201,12 +205,32 @@ def restore_dumps(
             dangling = store.dangling_edges(row.collection)
             row.dangling_edges = {"count": dangling.count, "examples": list(dangling.examples)}
     if _restores_graphs(collections, exclude):
+        left_out = {c.name for d in dumps for c in d.collections} - {c.name for _d, c in chosen}
         for dump in dumps:
             for graph in read_graphs(dump):
-                store.create_graph(graph)
-                summary.graphs.append(graph.name)
+                if _create_graph(store, graph, left_out, summary):
+                    summary.graphs.append(graph.name)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _create_graph(store: GraphStore, graph: GraphInfo, left_out: set[str], summary: RestoreSummary) -> bool:
+    """The named graph, unless it names collections that --collection/--exclude left out
+    and the store does not have: creating it would create them empty (ArangoDB's gharial
+    does), which arangorestore never does."""
+    missing = [name for name in graph.collection_names if name in left_out and not store.has_collection(name)]
+    if missing:
+        summary.warnings.append(
+            f"graph '{graph.name}' not created: it needs {', '.join(missing)}, which this restore left out — "
+            "restore them too (--collection) and run again"
+        )
+        return False
+    if graph.orphan_collections and not store.keeps_orphan_collections:
+        summary.warnings.append(
+            f"graph '{graph.name}': this store keeps no orphan collections ({', '.join(graph.orphan_collections)})"
+        )
+    store.create_graph(graph)
+    return True
 
 
 def _takes_concurrent_writers(store: GraphStore) -> bool:
@@ -282,7 +306,8 @@ class _Restorer:
                 store.drop_collection(name)
                 with self._lock:
                     self._dropped.add(name)
-            store.create_collection(name, collection.kind)
+            store.create_collection(name, collection.kind, properties=collection.properties)
+            self._note_ignored_properties(collection)
             if not collection.data_files:
                 row.status = "empty: no data file"
                 self.summary.warnings.append(f"{name}: no data file in {dump.directory} — created empty")
@@ -359,6 +384,19 @@ class _Restorer:
                 row.written += store.upsert_documents(name, operation.documents or [])
         store.put_state(key, state())
 
+    def _note_ignored_properties(self, collection: DumpCollection) -> None:
+        """Say which of the structure file's collection properties this store does not keep."""
+        ignored = sorted(
+            name for name, value in collection.properties.items()
+            if name in RESTORED_PROPERTIES and name not in self.store.collection_properties
+            and not _is_default_property(name, value)
+        )
+        if ignored:
+            with self._lock:
+                self.summary.warnings.append(
+                    f"{collection.name}: collection properties not kept by this store: {', '.join(ignored)}"
+                )
+
     def _create_index(self, name: str, definition: dict) -> dict:
         fields = list(definition.get("fields") or [])
         try:
@@ -367,6 +405,19 @@ class _Restorer:
             return {"type": str(definition.get("type", "")), "fields": fields, "status": "failed", "reason": str(exc)}
         return {"type": outcome.type, "fields": list(outcome.fields), "status": outcome.status,
                 "reason": outcome.reason}
+
+
+def _is_default_property(name: str, value) -> bool:
+    """Whether a collection property says no more than a new collection has anyway
+    (`lastValue` and other server-assigned parts of keyOptions aside)."""
+    if value in (None, [], {}, ""):
+        return True
+    if name == "keyOptions":
+        return isinstance(value, dict) and value.get("type", "traditional") == "traditional" \
+            and value.get("allowUserKeys", True) is True
+    defaults = {"shardKeys": ["_key"], "numberOfShards": 1, "replicationFactor": 1, "writeConcern": 1,
+                "shardingStrategy": "hash"}
+    return name in defaults and value == defaults[name]
 
 
 def _with_resume_hint(blocks: Iterator) -> Iterator:

@@ -57,6 +57,17 @@ class EdgeDefinition:
 class GraphInfo:
     name: str
     edge_definitions: tuple[EdgeDefinition, ...] = field(default_factory=tuple)
+    # vertex collections in no edge definition (gharial's `orphanCollections`)
+    orphan_collections: tuple[str, ...] = ()
+
+    @property
+    def collection_names(self) -> tuple[str, ...]:
+        """Every collection the graph names, each once, in order."""
+        names: dict[str, None] = {}
+        for d in self.edge_definitions:
+            names.update(dict.fromkeys((d.collection, *d.from_collections, *d.to_collections)))
+        names.update(dict.fromkeys(self.orphan_collections))
+        return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,7 @@ class IndexOutcome:
     collection: str
     type: str
     fields: tuple[str, ...]
-    status: Literal["created", "exists", "skipped"]
+    status: Literal["created", "exists", "skipped", "failed"]  # failed: the server could not build it
     reason: str = ""
 
 
@@ -96,9 +107,20 @@ class GraphStore(ABC):
     def has_collection(self, name: str) -> bool:
         return any(c.name == name for c in self.collections())
 
+    #: whether named graphs keep their orphan collections (vertex collections in no edge definition)
+    keeps_orphan_collections: bool = True
+    #: the collection properties (`parameters` of an arangodump structure file) this
+    #: backend keeps when `create_collection` gets them; the others are ignored
+    collection_properties: frozenset[str] = frozenset()
+
     @abstractmethod
-    def create_collection(self, name: str, kind: CollectionKind = "document") -> CollectionInfo:
-        """Create the collection if absent; an existing one of another kind raises StoreError."""
+    def create_collection(
+        self, name: str, kind: CollectionKind = "document", *, properties: Mapping[str, Any] | None = None
+    ) -> CollectionInfo:
+        """Create the collection if absent; an existing one of another kind raises StoreError.
+        `properties`: ArangoDB collection properties (keyOptions, shardKeys, schema, …) as a
+        structure file holds them, for a new collection; those not in
+        `collection_properties` are ignored, and an existing collection keeps its own."""
 
     @abstractmethod
     def drop_collection(self, name: str) -> None:
@@ -117,7 +139,8 @@ class GraphStore(ABC):
     @abstractmethod
     def upsert_documents(self, name: str, documents: Iterable[Mapping[str, Any]]) -> int:
         """Insert or replace whole documents by `_key` (like arangorestore / import
-        `on_duplicate="replace"`), in bulk, in one transaction. Edge documents need
+        `on_duplicate="replace"`), in bulk: one transaction on the embedded store, import
+        chunks on ArangoDB (each all-or-nothing on a single server). Edge documents need
         `_from` and `_to`. Returns the number written. Raises StoreError on bad documents
         without writing any of them."""
 
@@ -142,8 +165,11 @@ class GraphStore(ABC):
     @abstractmethod
     def update_attributes(self, name: str, table: pa.Table) -> int:
         """Merge the columns of `table` (a `_key` column plus one column per attribute)
-        into the documents with those keys, in one transaction. Keys that do not exist
-        raise DocumentNotFound and nothing is written. Returns the number updated."""
+        into the documents with those keys (one transaction on the embedded store, one
+        UPDATE per chunk on ArangoDB). A null clears that attribute of that document (on
+        ArangoDB `keepNull: false` removes it), so a row of nulls is a write too. Keys that
+        do not exist raise DocumentNotFound and nothing is written. Returns the number of
+        documents written."""
 
     # -- reads -------------------------------------------------------------------
     @abstractmethod

@@ -13,11 +13,25 @@ import pyarrow.compute as pc
 
 from graphsvc.errors import StoreError
 
+# Python checks use `fullmatch`: with `match`, `$` also matches before a trailing newline,
+# so "a\n" would pass and the server refuse it (1221, illegal document key). The patterns
+# keep their anchors for Arrow's RE2 (`match_substring_regex`), where `$` is the end of text.
 COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,255}$")
 SYSTEM_ATTRIBUTES = ("_key", "_id", "_rev", "_from", "_to")
 DOCUMENT_KEY_PATTERN = r"^[A-Za-z0-9_\-:.@()+,=;$!*'%]{1,254}$"
 DOCUMENT_ID_PATTERN = r"^[A-Za-z0-9_\-]+/[A-Za-z0-9_\-:.@()+,=;$!*'%]+$"
 DOCUMENT_KEY = re.compile(DOCUMENT_KEY_PATTERN)
+DOCUMENT_ID = re.compile(DOCUMENT_ID_PATTERN)
+
+
+def is_document_key(value: object) -> bool:
+    """A string ArangoDB accepts as a `_key`, all of it (no trailing newline)."""
+    return isinstance(value, str) and DOCUMENT_KEY.fullmatch(value) is not None
+
+
+def is_document_id(value: object) -> bool:
+    """A string 'Collection/key' as `_from`/`_to` need it, all of it."""
+    return isinstance(value, str) and DOCUMENT_ID.fullmatch(value) is not None
 
 
 def check_keys(collection: str, keys: pa.Array | pa.ChunkedArray) -> None:
@@ -81,7 +95,7 @@ def checked_table(collection: str, kind: str, table: pa.Table) -> pa.Table:
 
 
 def check_new_collection(name: str, kind: str) -> None:
-    if not COLLECTION_NAME.match(name):
+    if not isinstance(name, str) or not COLLECTION_NAME.fullmatch(name):
         raise StoreError(f"invalid collection name '{name}'")
     if kind not in ("document", "edge"):
         raise StoreError(f"invalid collection kind '{kind}' for '{name}'")

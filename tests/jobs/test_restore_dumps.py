@@ -560,6 +560,8 @@ class _ConcurrentStore:
 
     def __getattr__(self, name):
         method = getattr(self._store, name)
+        if not callable(method):  # what the store declares (collection_properties, …)
+            return method
 
         def locked(*args, **kwargs):
             with self._lock:

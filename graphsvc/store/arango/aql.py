@@ -14,8 +14,10 @@ import re
 # -- pulls ---------------------------------------------------------------------------
 # `@attributes` holds "_key" plus the requested attribute names; KEEP leaves out the
 # ones a document lacks, which the Arrow conversion turns into nulls. No SORT: a full
-# scan comes back in the primary index's order, stable while nothing is written, and a
-# SORT would make the server hold the whole collection before the first batch.
+# scan comes back in the order of the server's internal document ids (RocksDB's
+# documents column family, arangod/RocksDBEngine/RocksDBIterators.cpp), not by `_key`:
+# stable while nothing is written, and a replaced or updated document moves (it gets a
+# new id). A SORT would make the server hold the whole collection before the first batch.
 PULL_ATTRIBUTES = """
 FOR d IN @@collection
   RETURN KEEP(d, @attributes)
@@ -63,13 +65,15 @@ FOR d IN @@collection
   RETURN true
 """
 
-# Attribute write-back. One query per chunk is one transaction: a document that
-# vanished since the existence check fails the chunk instead of being created as a
-# stub (which the import API's onDuplicate=update would do). Whole attribute values are
-# replaced, as the embedded store does, hence mergeObjects: false.
+# Attribute write-back. One query per chunk (all-or-nothing on a single server): a
+# document that vanished since the existence check fails the chunk instead of being
+# created as a stub (which the import API's onDuplicate=update would do). Whole
+# attribute values are replaced, as the embedded store does, hence mergeObjects: false;
+# a null clears the attribute, as on the embedded store, hence keepNull: false, which
+# removes it (https://docs.arangodb.com/3.12/aql/high-level-operations/update/#keepnull).
 UPDATE_ATTRIBUTES = """
 FOR row IN @rows
-  UPDATE row IN @@collection OPTIONS { mergeObjects: false, keepNull: true }
+  UPDATE row IN @@collection OPTIONS { mergeObjects: false, keepNull: false }
 """
 
 # -- select keys by equality -------------------------------------------------------------

@@ -62,6 +62,45 @@ def index_request(collection: str, definition: Mapping[str, Any]) -> dict | Inde
     return body
 
 
+# What POST /_api/collection takes from a structure file's `parameters`, as python-arango's
+# create_collection arguments (https://docs.arangodb.com/3.12/develop/http-api/collections/#create-a-collection).
+# Left out: what the server assigns (id, globallyUniqueId, status, keyOptions.lastValue)
+# distributeShardsLike / smartJoinAttribute, which need another collection to exist, and
+# cacheEnabled, which python-arango's create_collection does not send.
+COLLECTION_PROPERTIES = frozenset({
+    "keyOptions", "shardKeys", "numberOfShards", "replicationFactor", "writeConcern", "schema",
+    "computedValues", "waitForSync", "shardingStrategy",
+})
+
+
+def collection_arguments(properties: Mapping[str, Any]) -> dict[str, Any]:
+    """python-arango `create_collection` keyword arguments from collection properties as
+    arangodump writes them; absent or null properties keep the server's defaults."""
+    arguments: dict[str, Any] = {}
+    key_options = properties.get("keyOptions")
+    if isinstance(key_options, Mapping):
+        if key_options.get("type"):
+            arguments["key_generator"] = str(key_options["type"])
+        if key_options.get("allowUserKeys") is not None:
+            arguments["user_keys"] = bool(key_options["allowUserKeys"])
+        if key_options.get("type") == "autoincrement":
+            if key_options.get("increment") is not None:
+                arguments["key_increment"] = int(key_options["increment"])
+            if key_options.get("offset") is not None:
+                arguments["key_offset"] = int(key_options["offset"])
+    simple = {
+        "shardKeys": "shard_fields", "numberOfShards": "shard_count", "replicationFactor": "replication_factor",
+        "writeConcern": "write_concern", "shardingStrategy": "sharding_strategy", "waitForSync": "sync",
+        "computedValues": "computedValues",
+    }
+    for name, argument in simple.items():
+        if properties.get(name) is not None:
+            arguments[argument] = properties[name]
+    if isinstance(properties.get("schema"), Mapping) and properties["schema"]:  # {} and null: no schema
+        arguments["schema"] = dict(properties["schema"])
+    return arguments
+
+
 class ArangoCatalog(ArangoConnection):
     """The port's collections, named graphs and indexes."""
 
@@ -88,14 +127,19 @@ class ArangoCatalog(ArangoConnection):
             count = self._db.collection(name).count()
         return CollectionInfo(name, kind, count)
 
-    def create_collection(self, name: str, kind: CollectionKind = "document") -> CollectionInfo:
+    collection_properties = COLLECTION_PROPERTIES
+
+    def create_collection(
+        self, name: str, kind: CollectionKind = "document", *, properties: Mapping[str, Any] | None = None
+    ) -> CollectionInfo:
         check_new_collection(name, kind)
         with self._errors(name):
             exists = self._db.has_collection(name)
         if not exists:
+            arguments = collection_arguments(properties or {})
             try:
                 with self._errors(name, action="creating the collection"):
-                    self._db.create_collection(name, edge=kind == "edge")
+                    self._db.create_collection(name, edge=kind == "edge", **arguments)
                 return CollectionInfo(name, kind, 0)
             except ArangoError as exc:
                 if exc.error_code != arango_errno.DUPLICATE_NAME:  # another process made it meanwhile
@@ -109,6 +153,8 @@ class ArangoCatalog(ArangoConnection):
             self._db.delete_collection(name, ignore_missing=True)
 
     def create_graph(self, graph: GraphInfo) -> None:
+        """Through gharial, which creates the collections the graph names that do not
+        exist yet (callers that must not create them check first)."""
         definitions = [
             {
                 "edge_collection": d.collection,
@@ -119,7 +165,8 @@ class ArangoCatalog(ArangoConnection):
         ]
         with self._errors(action=f"creating graph '{graph.name}'"):
             if not self._db.has_graph(graph.name):
-                self._db.create_graph(graph.name, edge_definitions=definitions)
+                self._db.create_graph(graph.name, edge_definitions=definitions,
+                                      orphan_collections=list(graph.orphan_collections))
                 return
             existing = self._db.graph(graph.name)
             current = {d["edge_collection"] for d in existing.edge_definitions()}
@@ -130,6 +177,10 @@ class ArangoCatalog(ArangoConnection):
                     existing.create_edge_definition(**definition)
             for stale in sorted(current - {d.collection for d in graph.edge_definitions}):
                 existing.delete_edge_definition(stale, purge=False)
+            vertex_collections = set(existing.vertex_collections())
+            for orphan in graph.orphan_collections:
+                if orphan not in vertex_collections:
+                    existing.create_vertex_collection(orphan)
 
     def graphs(self) -> list[GraphInfo]:
         with self._errors(action="listing graphs"):
@@ -145,6 +196,7 @@ class ArangoCatalog(ArangoConnection):
                     )
                     for d in entry["edge_definitions"]
                 ),
+                tuple(entry.get("orphan_collections") or ()),
             )
             for entry in sorted(listing, key=lambda e: e["name"])
         ]
@@ -159,7 +211,15 @@ class ArangoCatalog(ArangoConnection):
             with self._errors(name, action="creating an index"):
                 created = self._db.collection(name).add_index(request)
         except ArangoError as exc:
-            if exc.http_status in (400, 409, 501):  # this server does not take the definition
+            if exc.error_code == arango_errno.UNIQUE_CONSTRAINT_VIOLATED:  # 409/1210: the data has duplicates
+                return IndexOutcome(
+                    name, asked, fields, "failed",
+                    f"'{name}' holds documents with the same {', '.join(fields)}, so the unique index cannot be "
+                    "built — remove the duplicates and create it again",
+                )
+            if exc.http_status in (400, 501):  # this server does not take the definition
                 return IndexOutcome(name, asked, fields, "skipped", f"ArangoDB refused it: {exc}")
+            if exc.http_status == 409:  # e.g. another index of that name with other fields
+                return IndexOutcome(name, asked, fields, "failed", f"ArangoDB refused it: {exc}")
             raise
         return IndexOutcome(name, asked, fields, "created" if created.get("isNewlyCreated", True) else "exists")

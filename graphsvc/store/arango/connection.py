@@ -65,17 +65,34 @@ class ArangoConnection:
         return ", ".join(self.settings.hosts)
 
     def _connect(self, create: bool):
+        """The database, created first when `create` and it does not exist. A missing
+        database answers 404/1228, but with authentication on the server answers
+        401/11 instead (it does not tell strangers which databases exist), so either
+        answer is checked through `_system` (GET /_api/database) before creating;
+        a database that exists after a 401 means the login itself was refused."""
         settings = self.settings
         try:
             with self._errors():
                 return self._client.db(settings.database, settings.username, settings.password, verify=True)
         except StoreError as exc:
-            if not (create and getattr(exc, "error_code", None) == arango_errno.DATABASE_NOT_FOUND):
+            missing = getattr(exc, "error_code", None) == arango_errno.DATABASE_NOT_FOUND
+            refused = getattr(exc, "http_status", None) == 401
+            if not (create and (missing or refused)):
                 raise
+            first_error = exc
         with self._errors():
             system = self._client.db("_system", settings.username, settings.password, verify=False)
-            if not system.has_database(settings.database):
-                system.create_database(settings.database)
+            exists = system.has_database(settings.database)
+        if exists and not missing:
+            raise first_error
+        if not exists:
+            try:
+                with self._errors(action=f"creating database '{settings.database}'"):
+                    system.create_database(settings.database)
+            except ArangoError as exc:
+                if exc.error_code != arango_errno.DUPLICATE_NAME:  # another process made it meanwhile
+                    raise
+        with self._errors():
             return self._client.db(settings.database, settings.username, settings.password, verify=True)
 
     # -- errors at the boundary ----------------------------------------------------------------
@@ -110,6 +127,15 @@ class ArangoConnection:
         with self._errors(collection, action="AQL cursor"):
             return list(cursor)
 
+    def _write(self, query: str, bind_vars: dict[str, Any], collection: str) -> int:
+        """Run a data-modification query; the documents it wrote, as the server counts
+        them (`extra.stats.writesExecuted`)."""
+        cursor = self._cursor(query, bind_vars, collection)
+        with self._errors(collection, action="AQL cursor"):
+            rows = list(cursor)
+        stats = cursor.statistics() or {}
+        return int(stats.get("modified", len(rows)))
+
     def _row_batches(self, query: str, bind_vars: dict[str, Any], collection: str) -> Iterator[list]:
         """The rows of a streaming cursor, one server batch at a time."""
         cursor = self._cursor(query, bind_vars, collection, stream=True)
@@ -120,6 +146,7 @@ class ArangoConnection:
                     rows = list(batch)
                     batch.clear()
                     yield rows
+                    del rows  # converted by now (arrow.rebatched): not kept while the next batch comes
                 if not cursor.has_more():
                     return
                 with self._errors(collection, action="AQL cursor"):

@@ -37,8 +37,11 @@ def translate_error(
             code, status, described,
         )
     if status == 401:
+        # with authentication on, a database that does not exist also answers 401 (errorNum 11)
         return ArangoError(
-            f"user '{settings.username}' was refused at {where} — check {PASSWORD_VARIABLE} or --password-file",
+            f"user '{settings.username}' was refused at {where} for database '{settings.database}' — check "
+            f"{PASSWORD_VARIABLE} or --password-file (a database that does not exist is refused the same way: "
+            "check its name, or pass --create-database)",
             code, status, described,
         )
     if status == 403:

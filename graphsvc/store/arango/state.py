@@ -16,7 +16,7 @@ from arango import errno as arango_errno
 from graphsvc.errors import ArangoError
 from graphsvc.store.arango import aql
 from graphsvc.store.arango.connection import ArangoConnection
-from graphsvc.store.checks import DOCUMENT_KEY
+from graphsvc.store.checks import is_document_key
 
 STATE_COLLECTION = "graphsvc_state"
 
@@ -24,7 +24,7 @@ STATE_COLLECTION = "graphsvc_state"
 def state_document_key(key: str) -> str:
     """A state key as a document key: readable when it is a valid one, hashed otherwise;
     prefixed so that job state and change markers never collide."""
-    if DOCUMENT_KEY.match(key) and len(key) <= 200:
+    if is_document_key(key) and len(key) <= 200:
         return "k:" + key
     return "h:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
 

@@ -1,15 +1,17 @@
 """Writes to ArangoDB: upserts through the import API in chunks (`onDuplicate=replace`,
-`complete=true`: a chunk is written whole or not at all), removals, and attribute
-write-back as one AQL UPDATE per chunk after one existence check of all keys, so a
-missing key writes nothing.
+`complete=true`), removals, and attribute write-back as one AQL UPDATE per chunk after
+one existence check of all keys, so a missing key writes nothing.
 
-Multi-chunk writes are not one transaction: the import API takes no stream transaction.
-Upserts are idempotent, so replaying a write after a failure is safe.
+`complete=true` makes a chunk all-or-nothing on a single server only: on a cluster the
+chunk is split by shard and what reached the other shards stays when one fails (the
+import and AQL writes are not transactional across shards —
+https://docs.arangodb.com/3.12/aql/high-level-operations/update/#transactionality).
+Multi-chunk writes are never one transaction: the import API takes no stream
+transaction. Upserts are idempotent, so replaying a write after a failure is safe.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any, Iterable, Mapping, Sequence
 
 import pyarrow as pa
@@ -22,10 +24,10 @@ from graphsvc.store.arango.connection import KEY_BATCH_SIZE, chunks
 from graphsvc.store.arango.errors import as_json
 from graphsvc.store.arango.state import ArangoState
 from graphsvc.store.checks import (
-    DOCUMENT_ID_PATTERN,
-    DOCUMENT_KEY,
     SYSTEM_ATTRIBUTES,
     checked_table,
+    is_document_id,
+    is_document_key,
     keep_last_rows,
     objects,
     write_back_attributes,
@@ -46,12 +48,12 @@ class ArangoWrites(ArangoState):
         for position, document in objects(name, documents):
             body = {k: v for k, v in document.items() if v is not None and k not in ("_id", "_rev")}
             key = body.get("_key")
-            if key is not None and (not isinstance(key, str) or not DOCUMENT_KEY.match(key)):
+            if key is not None and not is_document_key(key):
                 raise StoreError(f"{name}: document {position} has an invalid _key {key!r}")
             if kind == "edge":
                 for end in ("_from", "_to"):
                     value = body.get(end)
-                    if not isinstance(value, str) or not re.match(DOCUMENT_ID_PATTERN, value):
+                    if not is_document_id(value):
                         raise StoreError(f"{name}: edge {key!r} needs {end} as 'Collection/key', got {value!r}")
             if key is None:
                 unkeyed.append(body)
@@ -82,7 +84,7 @@ class ArangoWrites(ArangoState):
         return written
 
     def _import(self, name: str, documents: list[dict]) -> int:
-        """One import request: all documents or none (`complete=true`)."""
+        """One import request; `complete=true`: all documents or none on a single server."""
         if not documents:
             return 0
         with self._errors(name, action=f"importing into '{name}'"), as_json(name, "a document"):
@@ -115,18 +117,20 @@ class ArangoWrites(ArangoState):
         all_keys = table.column("_key").to_pylist()
         for chunk in chunks(all_keys, KEY_BATCH_SIZE):
             self._raise_first_missing(name, list(chunk))
+        written = 0
         for batch in table.to_batches(max_chunksize=self.import_batch_size):
-            rows = [row for row in table_to_documents(batch) if len(row) > 1]
-            if not rows:
-                continue
+            # nulls travel: a null clears the attribute (keepNull: false), so a row of
+            # nulls is a write too, not a row to skip
+            rows = table_to_documents(batch, keep_nulls=True)
             try:
-                self._all(aql.UPDATE_ATTRIBUTES, {"@collection": name, "rows": rows}, name)
+                written += self._write(aql.UPDATE_ATTRIBUTES, {"@collection": name, "rows": rows}, name)
             except ArangoError as exc:
                 if exc.error_code == arango_errno.DOCUMENT_NOT_FOUND:  # removed since the check
                     self._raise_first_missing(name, [row["_key"] for row in rows])
                 raise
-        self._bump(name)
-        return table.num_rows
+        if written:
+            self._bump(name)
+        return written
 
     def _raise_first_missing(self, name: str, keys: list[str]) -> None:
         missing = self._all(aql.FIRST_MISSING_KEY, {"@collection": name, "keys": keys}, name)

@@ -46,7 +46,11 @@ def _graph_from_document(op: DumpOperation) -> GraphInfo:
                 )
             ends.append(tuple(value))
         defs.append(EdgeDefinition(d["collection"], ends[0], ends[1]))
-    return GraphInfo(name=op.key, edge_definitions=tuple(defs))  # type: ignore[arg-type]
+    orphans = doc.get("orphanCollections") or []
+    if not isinstance(orphans, list) or not all(isinstance(o, str) for o in orphans):
+        raise DumpFormatError(str(op.path), f"graph '{op.key}': orphanCollections is not a list of names",
+                              line=op.line)
+    return GraphInfo(name=op.key, edge_definitions=tuple(defs), orphan_collections=tuple(orphans))  # type: ignore[arg-type]
 
 
 
@@ -58,5 +62,5 @@ def graph_document(graph: GraphInfo) -> dict:
             {"collection": d.collection, "from": list(d.from_collections), "to": list(d.to_collections)}
             for d in graph.edge_definitions
         ],
-        "orphanCollections": [],
+        "orphanCollections": list(graph.orphan_collections),
     }

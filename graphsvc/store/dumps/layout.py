@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +28,8 @@ class DumpCollection:
     structure_path: Path
     data_files: tuple[Path, ...]
     indexes: tuple[dict, ...]
+    # the structure file's `parameters`: keyOptions, shardKeys, numberOfShards, schema, …
+    properties: dict = field(default_factory=dict, compare=False)
 
     @property
     def is_system(self) -> bool:
@@ -62,17 +64,17 @@ def open_dump(directory: str | os.PathLike) -> Dump:
     _check_encryption(directory)
     database = _read_database(directory)
 
-    structures: list[tuple[Path, str | None, str, str, tuple[dict, ...]]] = []
+    structures: list[tuple[Path, str | None, str, str, tuple[dict, ...], dict]] = []
     data_candidates: list[tuple[Path, str, str | None, int | None]] = []
     for entry in sorted(directory.iterdir()):
         if not entry.is_file():
             continue
-        m = _STRUCTURE_RE.match(entry.name)
+        m = _STRUCTURE_RE.fullmatch(entry.name)
         if m:
-            name, kind, indexes = _read_structure(entry)
-            structures.append((entry, m.group("hash"), name, kind, indexes))
+            name, kind, indexes, properties = _read_structure(entry)
+            structures.append((entry, m.group("hash"), name, kind, indexes, properties))
             continue
-        m = _DATA_RE.match(entry.name)
+        m = _DATA_RE.fullmatch(entry.name)
         if m:
             part = int(m.group("part")) if m.group("part") is not None else None
             data_candidates.append((entry, m.group("base"), m.group("hash"), part))
@@ -80,17 +82,17 @@ def open_dump(directory: str | os.PathLike) -> Dump:
     if not structures and not data_candidates:
         raise DumpFormatError(str(directory), "holds no arangodump files (no *.structure.json)")
 
-    by_name: dict[str, tuple[Path, str | None, str, tuple[dict, ...]]] = {}
+    by_name: dict[str, tuple[Path, str | None, str, tuple[dict, ...], dict]] = {}
     file_base_to_name: dict[str, str] = {}
-    for path, hash_, name, kind, indexes in structures:
+    for path, hash_, name, kind, indexes, properties in structures:
         if name in by_name:
             raise DumpFormatError(
                 str(path), f"collection '{name}' is also described by {by_name[name][0].name}"
             )
-        by_name[name] = (path, hash_, kind, indexes)
+        by_name[name] = (path, hash_, kind, indexes, properties)
         # Structure file names may encode the name differently from the content
         # (e.g. extended names); accept data files named after either.
-        file_base_to_name.setdefault(_STRUCTURE_RE.match(path.name).group("base"), name)
+        file_base_to_name.setdefault(_STRUCTURE_RE.fullmatch(path.name).group("base"), name)
 
     parts: dict[str, dict[int, Path]] = {name: {} for name in by_name}
     for path, base, hash_, part in data_candidates:
@@ -117,8 +119,9 @@ def open_dump(directory: str | os.PathLike) -> Dump:
             structure_path=path,
             data_files=tuple(parts[name][slot] for slot in sorted(parts[name])),
             indexes=indexes,
+            properties=properties,
         )
-        for name, (path, _hash, kind, indexes) in by_name.items()
+        for name, (path, _hash, kind, indexes, properties) in by_name.items()
     ]
     collections.sort(key=lambda c: (c.kind != "document", c.name))
     return Dump(directory=directory, database=database, collections=tuple(collections))
@@ -164,7 +167,7 @@ def _read_database(directory: Path) -> str | None:
     return database if isinstance(database, str) and database else None
 
 
-def _read_structure(path: Path) -> tuple[str, str, tuple[dict, ...]]:
+def _read_structure(path: Path) -> tuple[str, str, tuple[dict, ...], dict]:
     doc = _read_small_json(path)
     if not isinstance(doc, dict):
         raise DumpFormatError(str(path), "is not a JSON object")
@@ -186,4 +189,4 @@ def _read_structure(path: Path) -> tuple[str, str, tuple[dict, ...]]:
         indexes = []
     if not isinstance(indexes, list) or not all(isinstance(i, dict) for i in indexes):
         raise DumpFormatError(str(path), "'indexes' is not a list of objects")
-    return name, _KINDS[type_], tuple(indexes)
+    return name, _KINDS[type_], tuple(indexes), dict(params)

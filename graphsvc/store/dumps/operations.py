@@ -71,7 +71,7 @@ def parse_line(raw: bytes, path: Path, lineno: int, kind: str) -> DumpOperation:
     if not isinstance(obj, dict):
         raise DumpFormatError(str(path), f"expected a JSON object, got {type(obj).__name__}", line=lineno)
     operation = _operation(obj, path, lineno)
-    if not _KEY_RE.match(operation.key or ""):
+    if not _KEY_RE.fullmatch(operation.key or ""):
         raise DumpFormatError(
             str(path),
             f"invalid _key {operation.key!r} "
@@ -81,7 +81,7 @@ def parse_line(raw: bytes, path: Path, lineno: int, kind: str) -> DumpOperation:
     if operation.op == "upsert" and kind == "edge":
         for attribute in ("_from", "_to"):
             value = operation.document.get(attribute)  # type: ignore[union-attr]
-            if not isinstance(value, str) or not _EDGE_END_RE.match(value):
+            if not isinstance(value, str) or not _EDGE_END_RE.fullmatch(value):
                 raise DumpFormatError(
                     str(path), f"edge '{operation.key}' needs {attribute} as 'Collection/key', got {value!r}",
                     line=lineno,

@@ -26,7 +26,13 @@ class EmbeddedCatalog(EmbeddedConnection):
         kind = self._kind(name)
         return CollectionInfo(name, kind, self._count(name))
 
-    def create_collection(self, name: str, kind: CollectionKind = "document") -> CollectionInfo:
+    keeps_orphan_collections = False  # `_graphs` holds edge definitions only
+
+    def create_collection(
+        self, name: str, kind: CollectionKind = "document", *, properties: Mapping[str, Any] | None = None
+    ) -> CollectionInfo:
+        """`properties` (key generators, sharding, schema, computed values) are ArangoDB's
+        to honour: this store keeps none of them (`collection_properties` is empty)."""
         check_new_collection(name, kind)
         row = self._one("SELECT kind FROM _collections WHERE name = ?", [name])
         if row is not None:

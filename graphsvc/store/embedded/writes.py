@@ -141,12 +141,19 @@ class EmbeddedWrites(EmbeddedState):
         return existing
 
     def update_attributes(self, name: str, table: pa.Table) -> int:
+        """A null clears the attribute of that document (as ArangoDB's UPDATE with
+        `keepNull: false` removes it): the restored value underneath goes too, so the
+        document reads as having none, on both backends."""
         self._kind(name)
         # `__` names the store's own columns
         attributes = write_back_attributes(name, table, lambda a: a in SYSTEM_ATTRIBUTES or a.startswith("__"))
         if table.num_rows == 0 or not attributes:
             return 0
         table = keep_last_rows(table)
+        # a column of nulls only (Arrow type null) has no type to give attrs_: it only clears
+        only_nulls = [a for a in attributes if pa.types.is_null(table.column(a).type)]
+        typed = [a for a in attributes if a not in only_nulls]
+        cleared = only_nulls + [a for a in typed if table.column(a).null_count]
         attrs_name = f"attrs_{name}"
         with self._registered("_updates", table), self._transaction():
             missing = self._one(
@@ -157,13 +164,15 @@ class EmbeddedWrites(EmbeddedState):
             rev = self._next_rev()
             incoming = {r[0]: r[1] for r in self._run("DESCRIBE SELECT * FROM _updates")}
             existing = self._attribute_columns(attrs_name)
-            if not self._table_columns(attrs_name):
-                chosen = ", ".join(quote(a) for a in attributes)
+            if not typed:
+                pass
+            elif not self._table_columns(attrs_name):
+                chosen = ", ".join(quote(a) for a in typed)
                 self._run(f"CREATE TABLE {attrs_table(name)} AS "
                           f"SELECT _key, {rev}::BIGINT AS {REV}, {chosen} FROM _updates")
                 self._create_key_index(attrs_name)
             else:
-                for attribute in attributes:
+                for attribute in typed:
                     column = quote(attribute)
                     if attribute not in existing:
                         self._run(f"ALTER TABLE {attrs_table(name)} ADD COLUMN {column} {incoming[attribute]}")
@@ -177,10 +186,33 @@ class EmbeddedWrites(EmbeddedState):
                         if wider != existing[attribute]:
                             self._set_column_type(attrs_name, column, wider)
                 self._columns.pop(attrs_name, None)
-                self._merge_attributes(name, attributes, rev, table.num_rows)
+                self._merge_attributes(name, typed, rev, table.num_rows)
             self._columns.pop(attrs_name, None)
+            self._clear_nulls(name, cleared, set(only_nulls), rev)
             self._bump(name, rev)
         return table.num_rows
+
+    def _clear_nulls(self, name: str, cleared: list[str], only_nulls: set[str], rev: int) -> None:
+        """The attributes `_updates` sets to null, cleared where else they live: the
+        written-back column (for a column of nulls only, which the merge left out), the
+        restored document's column and its overflow JSON."""
+        written = self._attribute_columns(f"attrs_{name}")
+        stored = self._attribute_columns(f"docs_{name}")
+        overflowing = self._overflowing(name) if cleared else set()
+        for attribute in cleared:
+            column = quote(attribute)
+            rows = "SELECT _key FROM _updates" + ("" if attribute in only_nulls else f" WHERE {column} IS NULL")
+            if attribute in only_nulls and attribute in written:
+                self._run(f"UPDATE {attrs_table(name)} SET {column} = NULL, {REV} = {rev} WHERE _key IN ({rows})")
+            if attribute in stored:
+                self._run(f"UPDATE {docs_table(name)} SET {column} = NULL WHERE _key IN ({rows})")
+            if attribute in overflowing:
+                # a merge patch with null removes the member
+                self._run(
+                    f"UPDATE {docs_table(name)} SET {EXTRA} = NULLIF(json_merge_patch({EXTRA}, "
+                    f"json_object('{sql_string(attribute)}', NULL)), '{{}}') "
+                    f"WHERE {EXTRA} IS NOT NULL AND _key IN ({rows})"
+                )
 
     def _merge_attributes(self, name: str, attributes: list[str], rev: int, count: int) -> None:
         """Fold `_updates` into attrs_<name>: replaced when the update rewrites all of it

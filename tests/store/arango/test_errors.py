@@ -41,7 +41,9 @@ def test_other_server_errors_carry_the_error_number_and_the_request():
 
 
 def test_refused_login_and_missing_database_say_what_to_do():
-    refused = translate_error(_server_error(ServerConnectionError, 401, 401, "not authorized"), SETTINGS, "")
+    # the server's answer to a refused login: HTTP 401 with errorNum 11 (ERROR_FORBIDDEN), not 401
+    unauthorized = _server_error(ServerConnectionError, 401, 11, "not authorized to execute this request")
+    refused = translate_error(unauthorized, SETTINGS, "")
     assert "ARANGO_PASSWORD or --password-file" in str(refused) and "alice" in str(refused)
     no_database = translate_error(_server_error(ServerConnectionError, 404, 1228, "database not found"), SETTINGS, "")
     assert "database 'shop' does not exist" in str(no_database) and "--create-database" in str(no_database)
