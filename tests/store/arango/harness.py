@@ -111,6 +111,7 @@ ENDPOINTS: list[tuple[str, str, str | Callable[["Recorded"], str | None]]] = [
     ("post", f"/_api/gharial/{_NAME}/edge", "gharial-edge-create"),
     ("put", f"/_api/gharial/{_NAME}/edge/{_NAME}", "gharial-edge-replace"),
     ("delete", f"/_api/gharial/{_NAME}/edge/{_NAME}", "gharial-edge-delete"),
+    ("get", f"/_api/gharial/{_NAME}/vertex", "gharial-vertex-list"),
     ("post", f"/_api/gharial/{_NAME}/vertex", "gharial-vertex-create"),
     ("post", "/_api/import", "import"),
     ("get", "/_api/index", "index-list"),

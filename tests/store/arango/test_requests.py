@@ -3,7 +3,9 @@ sends (method, endpoint, query parameters, body), each also checked against Aran
 3.12's published HTTP API (tests/store/arango/schemas, by the harness and conftest.py).
 
 Answers are shaped as the manual's examples (https://docs.arangodb.com/3.12/develop/http-api/).
-A test that pins a request issue 13 says is wrong carries "# issue 13 point N changes this".
+Where issue 13 changed a request, the test names the point ("issue 13 point N"); the
+detailed tests of those points are in test_vector_index.py, test_filters.py,
+test_connection.py, test_writes.py and tests/jobs/test_restore_fidelity.py.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from requests.exceptions import ReadTimeout
 from graphsvc.errors import ArangoError, CollectionNotFound, DocumentNotFound, StoreError
 from graphsvc.store.arango import aql
 from graphsvc.store.arango.connection import CURSOR_BATCH_SIZE, CURSOR_TTL
-from graphsvc.store.arango.filters import similarity_query
 from graphsvc.store.arango.state import STATE_COLLECTION
+from graphsvc.store.arango.vector_index import default_n_lists
 from graphsvc.store.base import Condition, EdgeDefinition, GraphInfo
 from tests.store.arango.harness import ArangoStub, cursor_response, error_body, raises
+from tests.store.arango.routes_store import writing_cursor
+from tests.store.arango.routes_vector import VectorIndexRoutes
 
 KINDS = {2: "document", 3: "edge"}
 
@@ -96,14 +100,25 @@ def test_create_collection_sends_the_documented_body_for_document_and_edge_colle
     store = server.store()
     store.create_collection("products")
     store.create_collection("bought", "edge")
+    # issue 13 point 10: a dump's properties travel along, less what the server only reports
+    store.create_collection("orders", properties={
+        "id": "12", "globallyUniqueId": "h12", "keyOptions": {"type": "autoincrement", "allowUserKeys": False,
+                                                               "increment": 5, "offset": 10, "lastValue": 95},
+        "shardKeys": ["sku"], "numberOfShards": 3, "replicationFactor": 2, "writeConcern": 2,
+        "schema": {"rule": {"type": "object"}, "level": "moderate", "message": "no", "type": "json"},
+        "computedValues": None, "cacheEnabled": False})
     bodies = [r.body for r in server.sent("post", "/_api/collection")]
     assert bodies == [
         {"name": "products", "waitForSync": False, "isSystem": False,
          "keyOptions": {"type": "traditional", "allowUserKeys": True}, "type": 2},
         {"name": "bought", "waitForSync": False, "isSystem": False,
          "keyOptions": {"type": "traditional", "allowUserKeys": True}, "type": 3},
-    ]  # issue 13 point 10 changes this (a dump's keyOptions, shardKeys, schema … travel along)
-    assert [r.params for r in server.sent("post", "/_api/collection")] == [{}, {}]
+        {"name": "orders", "waitForSync": False, "isSystem": False, "type": 2,
+         "keyOptions": {"type": "autoincrement", "allowUserKeys": False, "increment": 5, "offset": 10},
+         "shardKeys": ["sku"], "numberOfShards": 3, "replicationFactor": 2, "writeConcern": 2,
+         "schema": {"rule": {"type": "object"}, "level": "moderate", "message": "no"}},
+    ]
+    assert [r.params for r in server.sent("post", "/_api/collection")] == [{}, {}, {}]
 
 
 def test_a_collection_made_meanwhile_by_another_process_is_taken_not_an_error():
@@ -128,7 +143,7 @@ def test_upserts_go_to_the_import_api_in_batches_all_or_nothing_then_bump_the_ch
     written = store.upsert_table("products", pa.table({"_key": ["a", "b", "c"], "price": [1.5, None, 3.0]}))
     assert written == 3
     imports = server.sent("post", "/_api/import")
-    # complete=true is all-or-nothing only on a single server: issue 13 point 12 changes the comment, not this
+    # complete=true: all-or-nothing on a single server only (issue 13 point 12 changed the store's comment)
     assert [r.params for r in imports] == [
         {"type": "array", "collection": "products", "complete": "1", "details": "1", "onDuplicate": "replace"}] * 2
     assert [r.body for r in imports] == [[{"_key": "a", "price": 1.5}, {"_key": "b"}], [{"_key": "c", "price": 3.0}]]
@@ -161,13 +176,16 @@ def test_an_index_from_a_dump_is_sent_without_the_attributes_the_server_only_rep
                          "deduplicate": True, "estimates": True, "name": "idx_category"}
 
 
-def test_a_unique_index_failing_on_duplicates_is_reported_skipped():
+def test_a_unique_index_failing_on_duplicates_is_reported_failed_naming_the_fields():
+    """Issue 13 point 10: 409/1210 is a failure of the restore, not a skip."""
     server = ArangoStub()
     database(server, {"products": 2})
     server.on("post", "/_api/index", error_body(409, 1210, "unique constraint violated"))
     outcome = server.store().create_index("products", {"type": "persistent", "fields": ["sku"], "unique": True})
-    assert outcome.status == "skipped"  # issue 13 point 10 changes this (409/1210 is a failure, not a skip)
-    assert server.sent("post", "/_api/index")[0].body == {"type": "persistent", "fields": ["sku"], "unique": True}
+    assert outcome.status == "failed" and "'products' holds documents with the same sku" in outcome.reason
+    [sent] = server.sent("post", "/_api/index")
+    assert (sent.params, sent.body) == ({"collection": "products"},
+                                        {"type": "persistent", "fields": ["sku"], "unique": True})
 
 
 def _graph_document(name: str, definitions: list[dict], orphans: list[str] = ()) -> dict:
@@ -176,17 +194,19 @@ def _graph_document(name: str, definitions: list[dict], orphans: list[str] = ())
             "orphanCollections": list(orphans), "numberOfShards": 1, "replicationFactor": 1, "isSmart": False}
 
 
-def test_a_new_named_graph_is_created_with_its_edge_definitions():
+def test_a_new_named_graph_is_created_with_its_edge_definitions_and_orphan_collections():
     server = ArangoStub()
-    database(server, {"products": 2, "bought": 3})
+    database(server, {"products": 2, "bought": 3, "users": 2})
     server.on("get", "/_api/gharial/shop", error_body(404, 1924, "graph 'shop' not found"))
     server.on("post", "/_api/gharial", lambda r: (202, {"error": False, "code": 202, "graph": _graph_document(
-        "shop", r.body["edgeDefinitions"])}))
-    server.store().create_graph(GraphInfo("shop", (EdgeDefinition("bought", ("products",), ("products",)),)))
+        "shop", r.body["edgeDefinitions"], r.body["orphanCollections"])}))
+    server.store().create_graph(GraphInfo("shop", (EdgeDefinition("bought", ("products",), ("products",)),),
+                                          orphan_collections=("users",)))
     [sent] = server.sent("post", "/_api/gharial")
-    # issue 13 point 10 changes this (orphanCollections from the dump)
-    assert sent.body == {"name": "shop", "options": {},
-                         "edgeDefinitions": [{"collection": "bought", "from": ["products"], "to": ["products"]}]}
+    # issue 13 point 10: the dump's orphanCollections are kept
+    assert (sent.params, sent.body) == ({}, {
+        "name": "shop", "options": {}, "orphanCollections": ["users"],
+        "edgeDefinitions": [{"collection": "bought", "from": ["products"], "to": ["products"]}]})
 
 
 def test_an_existing_named_graph_gets_its_edge_definitions_replaced_added_and_dropped():
@@ -198,17 +218,25 @@ def test_an_existing_named_graph_gets_its_edge_definitions_replaced_added_and_dr
     server.on("put", "/_api/gharial/shop/edge/bought", (202, {"error": False, "code": 202, "graph": current}))
     server.on("post", "/_api/gharial/shop/edge", (202, {"error": False, "code": 202, "graph": current}))
     server.on("delete", "/_api/gharial/shop/edge/old", (202, {"error": False, "code": 202, "graph": current}))
+    # GET /_api/gharial/{graph}/vertex (graphs/named-graphs/#list-node-collections), after the changes above
+    server.on("get", "/_api/gharial/shop/vertex", {"error": False, "code": 200,
+                                                   "collections": ["products", "viewed", "users"]})
+    server.on("post", "/_api/gharial/shop/vertex", (202, {"error": False, "code": 202, "graph": current}))
     server.store().create_graph(GraphInfo("shop", (
         EdgeDefinition("bought", ("products",), ("products", "viewed")),
         EdgeDefinition("viewed", ("products",), ("products",)),
-    )))
+    ), orphan_collections=("users", "tags")))
     changes = [(r.method, r.endpoint, r.params, r.body) for r in server.requests if r.method != "get"]
     assert changes == [
         ("put", "/_api/gharial/shop/edge/bought", {},  # purge: python-arango's, see harness._as_documented
          {"collection": "bought", "from": ["products"], "to": ["products", "viewed"], "purge": False}),
         ("post", "/_api/gharial/shop/edge", {}, {"collection": "viewed", "from": ["products"], "to": ["products"]}),
         ("delete", "/_api/gharial/shop/edge/old", {"dropCollections": "0"}, None),
+        # issue 13 point 10: an orphan collection the graph lacks is added (users is one already)
+        ("post", "/_api/gharial/shop/vertex", {}, {"collection": "tags"}),
     ]
+    assert [(r.endpoint, r.params) for r in server.sent("get", "/_api/gharial/.*")] == [
+        ("/_api/gharial/shop", {}), ("/_api/gharial/shop", {}), ("/_api/gharial/shop/vertex", {})]
 
 
 def test_graphs_are_listed_from_gharial():
@@ -277,14 +305,17 @@ def test_a_cursor_that_expired_between_batches_is_an_arango_error_naming_the_col
 def test_write_back_checks_every_key_then_updates_each_chunk_in_one_query():
     server = ArangoStub()
     database(server, {"products": 2}, state=True)
-    answers(server, {aql.FIRST_MISSING_KEY: [], aql.UPDATE_ATTRIBUTES: [], aql.BUMP_CHANGE_MARKER: [2]})
+    written = {aql.FIRST_MISSING_KEY: cursor_response([]), aql.UPDATE_ATTRIBUTES: writing_cursor([], 2),
+               aql.BUMP_CHANGE_MARKER: cursor_response([2])}
+    server.on("post", "/_api/cursor", lambda r: written[r.body["query"]])
     store = server.store()
     updated = store.update_attributes("products", pa.table({"_key": ["a", "b"], "rank": [1, None]}))
-    assert updated == 2
+    assert updated == 2  # the server's writesExecuted
     assert [r.body for r in server.sent("post", "/_api/cursor")] == [
         cursor_body(aql.FIRST_MISSING_KEY, {"@collection": "products", "keys": ["a", "b"]}),
-        # issue 13 point 7 changes this (b's null: dropped here, written by the embedded store)
-        cursor_body(aql.UPDATE_ATTRIBUTES, {"@collection": "products", "rows": [{"_key": "a", "rank": 1}]}),
+        # issue 13 point 7: b's null is sent, and keepNull: false clears the attribute, as on the embedded store
+        cursor_body(aql.UPDATE_ATTRIBUTES, {"@collection": "products", "rows": [{"_key": "a", "rank": 1},
+                                                                                 {"_key": "b", "rank": None}]}),
         cursor_body(aql.BUMP_CHANGE_MARKER, {"@collection": STATE_COLLECTION, "key": "m:products",
                                              "name": "products"}),
     ]
@@ -414,74 +445,131 @@ def test_a_racing_marker_bump_is_retried():
 
 
 # -- vector index and the similarity AQL -------------------------------------------------------------
-def _vector_server(version: str = "3.12.6") -> ArangoStub:
+def _vector_server(version: str = "3.12.6", documents: int = 450, vectors: int = 400) -> tuple[ArangoStub,
+                                                                                               VectorIndexRoutes]:
+    """products with `vectors` of its `documents` holding an embedding, its indexes kept by
+    routes_vector (POST/GET/DELETE /_api/index, the VECTOR_COUNTS / VECTOR_PROBLEM_KEYS cursors)."""
     server = ArangoStub(version=version)
-    database(server, {"products": 2}, counts={"products": 400})
-    return server
+    database(server, {"products": 2}, counts={"products": documents})
+    routes = VectorIndexRoutes(server, "products", counts={"documents": documents, "vectors": vectors, "other": 0},
+                               problem_keys=["m1", "m2"])
+    return server, routes
 
 
-def test_the_vector_index_request():
-    server = _vector_server()
-    server.on("post", "/_api/index", lambda r: (201, {**r.body, "id": "products/9", "isNewlyCreated": True,
-                                                      "error": False, "code": 201}))
+def _vector_counts_body(dimension: int) -> dict:
+    return cursor_body(aql.VECTOR_COUNTS, {"@collection": "products", "attribute": "embedding",
+                                           "dimension": dimension})
+
+
+def test_the_vector_index_requests():
+    """Issue 13 points 1 (sparse, nLists = 15·√ documents with a vector), 4 (defaultNProbe:
+    1/16 of the cells without a calibration), 11 (inBackground; answered "ready", so no polling)."""
+    server, _routes = _vector_server()
     outcome = server.store().create_vector_index("products", dimension=64)
-    assert outcome.status == "created"
-    [sent] = server.sent("post", "/_api/index")
-    assert sent.params == {"collection": "products"}
-    # issue 13 point 1 changes this (sparse: true, nLists from documents with a vector),
-    # point 4 (defaultNProbe), point 11 (inBackground and polling)
-    assert sent.body == {"type": "vector", "name": "vector_embedding", "fields": ["embedding"],
-                         "params": {"metric": "cosine", "dimension": 64, "nLists": 300}}
-    assert [(r.method, r.endpoint, r.params) for r in server.sent(endpoint="/_api/version")] == [
-        ("get", "/_api/version", {"details": "0"})]
+    assert (outcome.status, outcome.n_lists, outcome.default_n_probe) == ("created", default_n_lists(400), 19)
+    assert [(r.method, r.endpoint, r.params, r.body) for r in server.requests[1:]] == [
+        ("get", "/_api/version", {"details": "0"}, None),
+        ("post", "/_api/cursor", {}, _vector_counts_body(64)),
+        ("get", "/_api/index", {"collection": "products", "withHidden": "1"}, None),
+        ("post", "/_api/index", {"collection": "products"},
+         {"type": "vector", "name": "vector_embedding", "fields": ["embedding"], "inBackground": True,
+          "sparse": True, "params": {"metric": "cosine", "dimension": 64, "nLists": 300, "defaultNProbe": 19}}),
+    ]
 
 
-def test_a_vector_index_that_exists_under_its_name_with_other_params_is_reported_as_a_missing_startup_option():
-    server = _vector_server()
-    server.on("post", "/_api/index", error_body(409, 1005, "duplicate value"))  # 1005: duplicate identifier
-    with pytest.raises(StoreError, match="--vector-index"):  # issue 13 point 2 changes this
+def test_on_3_12_5_documents_without_a_vector_are_named_and_no_index_request_is_sent():
+    """Issue 13 point 1: no sparse vector index before 3.12.6, so the job refuses up front."""
+    server, _routes = _vector_server("3.12.5")
+    with pytest.raises(StoreError, match=r"50 documents of 'products' have no 'embedding' \(e\.g\. m1, m2\)"):
         server.store().create_vector_index("products", dimension=64)
+    assert [(r.method, r.endpoint, r.body) for r in server.requests[1:]] == [
+        ("get", "/_api/version", None),
+        ("post", "/_api/cursor", _vector_counts_body(64)),
+        ("post", "/_api/cursor", cursor_body(aql.VECTOR_PROBLEM_KEYS, {
+            "@collection": "products", "attribute": "embedding", "dimension": 64, "missing": True, "examples": 5})),
+    ]
 
 
-def test_a_vector_index_build_that_times_out_is_reported_as_not_reachable():
-    server = _vector_server()
-    server.on("post", "/_api/index", raises(ReadTimeout("Read timed out. (read timeout=600)")))
-    with pytest.raises(StoreError, match="not reachable"):  # issue 13 point 11 changes this
+def test_an_index_of_that_name_made_meanwhile_1005_is_reported_as_a_name_clash():
+    """Issue 13 point 2: 1005 (duplicate identifier) used to be reported as a missing
+    --vector-index startup option."""
+    server, routes = _vector_server()
+    routes.on_create = lambda body: error_body(409, 1005, "duplicate value")
+    with pytest.raises(StoreError, match="another index named 'vector_embedding' on 'products' has a different "
+                                         r"definition \(ArangoDB error 1005") as caught:
         server.store().create_vector_index("products", dimension=64)
+    assert "--vector-index" not in str(caught.value)
     assert len(server.sent("post", "/_api/index")) == 1
 
 
+def test_a_vector_index_build_that_times_out_is_looked_for_not_reported_as_not_reachable():
+    """Issue 13 point 11: after a timed-out create the store looks for the index (by name,
+    then among the hidden ones still building) instead of calling the server unreachable."""
+    server, routes = _vector_server()
+    routes.on_create = raises(ReadTimeout("Read timed out. (read timeout=600)"))
+    with pytest.raises(StoreError, match="the server holds no vector index 'vector_embedding' on 'products' after "
+                                         "the request building it timed out") as caught:
+        server.store().create_vector_index("products", dimension=64, timeout=0, poll_interval=0)
+    assert "not reachable" not in str(caught.value)
+    assert [(r.method, r.endpoint, r.params) for r in server.requests[-3:]] == [
+        ("post", "/_api/index", {"collection": "products"}),
+        ("get", "/_api/index", {"collection": "products"}),  # python-arango sends no withHidden=false
+        ("get", "/_api/index", {"collection": "products", "withHidden": "1"}),
+    ]
+
+
 def test_a_server_older_than_3_12_4_gets_no_vector_index_request():
-    server = _vector_server("3.12.3")
+    server, _routes = _vector_server("3.12.3")
     with pytest.raises(StoreError, match="3.12.3.*3.12.4 or later"):
         server.store().create_vector_index("products", dimension=64)
     assert server.sent("post", "/_api/index") == []
 
 
-@pytest.mark.parametrize("conditions, excluding", [
-    ((), None),
-    ((), "a"),
-    # issue 13 point 3 changes these two (one FILTER (a) AND (b), refused below 3.12.6)
-    ((Condition("price", "lt", 20), Condition("category", "eq", "books")), None),
-    ((Condition("category", "in", ["books"]),), "a"),
+@pytest.mark.parametrize("conditions, excluding, n_probe, bound", [
+    ((), None, None, {}),
+    ((), "a", 24, {"key": "a", "limit": 6, "n_probe": 24}),
+    # issue 13 point 3: the conditions as one FILTER (a) AND (b); point 4: nProbe in the function's options
+    ((Condition("price", "lt", 20), Condition("category", "eq", "books")), None, 24,
+     {"attr_0": "price", "value_0": 20, "attr_1": "category", "value_1": "books", "n_probe": 24}),
+    ((Condition("category", "in", ["books"]),), "a", None,
+     {"attr_0": "category", "value_0": ["books"], "key": "a", "limit": 6}),
 ])
-def test_the_similarity_aql_runs_as_printed_with_everything_bound(conditions, excluding):
-    server = _vector_server()
+def test_vector_search_sends_the_approx_near_cosine_query_with_everything_bound(conditions, excluding, n_probe,
+                                                                                bound):
+    server, _routes = _vector_server()
     server.on("post", "/_api/cursor", cursor_response([{"_key": "b", "score": 0.9}]))
-    query = similarity_query("products", 5, [0.1, 0.2], conditions, excluding_key=excluding)
-    assert server.store()._all(query.text, query.bind_vars, "products") == [{"_key": "b", "score": 0.9}]
+    hits = server.store().vector_search("products", [0.1, 0.2], 5, conditions, excluding_key=excluding,
+                                        n_probe=n_probe)
+    assert hits == [("b", 0.9)]
+    text = aql.approx_near_cosine_filtered_query([c.op for c in conditions], excluding is not None,
+                                                 n_probe=n_probe is not None)
     [sent] = server.sent("post", "/_api/cursor")
-    assert sent.body == cursor_body(query.text, query.bind_vars)
-    assert sent.body["bindVars"]["query_vector"] == [0.1, 0.2]
+    assert sent.body == cursor_body(text, {"@collection": "products", "attribute": "embedding", "k": 5,
+                                           "query_vector": [0.1, 0.2], **bound})
+    inner = text.split("SORT")[0]
+    assert inner.count("FILTER") == (1 if conditions else 0)
+    assert ("{ nProbe: @n_probe }" in text) is (n_probe is not None)
 
 
-def test_a_filtered_vector_query_on_3_12_4_fails_with_the_servers_1554():
-    server = _vector_server("3.12.4")
-    server.on("post", "/_api/cursor", error_body(400, 1554, "AQL: unsupported filter condition in vector search"))
-    query = similarity_query("products", 5, [0.1], [Condition("price", "lt", 20)])
-    with pytest.raises(ArangoError) as caught:  # issue 13 point 3 changes this (refused before sending)
-        server.store()._all(query.text, query.bind_vars, "products")
-    assert caught.value.error_code == 1554
+def test_a_filtered_vector_search_on_3_12_5_is_refused_before_any_query():
+    """Issue 13 point 3: 3.12.4–3.12.5 answer a filter inside the vector search with 1554."""
+    server, _routes = _vector_server("3.12.5")
+    with pytest.raises(StoreError, match=r"ArangoDB 3\.12\.5 cannot filter inside a vector search on 'products' "
+                                         r"\(error 1554 there\).*3\.12\.6 or later"):
+        server.store().vector_search("products", [0.1], 5, [Condition("price", "lt", 20)])
+    assert server.sent("post", "/_api/cursor") == []
+
+
+def test_a_vector_search_the_server_answers_1554_says_to_build_the_index():
+    server, _routes = _vector_server("3.12.4")
+    server.on("post", "/_api/cursor", error_body(400, 1554, "AQL: vector search not applied"))
+    with pytest.raises(StoreError, match=r"did not use a vector index for APPROX_NEAR_COSINE on 'products' "
+                                         r"\(error 1554\)") as caught:
+        server.store().vector_search("products", [0.1], 5)
+    assert caught.value.__cause__.error_code == 1554
+    [sent] = server.sent("post", "/_api/cursor")
+    assert sent.body == cursor_body(aql.approx_near_cosine_filtered_query([], False, n_probe=False), {
+        "@collection": "products", "attribute": "embedding", "k": 5, "query_vector": [0.1]})
 
 
 # -- opening, --create-database, errors ---------------------------------------------------------------------
@@ -525,12 +613,19 @@ def test_without_create_database_a_missing_database_says_how_to_create_it():
     assert server.sent("post") == []
 
 
-def test_create_database_given_a_401_for_a_database_that_does_not_exist_reports_a_refused_login():
+def test_create_database_given_a_401_for_a_database_that_does_not_exist_creates_it_through_system():
+    """Issue 13 point 5: with authentication on, a missing database answers 401/11, not
+    1228; _system's list (has_database) tells a missing database from a refused login
+    (that case: test_connection.py)."""
     server = ArangoStub()
     _opening(server, error_body(401, 11, "not authorized to execute this request"))
-    with pytest.raises(ArangoError, match="refused"):  # issue 13 point 5 changes this (has_database via _system)
-        server.store(create=True)
-    assert server.sent("post", "/_api/database") == []
+    server.store(create=True)
+    assert [(r.method, r.database, r.endpoint, r.body) for r in server.requests] == [
+        ("get", "graphsvc", "/_api/collection", None),
+        ("get", "_system", "/_api/database", None),
+        ("post", "_system", "/_api/database", {"name": "graphsvc"}),
+        ("get", "graphsvc", "/_api/collection", None),
+    ]
 
 
 def test_a_missing_collection_is_named():
@@ -548,10 +643,19 @@ def test_a_refused_connection_is_retried_by_python_arango_then_reported():
     server.on("get", "/_api/collection", raises(RequestsConnectionError("Connection refused")))
     # python-arango (arango/connection.py process_request) retries a ConnectionError per host and
     # raises its own client error, which names no host; connection._errors' "not reachable at <host>"
-    # is only reached by a timeout (see the vector index test)
+    # is reached by a timeout (next test)
     with pytest.raises(ArangoError, match="Can't connect to host"):
         server.store()
     assert len(server.sent("get", "/_api/collection")) == 3
+
+
+def test_a_query_that_times_out_names_the_server_not_reachable_and_is_sent_once():
+    server = ArangoStub()
+    database(server, {"products": 2})
+    server.on("post", "/_api/cursor", raises(ReadTimeout("Read timed out. (read timeout=600)")))
+    with pytest.raises(StoreError, match=r"ArangoDB at .*localhost:8529 is not reachable: Read timed out"):
+        server.store().get_documents("products", ["a"])
+    assert len(server.sent("post", "/_api/cursor")) == 1
 
 
 def test_drop_collection_deletes_it_and_a_missing_one_is_no_error():
@@ -568,14 +672,16 @@ def test_drop_collection_deletes_it_and_a_missing_one_is_no_error():
 
 # -- coverage of the AQL texts ---------------------------------------------------------------------------------
 def _generated_texts() -> dict[str, str]:
-    """The AQL texts built from fixed lines, in the shapes the tests above send."""
+    """The AQL texts built from fixed lines, in the shapes the tests above send: every
+    APPROX_NEAR_COSINE shape (filtered or not, excluding a key or not, nProbe or not)."""
+    shapes = [((), False, False), ((), True, True), (("lt", "eq"), False, True), (("in",), True, False)]
     return {
         "select_keys_query(0)": aql.select_keys_query(0),
         "select_keys_query(2)": aql.select_keys_query(2),
         "filter_keys_query(lt, in)": aql.filter_keys_query(["lt", "in"]),
-        **{f"approx_near_cosine_filtered_query({ops}, {excluding})": aql.approx_near_cosine_filtered_query(ops,
-                                                                                                             excluding)
-           for ops, excluding in [((), False), ((), True), (("lt", "eq"), False), (("in",), True)]},
+        **{f"approx_near_cosine_filtered_query({ops}, {excluding}, n_probe={n_probe})":
+           aql.approx_near_cosine_filtered_query(ops, excluding, n_probe=n_probe)
+           for ops, excluding, n_probe in shapes},
     }
 
 
