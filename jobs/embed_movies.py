@@ -16,7 +16,7 @@ from typing import Callable
 
 import pyarrow as pa
 
-from graphsvc.graph.datasets import load_texts
+from graphsvc.graph.datasets import keys_without_text, load_texts
 from graphsvc.incremental import fingerprint, text_hashes
 from graphsvc.index.publish import publish_embeddings
 from graphsvc.inference.texts import encode_texts
@@ -58,6 +58,11 @@ def embed_movies(
         require_vector_index(store)  # before hours of work, not after
     with timer("pull"):
         keys, texts, skipped = pull_texts(store, config)
+    if config.arangodb_vector_index and skipped:
+        require_vector_index(
+            store, collection=config.collection, without_vector=skipped, lacking=f"'{config.text}' or "
+            f"'{config.fallback_text}'", examples=lambda: keys_without_text(
+                store, config.collection, config.text, config.fallback_text))
     store.release()  # the service may read the store while we compute; the write-back reopens it
 
     triton.wait_ready(timeout=config.ready_timeout, models=[config.model])

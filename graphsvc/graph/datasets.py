@@ -91,6 +91,19 @@ def _feature_matrix(table: pa.Table, features: str, nodes: str) -> np.ndarray:
     return matrix
 
 
+def keys_without_text(store: GraphStore, collection: str, text: str, fallback: str, limit: int = 5) -> list[str]:
+    """Up to `limit` keys of documents with neither `text` nor `fallback` (what
+    `load_texts` skips), for error messages."""
+    found: list[str] = []
+    for batch in store.pull(collection, {text: pa.string(), fallback: pa.string()}):
+        texts = pc.coalesce(batch.column(text), batch.column(fallback))
+        present = pc.and_(pc.is_valid(texts), pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0))
+        found += batch.column("_key").filter(pc.invert(pc.fill_null(present, False))).to_pylist()
+        if len(found) >= limit:
+            break
+    return found[:limit]
+
+
 def load_texts(store: GraphStore, collection: str, text: str, fallback: str) -> tuple[pa.Array, list[str], int]:
     """Keys and texts (`text`, else `fallback`) of the documents that have one, and the
     count of those without."""

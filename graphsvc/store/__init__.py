@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+from typing import Callable, Sequence
 
 from graphsvc.errors import ConfigError
 from graphsvc.store.base import CollectionInfo, EdgeDefinition, GraphInfo, GraphStore
@@ -39,9 +40,12 @@ def open_store(url: str, create: bool = False, password_file: str | os.PathLike 
     return EmbeddedStore(url.removeprefix("duckdb://"), create=create)
 
 
-def require_vector_index(store: GraphStore) -> GraphStore:
+def require_vector_index(store: GraphStore, *, collection: str = "", without_vector: int = 0,
+                         examples: Callable[[], Sequence[str]] | None = None, lacking: str = "") -> GraphStore:
     """`store` when it can hold a vector index for AQL's APPROX_NEAR_COSINE (ArangoDB
-    3.12.4 or later); otherwise a ConfigError that says what is there instead."""
+    3.12.4 or later); otherwise a ConfigError that says what is there instead. Asked
+    before the work: `without_vector` documents of `collection` will get no vector (they
+    lack `lacking`), which only a sparse index (3.12.6) tolerates; `examples` names some."""
     create = getattr(store, "create_vector_index", None)
     if create is None:
         raise ConfigError(
@@ -51,5 +55,13 @@ def require_vector_index(store: GraphStore) -> GraphStore:
     if not store.supports_vector_index():
         raise ConfigError(
             f"--arangodb-vector-index needs ArangoDB 3.12.4 or later; {store.url} runs {store.server_version()}"
+        )
+    if without_vector and not store.supports_sparse_vector_index():
+        named = list(examples()[:5]) if examples else []
+        raise ConfigError(
+            f"{without_vector} documents of '{collection}' have no {lacking} and so get no embedding"
+            f"{' (e.g. ' + ', '.join(named) + ')' if named else ''}; ArangoDB {store.server_version()} at {store.url} "
+            "has no sparse vector indexes (3.12.6 or later), so its vector index would not build — give them "
+            f"{lacking or 'a vector'}, remove them, or upgrade the server (nothing was computed or written)"
         )
     return store

@@ -85,3 +85,43 @@ def test_publish_drops_before_the_write_back_builds_after_it_and_records_the_ind
     recorded = published.summary()["arangodb_vector_index"]
     assert recorded["status"] == "created" and recorded["defaultNProbe"] == 95 and "dimension 128" in recorded["reason"]
     assert load_current(tmp_path / "indexes", "products").manifest.extra["arangodb_vector_index"] == recorded
+
+
+def test_movies_without_text_are_refused_up_front_on_a_server_without_sparse_indexes(tmp_path):
+    """Issue 13 point 1: on 3.12.4–3.12.5 documents that will get no vector make the
+    index unbuildable; embed-movies says so after its pull, naming them, before any
+    embedding (no Triton is needed to get there) and before anything is written."""
+    from graphsvc.store.embedded import EmbeddedStore
+
+    class OldArango(EmbeddedStore):
+        def __init__(self, *args, version, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.version = version
+
+        def server_version(self):
+            return self.version
+
+        def supports_vector_index(self):
+            return True
+
+        def supports_sparse_vector_index(self):
+            return self.version >= "3.12.6"
+
+        def create_vector_index(self, *args, **kwargs):  # pragma: no cover - never reached here
+            raise AssertionError
+
+    path = tmp_path / "s.duckdb"
+    with open_store(str(path), create=True) as store:
+        store.create_collection("movies")
+        store.upsert_documents("movies", [{"_key": "m1", "description": "a haunted house"},
+                                          {"_key": "m2", "title": ""}, {"_key": "m3", "description": "  "}])
+    with OldArango(path, version="3.12.5") as store:
+        with pytest.raises(ConfigError, match=r"2 documents of 'movies' have no 'description' or 'title'.*"
+                                              r"e\.g\. m2, m3.*3\.12\.5.*3\.12\.6 or later"):
+            embed_movies(store, triton=None, index_dir=tmp_path / "indexes",
+                         config=EmbedMoviesConfig(arangodb_vector_index=True))
+    assert not (tmp_path / "indexes").exists()
+    with OldArango(path, version="3.12.6") as store:  # a sparse index tolerates them: on to Triton
+        with pytest.raises(AttributeError, match="wait_ready"):
+            embed_movies(store, triton=None, index_dir=tmp_path / "indexes",
+                         config=EmbedMoviesConfig(arangodb_vector_index=True))

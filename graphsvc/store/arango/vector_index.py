@@ -146,6 +146,10 @@ class ArangoVectorIndex(ArangoCatalog):
         with self._errors(action="asking the server version"):
             return str(self._db.version())
 
+    def supports_sparse_vector_index(self) -> bool:
+        """Whether documents without a vector may sit beside an index (`sparse`, 3.12.6)."""
+        return parse_version(self.server_version()) >= SPARSE_MIN_VERSION
+
     def supports_vector_index(self) -> bool:
         return supports_vector_index(self.server_version())
 
