@@ -58,7 +58,7 @@ KEY_COLUMN = "_key"
 CHECKSUMMED_FILES = (INDEX_FILE, KEYS_FILE)
 
 _VERSION_RE = re.compile(r"^v(\d{6,})$")
-_COLLECTION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-.]*$")
+_COLLECTION_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-.]*")
 
 
 def version_dirname(version: int) -> str:
@@ -71,7 +71,7 @@ def parse_version_dirname(name: str) -> int | None:
 
 
 def _check_collection(collection: str) -> str:
-    if not isinstance(collection, str) or not _COLLECTION_RE.match(collection) or collection in (".", ".."):
+    if not isinstance(collection, str) or not _COLLECTION_RE.fullmatch(collection) or collection in (".", ".."):
         raise ValueError(f"invalid collection name {collection!r}")
     return collection
 

@@ -172,3 +172,11 @@ def test_ivf_artifact_round_trip(tmp_path):
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_array_equal(s1, s2)
     assert os.listdir(tmp_path) == ["users"]
+
+
+@pytest.mark.parametrize("name", ["products\n", "../products", "", ".", "a/b"])
+def test_a_collection_name_that_is_not_a_plain_name_is_refused(tmp_path, name):
+    from graphsvc.index.artifacts import list_versions
+
+    with pytest.raises(ValueError, match="invalid collection name"):
+        list_versions(tmp_path, name)
