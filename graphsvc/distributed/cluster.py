@@ -1,0 +1,69 @@
+"""Joining a Ray cluster for one job, and what its workers need from the driver."""
+
+from __future__ import annotations
+
+import os
+import signal
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from graphsvc.errors import ConfigError
+from graphsvc.settings import TEST_KILL_AT, read
+
+#: a layer broadcast to every partition may take this share of the smallest node's object store
+BROADCAST_SHARE = 0.25
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--executor ray needs Ray on this machine and the cluster's: "
+                          "pip install 'graphsvc[ray]' (or use --executor local)") from None
+    return ray
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator:
+    """Ray, connected: a session already open in this process (tests, notebooks) is used
+    as it is; otherwise the cluster at `address` (None: a Ray started on this machine for
+    the job, or RAY_ADDRESS) is joined and left at the end."""
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    except ConnectionError as exc:
+        raise ConfigError(f"Ray is not reachable at {address}: {exc} — check --ray-address "
+                          f"(or GRAPHSVC_RAY_ADDRESS)") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def worker_env() -> dict[str, str]:
+    """The driver's GRAPHSVC_* settings, for the runtime_env of the job's actors: a
+    worker's Triton client retries and its kill points as the driver's would."""
+    return {name: value for name, value in os.environ.items() if name.startswith("GRAPHSVC_")}
+
+
+def smallest_object_store(ray) -> float:
+    """Bytes of object store on the cluster's smallest live node."""
+    sizes = [node["Resources"].get("object_store_memory", 0.0) for node in ray.nodes() if node.get("Alive")]
+    return min(sizes) if sizes else 0.0
+
+
+def worker_kill_point(name: str, marker_dir: Path | None) -> None:
+    """Tests only: SIGKILL this worker when GRAPHSVC_TEST_KILL_AT is `worker:<name>`, on the
+    first attempt only (a marker file in `marker_dir` says it happened), so that Ray's
+    retry of the task then succeeds."""
+    if marker_dir is None or read(TEST_KILL_AT) != f"worker:{name}":
+        return
+    marker = Path(marker_dir) / f"{name}.killed"
+    if marker.exists():
+        return
+    marker.write_text("killed once\n")
+    os.kill(os.getpid(), signal.SIGKILL)
