@@ -27,8 +27,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from graphsvc.distributed.cluster import BROADCAST_SHARE, import_ray, smallest_object_store, worker_env, \
-    worker_kill_point
+from graphsvc.distributed.cluster import (
+    BROADCAST_SHARE,
+    import_ray,
+    smallest_object_store,
+    worker_env,
+    worker_kill_point,
+)
 from graphsvc.distributed.partitions import Partition, Partitioning, partition_graph
 from graphsvc.graph.csr import CSRGraph
 from graphsvc.runs import RunJournal, kill_point
