@@ -58,11 +58,11 @@ def smallest_object_store(ray) -> float:
 
 def worker_kill_point(name: str, marker_dir: Path | None) -> None:
     """Tests only: SIGKILL this worker when GRAPHSVC_TEST_KILL_AT is `worker:<name>`, on the
-    first attempt only (a marker file in `marker_dir` says it happened), so that Ray's
-    retry of the task then succeeds."""
+    first attempt only (the marker file `marker_dir/killed-<name>` says it happened), so
+    that Ray's retry of the task then succeeds."""
     if marker_dir is None or read(TEST_KILL_AT) != f"worker:{name}":
         return
-    marker = Path(marker_dir) / f"{name}.killed"
+    marker = Path(marker_dir) / f"killed-{name}"
     if marker.exists():
         return
     marker.write_text("killed once\n")
