@@ -44,10 +44,13 @@ def ray_session(address: str | None) -> Iterator:
         ray.shutdown()
 
 
-def worker_env() -> dict[str, str]:
-    """The driver's GRAPHSVC_* settings, for the runtime_env of the job's actors: a
-    worker's Triton client retries and its kill points as the driver's would."""
-    return {name: value for name, value in os.environ.items() if name.startswith("GRAPHSVC_")}
+def worker_runtime_env() -> dict | None:
+    """The runtime_env of the job's actors: the driver's GRAPHSVC_* settings, so a
+    worker's Triton client retries (and its kill points fire) as the driver's would.
+    None when there are none: actors then start in the cluster's own environment
+    (a runtime_env of their own costs each one a fresh worker process)."""
+    env = {name: value for name, value in os.environ.items() if name.startswith("GRAPHSVC_")}
+    return {"env_vars": env} if env else None
 
 
 def smallest_object_store(ray) -> float:

@@ -31,8 +31,8 @@ from graphsvc.distributed.cluster import (
     BROADCAST_SHARE,
     import_ray,
     smallest_object_store,
-    worker_env,
     worker_kill_point,
+    worker_runtime_env,
 )
 from graphsvc.distributed.partitions import Partition, Partitioning, partition_graph
 from graphsvc.graph.csr import CSRGraph
@@ -140,7 +140,7 @@ def embed_layerwise_on_ray(graph: CSRGraph, features: np.ndarray, triton_url: st
     limit = BROADCAST_SHARE * smallest_object_store(ray)
     worker = ray.remote(LayerWorker).options(num_cpus=1, max_restarts=WORKER_RETRIES,
                                              max_task_retries=WORKER_RETRIES,
-                                             runtime_env={"env_vars": worker_env()})
+                                             runtime_env=worker_runtime_env())
     pool = [worker.remote(triton_url, list(models), max_in_flight, batch_size,
                           str(journal.directory) if journal else None) for _ in range(min(actors, len(parts)))]
     result = RayLayerwiseResult(np.zeros(0), np.zeros(0), plan)

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from graphsvc.distributed.cluster import import_ray, worker_env
+from graphsvc.distributed.cluster import import_ray, worker_runtime_env
 
 #: texts per Ray Data batch: enough sub-batches of `batch_size` for the actor's requests in flight
 SUB_BATCHES_PER_BATCH = 16
@@ -54,7 +54,7 @@ def encode_texts_on_ray(texts: Sequence[str], triton_url: str, model: str, *, ba
     dataset = ray.data.from_arrow(tables).map_batches(
         EncoderWorker, fn_constructor_args=(triton_url, model, batch_size, max_in_flight),
         batch_size=per_batch, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
-        runtime_env={"env_vars": worker_env()})
+        runtime_env=worker_runtime_env())
     out: np.ndarray | None = None
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         if out is None:
