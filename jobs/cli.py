@@ -384,6 +384,12 @@ def embed_products_command(ctx, nodes, edges, features, model, mode, top_k, batc
     click.echo(f"embedded {summary['embedded']} {nodes} ({summary['nodes_per_second']} nodes/s), "
                f"wrote embedding/similar/predicted_category, published index v{summary['index_version']} "
                f"in {summary['seconds']['total']}s")
+    if "ray" in summary:
+        ray = summary["ray"]
+        layers = ", ".join(f"L{layer['layer']} {layer['route']} {layer['bytes_moved'] / 1e6:.1f} MB"
+                           for layer in ray["layers"])
+        click.echo(f"on Ray: {ray['partitions']} partitions ({ray['order']} order), halo {sum(ray['halo'])} rows "
+                   f"({ray['halo_share']:.2f} × nodes); {layers}; write-back {ray['write_back']['shards']} shards")
 
 
 @cli.command("embed-movies")
