@@ -91,6 +91,8 @@ class LayerWorker:
         name = f"L{layer}-P{plan.number}"
         output = self._journal.load(name) if self._journal else None
         reused = output is not None
+        if output is None and inputs is None:  # the driver counted on the journal, whose file was unreadable
+            raise RuntimeError(f"the journal's {name} could not be read (and is removed): rerun the job")
         if output is None:
             # the marker outlives the journal (removed when the job ends): the tests look for it
             worker_kill_point(name, self._journal.directory.parent if self._journal else None)
