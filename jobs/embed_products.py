@@ -14,7 +14,7 @@ by Ray tasks (`graphsvc.distributed.publish`); the rest of the recipe is the sam
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -94,13 +94,13 @@ def embed_products(
         data.keys, row_hashes(data.features), data.graph.indptr, data.graph.indices, model_version,
         config.model, config.mode, config.layer_batch_size, config.batch_size, list(config.fanouts), config.seed,
         *((config.executor, partitions, config.ray_order) if on_ray else ())))
-    with ray_session(config.ray_address) if on_ray else nullcontext():
+    with ray_session(config.ray_address) if on_ray else nullcontext(), ExitStack() as cleanup:
         return _embed_and_publish(store, triton, index_dir, config, data, models, model_version, journal, partitions,
-                                  timer, on_progress)
+                                  timer, on_progress, cleanup)
 
 
 def _embed_and_publish(store, triton, index_dir, config, data, models, model_version, journal, partitions, timer,
-                       on_progress) -> dict:
+                       on_progress, cleanup: ExitStack) -> dict:
     on_ray, ray_report, write_back = config.executor == "ray", None, None
     with timer("embed"):
         if on_ray:
@@ -110,11 +110,13 @@ def _embed_and_publish(store, triton, index_dir, config, data, models, model_ver
             result = embed_layerwise_on_ray(
                 data.graph, data.features, triton.url, models, partitions=partitions, actors=config.ray_actors,
                 batch_size=config.layer_batch_size, max_in_flight=config.max_in_flight, order=config.ray_order,
-                broadcast=config.ray_broadcast, journal=journal, on_progress=on_progress)
+                broadcast=config.ray_broadcast, journal=journal, on_progress=on_progress, keep_workers=True)
+            cleanup.callback(result.release)  # after the write-back
             embeddings, logits = result.embeddings, result.logits
+            # the workers that computed the partitions write their shards
             write_back = ParquetWriteBack(journal.directory / "shards", data.keys, [
                 Shard(part.owned, embedding, logit) for part, embedding, logit in
-                zip(result.partitioning.parts, result.embedding_blocks, result.logit_blocks)])
+                zip(result.partitioning.parts, result.embedding_blocks, result.logit_blocks)], result.workers)
             ray_report = result.summary(len(data.keys))
             computed, reused = result.computed, result.reused
         elif config.mode == "layerwise":

@@ -65,6 +65,14 @@ class RayLayerwiseResult:
     reused: int = 0  # partitions loaded from the journal
     embedding_blocks: list = field(default_factory=list)  # per partition, object refs (for the write-back)
     logit_blocks: list = field(default_factory=list)
+    workers: list = field(default_factory=list)  # the actors, when kept for the write-back (`release`)
+
+    def release(self) -> None:
+        """End the actors kept for the write-back."""
+        ray = import_ray()
+        for actor in self.workers:
+            ray.kill(actor)
+        self.workers = []
 
     def summary(self, num_nodes: int) -> dict:
         return {**self.partitioning.summary(num_nodes), "layers": [layer.to_dict() for layer in self.layers]}
@@ -120,21 +128,28 @@ class LayerWorker:
                                 lambda batch: means[batch])
         return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
-    def close(self) -> None:
-        self._triton.close()
+    def write_shard(self, *args) -> str:
+        """A Parquet shard of the write-back (`graphsvc.distributed.publish`), written by
+        a worker already started."""
+        from graphsvc.distributed.publish import write_shard
+
+        return write_shard(*args)
 
 
 def embed_layerwise_on_ray(graph: CSRGraph, features: np.ndarray, triton_url: str, models: Sequence[str], *,
                            partitions: int, actors: int = 2, batch_size: int = 16_384, max_in_flight: int = 2,
                            order: str = "bfs", broadcast: bool | None = None, journal: RunJournal | None = None,
-                           on_progress: Callable[[int], None] | None = None) -> RayLayerwiseResult:
+                           on_progress: Callable[[int], None] | None = None,
+                           keep_workers: bool = False) -> RayLayerwiseResult:
     """Every node's last hidden layer and logits, the layers (`models`, Triton's
     `<model>_layerN`) applied on a Ray cluster already joined (`cluster.ray_session`).
 
     `broadcast`: True/False forces how each layer's input reaches the partitions; None
     broadcasts a layer when its bytes fit BROADCAST_SHARE of the smallest node's object
     store, else shuffles halo rows. `on_progress` gets each finished partition's rows
-    (a node's share split among the layers, as the local runner reports)."""
+    (a node's share split among the layers, as the local runner reports). With
+    `keep_workers` the actors outlive the call (the result's `workers`, to write the
+    shards of the write-back): the caller ends them with `release()`."""
     ray = import_ray()
     plan = partition_graph(graph, partitions, order)
     parts = plan.parts
@@ -145,7 +160,7 @@ def embed_layerwise_on_ray(graph: CSRGraph, features: np.ndarray, triton_url: st
                                              runtime_env=worker_runtime_env())
     pool = [worker.remote(triton_url, list(models), max_in_flight, batch_size,
                           str(journal.directory) if journal else None) for _ in range(min(actors, len(parts)))]
-    result = RayLayerwiseResult(np.zeros(0), np.zeros(0), plan)
+    result = RayLayerwiseResult(np.zeros(0), np.zeros(0), plan, workers=pool)
     try:
         plan_refs = [ray.put(part) for part in parts]
         complete = [journal is not None and all(journal.has(f"L{layer}-P{p.number}") for p in parts)
@@ -197,9 +212,11 @@ def embed_layerwise_on_ray(graph: CSRGraph, features: np.ndarray, triton_url: st
                              else result.logits)
         if not result.embedding_blocks:
             result.embedding_blocks = result.logit_blocks
-    finally:
-        for actor in pool:
-            ray.kill(actor)
+    except BaseException:
+        result.release()
+        raise
+    if not keep_workers:
+        result.release()
     return result
 
 

@@ -44,6 +44,7 @@ class ParquetWriteBack:
     directory: Path
     keys: pa.Array
     shards: Sequence[Shard]
+    writers: Sequence = ()  # actors with a `write_shard` method (started already); else a Ray task per shard
     report: dict = field(default_factory=dict)
 
     def __call__(self, store, collection: str, indexed: Indexed) -> None:
@@ -51,11 +52,11 @@ class ParquetWriteBack:
         self.directory.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         keys = ray.put(self.keys)
-        writer = ray.remote(_write_shard).options(max_retries=3)
-        paths = ray.get([writer.remote(str(self.directory / f"shard-{number:05d}.parquet"), keys, shard.rows,
-                                       shard.embedding, shard.logits, indexed.ids[shard.rows],
-                                       indexed.scores[shard.rows])
-                         for number, shard in enumerate(self.shards)])
+        task = ray.remote(write_shard).options(max_retries=3)
+        writers = [actor.write_shard for actor in self.writers] or [task]
+        paths = ray.get([writers[number % len(writers)].remote(
+            str(self.directory / f"shard-{number:05d}.parquet"), keys, shard.rows, shard.embedding, shard.logits,
+            indexed.ids[shard.rows], indexed.scores[shard.rows]) for number, shard in enumerate(self.shards)])
         written = time.perf_counter()
         import pyarrow.parquet as pq
 
@@ -70,9 +71,9 @@ class ParquetWriteBack:
                                         "load": round(time.perf_counter() - written, 3)}})
 
 
-def _write_shard(path: str, keys: pa.Array, rows: np.ndarray, embedding: np.ndarray, logits: np.ndarray | None,
+def write_shard(path: str, keys: pa.Array, rows: np.ndarray, embedding: np.ndarray, logits: np.ndarray | None,
                  ids: np.ndarray, scores: np.ndarray) -> str:
-    """A Ray task: one shard's rows as Parquet, written aside and renamed in."""
+    """One shard's rows as Parquet, written aside and renamed in (in a Ray worker)."""
     import os
 
     import pyarrow.parquet as pq
