@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -33,6 +34,7 @@ def ray_session(address: str | None) -> Iterator:
     if ray.is_initialized():
         yield ray
         return
+    _check_reachable(address)
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     except ConnectionError as exc:
@@ -42,6 +44,21 @@ def ray_session(address: str | None) -> Iterator:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A host:port (or ray://host:port) address must accept a connection: Ray itself
+    retries an unreachable one for minutes before it gives up."""
+    if not address or address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address must be auto, host:port or ray://host:port, not '{address}'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"Ray is not reachable at {address} ({exc}) — check --ray-address "
+                          f"(or GRAPHSVC_RAY_ADDRESS), or leave it out to start Ray on this machine") from None
 
 
 def worker_runtime_env() -> dict | None:

@@ -63,3 +63,17 @@ def test_the_local_executor_never_imports_ray(ray_triton, tmp_path):
     *summary, last = done.stdout.strip().splitlines()
     assert last == "ray imported: False"
     assert json.loads("\n".join(summary))["executor"] == "local"
+
+
+def test_an_unreachable_ray_address_fails_at_once_with_what_to_check():
+    from graphsvc.distributed.cluster import ray_session
+    from tests.support import free_ports
+
+    pytest.importorskip("ray")
+    (port,) = free_ports(1)
+    with pytest.raises(ConfigError, match=rf"Ray is not reachable at 127.0.0.1:{port} .* check --ray-address"):
+        with ray_session(f"127.0.0.1:{port}"):
+            pass
+    with pytest.raises(ConfigError, match="must be auto, host:port or ray://host:port"):
+        with ray_session("nowhere"):
+            pass
