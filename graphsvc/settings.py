@@ -93,6 +93,14 @@ TRITON_SHM = Variable("GRAPHSVC_TRITON_SHM", "auto",
                       "Shared memory with Triton: auto (gRPC to a loopback address), on, off.",
                       choices=("auto", "on", "off"))
 
+# -- where the batch jobs run ----------------------------------------------------------------------
+EXECUTOR = Variable("GRAPHSVC_EXECUTOR", "local",
+                    "Where the embed jobs compute: local (this process) or ray (a Ray cluster; pip install "
+                    "graphsvc[ray]).", choices=("local", "ray"))
+RAY_ADDRESS = Variable("GRAPHSVC_RAY_ADDRESS", None,
+                       "Ray cluster for --executor ray: auto, ray://host:10001 or host:6379 "
+                       "(default: a Ray started on this machine for the job).")
+
 # -- tests -----------------------------------------------------------------------------------------
 TEST_KILL_AT = Variable("GRAPHSVC_TEST_KILL_AT", None,
                         "Tests only: SIGKILL the job at this kill point (phase or phase:count).")

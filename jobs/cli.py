@@ -29,6 +29,21 @@ def cli():
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 
 
+def executor_options(function):
+    """Where an embed job computes: here, or on a Ray cluster (`graphsvc.distributed`)."""
+    options = [
+        env_option(env.EXECUTOR, "--executor", type=click.Choice(env.EXECUTOR.choices)),
+        env_option(env.RAY_ADDRESS, "--ray-address"),
+        click.option("--partitions", default=0, show_default=True, type=click.IntRange(0),
+                     help="Ray: node partitions (0: two per actor, at least one per million nodes)."),
+        click.option("--ray-actors", default=2, show_default=True, type=click.IntRange(1),
+                     help="Ray: actors calling Triton, one client each (the bound on concurrent Triton work)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 def _fanouts(value: str) -> tuple[int, ...]:
     try:
         fanouts = tuple(int(v) for v in value.split(","))
@@ -344,17 +359,21 @@ def export_command(model_repository, checkpoint, graphsage, text, version, repla
 @click.option("--keep", default=3, show_default=True, type=click.IntRange(1), help="Index versions to keep.")
 @click.option("--arangodb-vector-index", is_flag=True,
               help="Also create an ArangoDB vector index on `embedding` (ArangoDB >= 3.12.4).")
+@executor_options
 @json_option
 @click.pass_context
 def embed_products_command(ctx, nodes, edges, features, model, mode, top_k, batch_size, layer_batch_size, fanouts,
-                           max_in_flight, keep, arangodb_vector_index, as_json):
+                           max_in_flight, keep, arangodb_vector_index, executor, ray_address, partitions, ray_actors,
+                           as_json):
     """Embed products with GraphSAGE on Triton, index them, write back, publish."""
     from graphsvc.triton.client import TritonClient
     from jobs.embed_products import EmbedProductsConfig, embed_products
 
     config = EmbedProductsConfig(nodes=nodes, edges=edges, features=features, model=model, mode=mode, top_k=top_k,
                                  batch_size=batch_size, layer_batch_size=layer_batch_size, fanouts=_fanouts(fanouts),
-                                 max_in_flight=max_in_flight, keep=keep, arangodb_vector_index=arangodb_vector_index)
+                                 max_in_flight=max_in_flight, keep=keep, arangodb_vector_index=arangodb_vector_index,
+                                 executor=executor, ray_address=ray_address, partitions=partitions,
+                                 ray_actors=ray_actors)
     settings = settings_from(ctx)
     with open_settings_store(settings) as store, TritonClient(settings.triton_url) as triton:
         with progress(None, "embedding", "nodes") as bar:
@@ -365,6 +384,12 @@ def embed_products_command(ctx, nodes, edges, features, model, mode, top_k, batc
     click.echo(f"embedded {summary['embedded']} {nodes} ({summary['nodes_per_second']} nodes/s), "
                f"wrote embedding/similar/predicted_category, published index v{summary['index_version']} "
                f"in {summary['seconds']['total']}s")
+    if "ray" in summary:
+        ray = summary["ray"]
+        layers = ", ".join(f"L{layer['layer']} {layer['route']} {layer['bytes_moved'] / 1e6:.1f} MB"
+                           for layer in ray["layers"])
+        click.echo(f"on Ray: {ray['partitions']} partitions ({ray['order']} order), halo {sum(ray['halo'])} rows "
+                   f"({ray['halo_share']:.2f} × nodes); {layers}; write-back {ray['write_back']['shards']} shards")
 
 
 @cli.command("embed-movies")
@@ -377,17 +402,19 @@ def embed_products_command(ctx, nodes, edges, features, model, mode, top_k, batc
 @click.option("--keep", default=3, show_default=True, type=click.IntRange(1))
 @click.option("--arangodb-vector-index", is_flag=True,
               help="Also create an ArangoDB vector index on `embedding` (ArangoDB >= 3.12.4).")
+@executor_options
 @json_option
 @click.pass_context
 def embed_movies_command(ctx, collection, text_attribute, model, top_k, batch_size, max_in_flight, keep,
-                         arangodb_vector_index, as_json):
+                         arangodb_vector_index, executor, ray_address, partitions, ray_actors, as_json):
     """Embed movie descriptions with the sentence encoder on Triton, index, write back, publish."""
     from graphsvc.triton.client import TritonClient
     from jobs.embed_movies import EmbedMoviesConfig, embed_movies
 
     config = EmbedMoviesConfig(collection=collection, text=text_attribute, model=model, top_k=top_k,
                                batch_size=batch_size, max_in_flight=max_in_flight, keep=keep,
-                               arangodb_vector_index=arangodb_vector_index)
+                               arangodb_vector_index=arangodb_vector_index, executor=executor,
+                               ray_address=ray_address, partitions=partitions, ray_actors=ray_actors)
     settings = settings_from(ctx)
     with open_settings_store(settings) as store, TritonClient(settings.triton_url) as triton:
         with progress(None, "embedding", "texts") as bar:
@@ -422,10 +449,12 @@ def embed_movies_command(ctx, collection, text_attribute, model, top_k, batch_si
 @click.option("--dry-run", is_flag=True, help="Report what would be recomputed; change nothing (no Triton needed).")
 @click.option("--stale-after", default=600.0, show_default=True, type=click.FloatRange(1),
               help="Seconds without a heartbeat after which another host's lock counts as stale.")
+@executor_options
 @json_option
 @click.pass_context
 def reindex_command(ctx, target, collection, edges, features, text_attribute, model, top_k, layer_batch_size,
-                    max_in_flight, keep, tolerance, rebuild_share, write_batch, full, dry_run, stale_after, as_json):
+                    max_in_flight, keep, tolerance, rebuild_share, write_batch, full, dry_run, stale_after,
+                    executor, ray_address, partitions, ray_actors, as_json):
     """Re-index TARGET (products or movies) incrementally: only what changed since the last run.
 
     Exit codes: 0 done (or nothing to do), 1 error (one line on stderr), 75 another run
@@ -433,6 +462,10 @@ def reindex_command(ctx, target, collection, edges, features, text_attribute, mo
     """
     from graphsvc.triton.client import TritonClient
     from jobs.reindex import ReindexConfig, reindex
+
+    if executor != "local":
+        raise ConfigError("jobs reindex does not run on Ray yet — use --executor local "
+                          "(or jobs embed-products/embed-movies --executor ray for a full run)")
 
     config = ReindexConfig(target=target, collection=collection, edges=edges, features=features, text=text_attribute,
                            model=model, top_k=top_k, layer_batch_size=layer_batch_size, max_in_flight=max_in_flight,

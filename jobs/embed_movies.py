@@ -5,17 +5,24 @@ Recipe: pull `description` (or `title` where there is none) as Arrow → tokenis
 client, sentences sorted by length so each request pads little → Triton
 (`sentence_encoder`, batches of sentences, several requests in flight) → unit vectors →
 FAISS index → top-k similar movies → write back `embedding`, `similar` → publish.
+
+`executor="ray"`: the sentences go through Ray Data's `map_batches` over a pool of
+actors, one Triton client each (`graphsvc.distributed.texts`), and the write-back
+through Parquet shards written by Ray tasks (`graphsvc.distributed.publish`).
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 
+from graphsvc.distributed.cluster import ray_session
 from graphsvc.graph.datasets import keys_without_text, load_texts
 from graphsvc.incremental import fingerprint, text_hashes
 from graphsvc.index.publish import publish_embeddings
@@ -39,6 +46,10 @@ class EmbedMoviesConfig:
     keep: int = 3
     ready_timeout: float = 10.0
     arangodb_vector_index: bool = False
+    executor: str = "local"  # or "ray"
+    ray_address: str | None = None  # None: a Ray started on this machine for the job
+    partitions: int = 0  # Ray: blocks of texts and write-back shards (0: two per actor)
+    ray_actors: int = 2  # Ray: actors calling Triton, one client each
 
 
 def pull_texts(store: GraphStore, config: EmbedMoviesConfig) -> tuple[pa.Array, list[str], int]:
@@ -70,16 +81,37 @@ def embed_movies(
     # finished batches are journaled: a rerun on the same texts skips them
     journal = job_journal(index_dir, config.collection, "embed-movies", fingerprint(
         keys, text_hashes(texts), model_version, config.model, config.batch_size))
-    with timer("embed"):
-        embeddings = encode_texts(texts, partial(triton.infer_many, config.model, max_in_flight=config.max_in_flight),
-                                  config.model, batch_size=config.batch_size, journal=journal,
-                                  on_progress=on_progress)
+    on_ray, write_back = config.executor == "ray", None
+    with ray_session(config.ray_address) if on_ray else nullcontext():
+        with timer("embed"):
+            if on_ray:  # not journaled: a rerun encodes every text again
+                from graphsvc.distributed.texts import encode_texts_on_ray
 
-    published = publish_embeddings(
-        store, index_dir, config.collection, keys, embeddings, job="embed-movies",
-        model={"name": config.model, "version": model_version}, top_k=config.top_k, timer=timer,
-        manifest={"text_attribute": config.text}, keep=config.keep,
-        arangodb_vector_index=config.arangodb_vector_index)
+                embeddings = encode_texts_on_ray(texts, triton.url, config.model, batch_size=config.batch_size,
+                                                 max_in_flight=config.max_in_flight, actors=config.ray_actors,
+                                                 blocks=config.partitions)
+                if on_progress:
+                    on_progress(len(texts))
+            else:
+                embeddings = encode_texts(texts, partial(triton.infer_many, config.model,
+                                                         max_in_flight=config.max_in_flight),
+                                          config.model, batch_size=config.batch_size, journal=journal,
+                                          on_progress=on_progress)
+        extra = {}
+        if on_ray:
+            from graphsvc.distributed.publish import ParquetWriteBack, Shard, index_on_ray
+
+            shards = max(config.partitions or 2 * config.ray_actors, 1)
+            bounds = [len(texts) * s // shards for s in range(shards + 1)]
+            write_back = ParquetWriteBack(journal.directory / "shards", keys, [
+                Shard(np.arange(start, stop), embeddings[start:stop])
+                for start, stop in zip(bounds, bounds[1:]) if stop > start])
+            extra = {"index": index_on_ray, "write_back": write_back}
+        published = publish_embeddings(
+            store, index_dir, config.collection, keys, embeddings, job="embed-movies",
+            model={"name": config.model, "version": model_version}, top_k=config.top_k, timer=timer,
+            manifest={"text_attribute": config.text}, keep=config.keep,
+            arangodb_vector_index=config.arangodb_vector_index, **extra)
     journal.remove()
     return {
         "collection": config.collection,
@@ -88,5 +120,7 @@ def embed_movies(
         **published.summary(),
         "sentences_per_second": round(len(texts) / timer.seconds["embed"], 1),
         "batches": {"computed": journal.computed, "reused": journal.reused},
+        "executor": config.executor,
+        **({"ray": {"actors": config.ray_actors, "write_back": write_back.report}} if on_ray else {}),
         "seconds": timer.summary(),
     }

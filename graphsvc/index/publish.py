@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -41,17 +41,23 @@ class PublishedEmbeddings:
 def publish_embeddings(store: GraphStore, index_dir: Path, collection: str, keys: pa.Array, embeddings: np.ndarray,
                        *, job: str, model: dict[str, Any], top_k: int, timer: PhaseTimer,
                        columns: Mapping[str, pa.Array] | None = None, manifest: Mapping[str, Any] | None = None,
-                       keep: int = 3, arangodb_vector_index: bool = False) -> PublishedEmbeddings:
+                       keep: int = 3, arangodb_vector_index: bool = False,
+                       index: Callable[..., Indexed] = index_with_neighbours,
+                       write_back: Callable[[GraphStore, str, Indexed], None] | None = None) -> PublishedEmbeddings:
     """Index `embeddings` (a row per key), write them back with each key's top-k similar
     and `columns`, and publish the index, timing the phases `index`, `write_back`,
     `vector_index` and `publish`. The manifest records `job`, `model` (name, version),
     `top_k`, the index's calibration and `manifest`'s entries. With
     `arangodb_vector_index` ArangoDB's vector index is built again on the written vectors
     (one of another dimension dropped before the write-back, as it would refuse them),
-    searching as widely as our index; the manifest records it too."""
+    searching as widely as our index; the manifest records it too.
+
+    `index` (index_with_neighbours' signature) and `write_back` (store, collection,
+    indexed: writes `embedding`, `similar` and `columns` its own way) are where the Ray
+    executor (`graphsvc.distributed`) plugs in; by default one table is written here."""
     with timer("index"):
-        indexed = index_with_neighbours(embeddings, top_k)
-        similar = similar_array(keys, indexed.ids, indexed.scores)
+        indexed = index(embeddings, top_k)
+        similar = similar_array(keys, indexed.ids, indexed.scores) if write_back is None else None
 
     dimension = int(embeddings.shape[1])
     dropped: list[str] = []
@@ -61,8 +67,11 @@ def publish_embeddings(store: GraphStore, index_dir: Path, collection: str, keys
             dropped = store.prepare_vector_index(collection, dimension=dimension)
 
     with timer("write_back"):
-        store.update_attributes(collection, pa.table(
-            {"_key": keys, "embedding": embedding_array(embeddings), "similar": similar, **(columns or {})}))
+        if write_back is not None:
+            write_back(store, collection, indexed)
+        else:
+            store.update_attributes(collection, pa.table(
+                {"_key": keys, "embedding": embedding_array(embeddings), "similar": similar, **(columns or {})}))
 
     vector_index = None
     if arangodb_vector_index:

@@ -47,6 +47,10 @@ class RunJournal:
             return array
         return None
 
+    def has(self, name: str) -> bool:
+        """Whether a finished batch named `name` is saved (without reading it)."""
+        return self._path(name).exists() or self._path(name).with_suffix(".npz").exists()
+
     def save(self, name: str, array: np.ndarray | dict[str, np.ndarray]) -> None:
         """Written aside and renamed in, so a killed process leaves the batch whole or
         absent. Not fsynced: the journal only saves recomputation (a batch lost with

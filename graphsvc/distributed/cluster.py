@@ -1,0 +1,89 @@
+"""Joining a Ray cluster for one job, and what its workers need from the driver."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from graphsvc.errors import ConfigError
+from graphsvc.settings import TEST_KILL_AT, read
+
+#: a layer broadcast to every partition may take this share of the smallest node's object store
+BROADCAST_SHARE = 0.25
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--executor ray needs Ray on this machine and the cluster's: "
+                          "pip install 'graphsvc[ray]' (or use --executor local)") from None
+    return ray
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator:
+    """Ray, connected: a session already open in this process (tests, notebooks) is used
+    as it is; otherwise the cluster at `address` (None: a Ray started on this machine for
+    the job, or RAY_ADDRESS) is joined and left at the end."""
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    _check_reachable(address)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    except ConnectionError as exc:
+        raise ConfigError(f"Ray is not reachable at {address}: {exc} — check --ray-address "
+                          f"(or GRAPHSVC_RAY_ADDRESS)") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A host:port (or ray://host:port) address must accept a connection: Ray itself
+    retries an unreachable one for minutes before it gives up."""
+    if not address or address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address must be auto, host:port or ray://host:port, not '{address}'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"Ray is not reachable at {address} ({exc}) — check --ray-address "
+                          f"(or GRAPHSVC_RAY_ADDRESS), or leave it out to start Ray on this machine") from None
+
+
+def worker_runtime_env() -> dict | None:
+    """The runtime_env of the job's actors: the driver's GRAPHSVC_* settings, so a
+    worker's Triton client retries (and its kill points fire) as the driver's would.
+    None when there are none: actors then start in the cluster's own environment
+    (a runtime_env of their own costs each one a fresh worker process)."""
+    env = {name: value for name, value in os.environ.items() if name.startswith("GRAPHSVC_")}
+    return {"env_vars": env} if env else None
+
+
+def smallest_object_store(ray) -> float:
+    """Bytes of object store on the cluster's smallest live node."""
+    sizes = [node["Resources"].get("object_store_memory", 0.0) for node in ray.nodes() if node.get("Alive")]
+    return min(sizes) if sizes else 0.0
+
+
+def worker_kill_point(name: str, marker_dir: Path | None) -> None:
+    """Tests only: SIGKILL this worker when GRAPHSVC_TEST_KILL_AT is `worker:<name>`, on the
+    first attempt only (the marker file `marker_dir/killed-<name>` says it happened), so
+    that Ray's retry of the task then succeeds."""
+    if marker_dir is None or read(TEST_KILL_AT) != f"worker:{name}":
+        return
+    marker = Path(marker_dir) / f"killed-{name}"
+    if marker.exists():
+        return
+    marker.write_text("killed once\n")
+    os.kill(os.getpid(), signal.SIGKILL)
