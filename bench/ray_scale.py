@@ -89,6 +89,13 @@ def find(summary, *names):
     return None
 
 
+def layer_traffic(summary: dict) -> list[dict]:
+    """Per layer: how its input reached the partitions (shuffle of halo rows or broadcast)
+    and the bytes that moved, as the Ray job's summary reports them."""
+    layers = find(summary, "layers")
+    return [layer for layer in layers if isinstance(layer, dict)] if isinstance(layers, list) else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--products", type=int, default=200_000)
@@ -139,9 +146,7 @@ def main() -> None:
                          "nodes_per_second": ray_best["nodes_per_second"], "similar": ray_best["similar"],
                          "halo": find(ray_best, "halo", "halo_sizes"),
                          "halo_share": find(ray_best, "halo_share"),
-                         "shuffle_bytes": find(ray_best, "shuffle_bytes", "bytes_per_layer", "layer_bytes",
-                                               "bytes_moved"),
-                         "broadcast": find(ray_best, "broadcast")}
+                         "layers": layer_traffic(ray_best)}
         report["overhead"] = {"whole_job": round(ray_best["wall_seconds"] / best["local"]["wall_seconds"], 2),
                               **{phase: round(ray_best["seconds"][phase] / seconds, 2)
                                  for phase, seconds in best["local"]["seconds"].items()
@@ -167,8 +172,10 @@ def main() -> None:
           f"phases {report['ray']['seconds']}")
     print(f"  Ray overhead: whole job {report['overhead']['whole_job']}× the local one; per phase "
           f"{ {k: v for k, v in report['overhead'].items() if k != 'whole_job'} }")
-    print(f"  halo sizes {report['ray']['halo']} (share of nodes {report['ray']['halo_share']}); "
-          f"shuffle bytes per layer {report['ray']['shuffle_bytes']}; broadcast {report['ray']['broadcast']}")
+    print(f"  halo sizes {report['ray']['halo']} (their sum / nodes {report['ray']['halo_share']})")
+    for layer in report["ray"]["layers"]:
+        print(f"  layer {layer.get('layer')}: {layer.get('route')}, {layer.get('bytes_moved', 0) / 1e6:,.1f} MB moved "
+              f"in {layer.get('seconds')} s")
     print(f"  Ray vs local: embeddings max abs diff {report['equal']['embedding_max_abs_diff']:.2e}, "
           f"categories equal {report['equal']['categories_equal']:.4f}, similar recall@10 "
           f"{report['equal']['similar_recall_at_10_vs_local']}")

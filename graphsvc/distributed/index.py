@@ -53,7 +53,8 @@ def distributed_index_with_neighbours(vectors: np.ndarray, k: int, lists: int | 
                                       task_options: dict[str, Any] | None = None) -> Indexed:
     """`index_with_neighbours(vectors, k, lists=lists)` computed by Ray tasks, `partitions`
     of them per step (Ray must be initialised). `task_options` go to every task's
-    `.options()` (e.g. {"num_cpus": 4} or {"num_gpus": 1}: a task uses CUDA when it sees it).
+    `.options()` (e.g. {"num_cpus": 4} or {"num_gpus": 1}: a task uses CUDA when it sees it);
+    by default a task takes a CPU, or none when no CPU is free (see `_default_options`).
     The report is the local one plus `executor`, `partitions` and the bytes put in the
     object store."""
     if isinstance(partitions, bool) or int(partitions) != partitions or partitions < 1:
@@ -61,7 +62,7 @@ def distributed_index_with_neighbours(vectors: np.ndarray, k: int, lists: int | 
     vectors = np.ascontiguousarray(vectors, np.float32)
     n = len(vectors)
     width = min(lists or k, max(n - 1, 1))
-    options = {"num_cpus": 1, **(task_options or {})}
+    options = {**_default_options(), **(task_options or {})}
     if n < similar.KNN_PASS_MIN_ROWS or n < 2:
         return _flat(vectors, k, width, min(int(partitions), max(n, 1)), options)
     return _ivf(vectors, width, min(int(partitions), n), sample, seed, options)
@@ -222,6 +223,13 @@ def _pass(in_cells: np.ndarray, starts: np.ndarray, centroids: np.ndarray, a: in
         top_s, pos = torch.topk(slot_s[: hi - lo], k, dim=1)
         best_s[lo:hi], best_i[lo:hi] = top_s, torch.gather(slot_i[: hi - lo], 1, pos)
     return best_s.cpu().numpy(), best_i.cpu().numpy(), flops, str(dev)
+
+
+def _default_options() -> dict[str, Any]:
+    """A CPU per task while the cluster has one free; else none. The embed jobs keep their
+    Triton actors (a CPU each) until the write-back, which comes after the index: on a
+    cluster they fill, tasks that each waited for a CPU would wait for ever."""
+    return {"num_cpus": 1 if ray.available_resources().get("CPU", 0) >= 1 else 0}
 
 
 def _merge_top(scores: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:

@@ -76,3 +76,20 @@ def test_more_partitions_than_rows_and_a_bad_count():
     assert on_ray.ids.shape == (3, 2) and set(on_ray.ids[0]) == {1, 2}
     with pytest.raises(ValueError, match="partitions must be a positive integer"):
         distributed_index_with_neighbours(rows, 5, partitions=0)
+
+
+def test_tasks_still_run_while_actors_hold_every_cpu(vectors):
+    @ray.remote(num_cpus=1)
+    class Holder:
+        def ready(self):
+            return True
+
+    holders = [Holder.remote() for _ in range(2)]  # as the embed job's Triton actors until its write-back
+    ray.get([holder.ready.remote() for holder in holders])
+    try:
+        rows = vectors[:3_000]
+        on_ray = distributed_index_with_neighbours(rows, 10, partitions=2)
+        assert recall_at_k(on_ray.ids, similar.index_with_neighbours(rows, 10).ids) >= 0.99
+    finally:
+        for holder in holders:
+            ray.kill(holder)
