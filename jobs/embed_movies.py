@@ -106,7 +106,7 @@ def embed_movies(
             write_back = ParquetWriteBack(journal.directory / "shards", keys, [
                 Shard(np.arange(start, stop), embeddings[start:stop])
                 for start, stop in zip(bounds, bounds[1:]) if stop > start])
-            extra = {"index": index_on_ray, "write_back": write_back}
+            extra = {"index": index_on_ray(shards), "write_back": write_back}
         published = publish_embeddings(
             store, index_dir, config.collection, keys, embeddings, job="embed-movies",
             model={"name": config.model, "version": model_version}, top_k=config.top_k, timer=timer,

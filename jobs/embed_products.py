@@ -139,7 +139,7 @@ def _embed_and_publish(store, triton, index_dir, config, data, models, model_ver
         columns={"predicted_category": pa.array(logits.argmax(axis=1))},
         manifest={"mode": config.mode, "fanouts": list(config.fanouts) if config.mode == "sampled" else None},
         keep=config.keep, arangodb_vector_index=config.arangodb_vector_index,
-        **(_ray_publish(write_back) if on_ray else {}))
+        **(_ray_publish(write_back, partitions) if on_ray else {}))
     journal.remove()
     return {
         "collection": config.nodes,
@@ -155,7 +155,7 @@ def _embed_and_publish(store, triton, index_dir, config, data, models, model_ver
     }
 
 
-def _ray_publish(write_back) -> dict:
+def _ray_publish(write_back, partitions: int) -> dict:
     from graphsvc.distributed.publish import index_on_ray
 
-    return {"index": index_on_ray, "write_back": write_back}
+    return {"index": index_on_ray(partitions), "write_back": write_back}

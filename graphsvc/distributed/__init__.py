@@ -6,7 +6,8 @@ partitions (`partitions`: contiguous ranges of a locality-aware order, each with
 halo rows are routed to it, its neighbour means are computed where it runs, and an
 actor holding one Triton client applies the layer (`layerwise`); sentences go through
 Ray Data's `map_batches` over a pool of such actors (`texts`); workers write Parquet
-shards that one loader writes back into the store (`writeback`).
+shards that one loader writes back into the store, and the IVF index and every row's
+top k are computed by Ray tasks on the local pass's cells (`publish`, `index`).
 
 Only `partitions` is importable without Ray (`pip install graphsvc[ray]`); the local
 executor never imports this package's Ray modules.

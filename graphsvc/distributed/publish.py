@@ -14,19 +14,25 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from graphsvc.distributed.cluster import import_ray
-from graphsvc.index.similar import Indexed, index_with_neighbours
+from graphsvc.distributed.index import distributed_index_with_neighbours
+from graphsvc.index.similar import Indexed
 
 
-def index_on_ray(vectors: np.ndarray, k: int, *, lists: int | None = None) -> Indexed:
-    """The index and every row's top k, for the Ray executor: for now the local pass on
-    the gathered embeddings (the one call to swap for the distributed IVF/top-k)."""
-    return index_with_neighbours(vectors, k, lists=lists)
+def index_on_ray(partitions: int) -> Callable[..., Indexed]:
+    """`publish_embeddings`' index step for the Ray executor: the IVF index and every
+    row's top k computed by Ray tasks, `partitions` per step (graphsvc.distributed.index),
+    the same cells, probes and lists as the local pass."""
+
+    def index(vectors: np.ndarray, k: int, *, lists: int | None = None) -> Indexed:
+        return distributed_index_with_neighbours(vectors, k, lists=lists, partitions=max(1, partitions))
+
+    return index
 
 
 @dataclass
