@@ -1,5 +1,5 @@
 """The executor seam: `--executor local|ray` and `--ray-address` (GRAPHSVC_EXECUTOR,
-GRAPHSVC_RAY_ADDRESS) on the embed jobs; the local executor never imports Ray."""
+GRAPHSVC_RAY_ADDRESS) on the embed jobs and reindex; the local executor never imports Ray."""
 
 from __future__ import annotations
 
@@ -23,13 +23,6 @@ def test_each_job_takes_the_executor_options_with_their_variables(command):
     text = " ".join(CliRunner().invoke(cli, [command, "--help"]).output.split())
     assert "--executor [local|ray]" in text and "[env GRAPHSVC_EXECUTOR]" in text
     assert "--ray-address" in text and "[env GRAPHSVC_RAY_ADDRESS]" in text
-
-
-def test_reindex_on_ray_says_it_is_not_there_yet(tmp_path):
-    result = CliRunner().invoke(cli, ["--store", str(tmp_path / "s.duckdb"), "reindex", "products"],
-                                env={"GRAPHSVC_EXECUTOR": "ray"})
-    assert result.exit_code == 1
-    assert "jobs reindex does not run on Ray yet — use --executor local" in result.output
 
 
 def test_an_unknown_executor_is_refused_by_name():
