@@ -416,6 +416,7 @@ class _RayRunner(_TritonRunner):
         self.tally = SubsetTally()
         self.texts = {"computed": 0, "reused": 0}
         self._order: tuple[CSRGraph, np.ndarray] | None = None  # (graph, its node order)
+        self.partitions = self.config.partitions  # the layers' partitions (0 until a layer resolves the default)
 
     def layer_step(self, models: list[str], journal: RunJournal) -> LayerStep:
         from graphsvc.distributed.layerwise import LayerPool, apply_layer_on_ray
@@ -428,12 +429,13 @@ class _RayRunner(_TritonRunner):
                 return None
             if self._order is None or self._order[0] is not graph:
                 self._order = (graph, node_order(graph, c.ray_order))
+                self.partitions = c.partitions or default_partitions(graph.num_nodes, c.ray_actors)
             if self.pool is None:
                 self.pool = LayerPool(self.triton.url, models, actors=c.ray_actors, batch_size=c.layer_batch_size,
                                       max_in_flight=c.max_in_flight, journal=journal)
             return apply_layer_on_ray(
                 self.pool, layer, graph, inputs, rows,
-                partitions=c.partitions or default_partitions(graph.num_nodes, c.ray_actors), order=c.ray_order,
+                partitions=self.partitions, order=c.ray_order,
                 ranked=self._order[1], broadcast=c.ray_broadcast, journal=journal, tally=self.tally,
                 on_progress=self.on_progress)
 
@@ -468,7 +470,7 @@ class _RayRunner(_TritonRunner):
 
     def report(self) -> dict:
         c = self.config
-        return {"ray": {"partitions": c.partitions or "default", "order": c.ray_order, "actors": c.ray_actors,
+        return {"ray": {"partitions": self.partitions, "order": c.ray_order, "actors": c.ray_actors,
                         "layers": [layer.to_dict() for layer in self.tally.layers]}}
 
     def release(self) -> None:

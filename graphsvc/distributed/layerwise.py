@@ -342,6 +342,5 @@ def apply_layer_on_ray(pool: LayerPool, layer: int, graph: CSRGraph, inputs: np.
     position[rows] = np.arange(len(rows))
     for part, block in zip(parts, blocks):
         out[position[part.owned]] = block
-    tally.layers.append(LayerTraffic(layer, route, moved if todo else 0, time.perf_counter() - started,
-                                     len(parts) - len(todo)))
+    tally.layers.append(LayerTraffic(layer, route, moved, time.perf_counter() - started, len(parts) - len(todo)))
     return out

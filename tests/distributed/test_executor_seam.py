@@ -47,7 +47,7 @@ def test_the_local_executor_never_imports_ray(ray_triton, tmp_path):
     write_graph(tmp_path / "store.duckdb")
     args = ["--store", str(tmp_path / "store.duckdb"), "--index-dir", str(tmp_path / "indexes"),
             "--triton-url", ray_triton.url, "embed-products", "--layer-batch-size", "512", "--json"]
-    code = ("import sys; from jobs.cli import cli; import jobs.embed_movies; "
+    code = ("import sys; from jobs.cli import cli; import jobs.embed_movies, jobs.reindex; "
             f"cli({args!r}, standalone_mode=False); print('ray imported:', 'ray' in sys.modules)")
     env = {**os.environ, "GRAPHSVC_EXECUTOR": "local", "PYTHONPATH": str(REPO_ROOT)}
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
