@@ -30,7 +30,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the su
 
 
 def executor_options(function):
-    """Where an embed job computes: here, or on a Ray cluster (`graphsvc.distributed`)."""
+    """Where a job computes: here, or on a Ray cluster (`graphsvc.distributed`)."""
     options = [
         env_option(env.EXECUTOR, "--executor", type=click.Choice(env.EXECUTOR.choices)),
         env_option(env.RAY_ADDRESS, "--ray-address"),
@@ -463,15 +463,11 @@ def reindex_command(ctx, target, collection, edges, features, text_attribute, mo
     from graphsvc.triton.client import TritonClient
     from jobs.reindex import ReindexConfig, reindex
 
-    if executor != "local":
-        raise ConfigError("jobs reindex does not run on Ray yet — use --executor local "
-                          "(or jobs embed-products/embed-movies --executor ray for a full run)")
-
     config = ReindexConfig(target=target, collection=collection, edges=edges, features=features, text=text_attribute,
                            model=model, top_k=top_k, layer_batch_size=layer_batch_size, max_in_flight=max_in_flight,
                            keep=keep, tolerance=tolerance, rebuild_share=rebuild_share, write_batch=write_batch,
-                           full=full, dry_run=dry_run,
-                           stale_after=stale_after)
+                           full=full, dry_run=dry_run, stale_after=stale_after, executor=executor,
+                           ray_address=ray_address, partitions=partitions, ray_actors=ray_actors)
     settings = settings_from(ctx)
     with open_settings_store(settings) as store:
         if dry_run:

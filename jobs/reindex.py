@@ -14,6 +14,11 @@ publish are recorded in a journal directory named by a fingerprint of the plan (
 last snapshot + tonight's input hashes), so a rerun after a crash with the same inputs
 redoes none of them; the snapshot is replaced only at the end, in one rename. Readers
 only ever see complete index versions (`graphsvc.index.artifacts.publish`).
+
+`executor="ray"`: the embed step runs on a Ray cluster (`_RayRunner`): each layer's rows
+to recompute in partitions on Triton actors (`graphsvc.distributed.layerwise.
+apply_layer_on_ray`, journaled as RL{layer}-P{p}), the changed texts through Ray Data
+(`graphsvc.distributed.texts`, journaled whole as RT); the rest of the recipe is the same.
 """
 
 from __future__ import annotations
@@ -83,10 +88,18 @@ class ReindexConfig:
     dry_run: bool = False
     stale_after: float = 600.0
     ready_timeout: float = 10.0
+    executor: str = "local"  # or "ray": the embed step on a Ray cluster
+    ray_address: str | None = None  # None: a Ray started on this machine for the job
+    partitions: int = 0  # Ray: partitions of a layer's rows (0: graphsvc.distributed.partitions.default_partitions)
+    ray_actors: int = 2  # Ray: actors calling Triton, one client each
+    ray_order: str = "bfs"  # Ray: the node order partitions are ranges of (bfs or key)
+    ray_broadcast: bool | None = None  # Ray: force how a layer's input reaches the partitions (None: by size)
 
     def resolved(self) -> "ReindexConfig":
         if self.target not in TARGETS:
             raise ConfigError(f"unknown reindex target '{self.target}' (products or movies)")
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"unknown executor '{self.executor}' (local or ray)")
         if self.tolerance < 0 or self.similar_tolerance < 0:
             raise ConfigError("tolerances must not be negative")
         return replace(self, collection=self.collection or self.target,
@@ -106,10 +119,17 @@ def reindex(
 ) -> dict:
     config = config.resolved()
     directory = state_dir(index_dir, config.collection)
-    if config.dry_run:
-        return _Run(store, triton, Path(index_dir), directory, config, on_progress).run()
-    with RunLock(directory / "LOCK", stale_after=config.stale_after) as lock:
-        summary = _Run(store, triton, Path(index_dir), directory, config, on_progress).run()
+    if config.dry_run:  # computes nothing: no cluster to join
+        return _Run(store, triton, Path(index_dir), directory, config, _TritonRunner(triton, config, on_progress)).run()
+    with RunLock(directory / "LOCK", stale_after=config.stale_after) as lock, contextlib.ExitStack() as stack:
+        runner: _TritonRunner = _TritonRunner(triton, config, on_progress)
+        if config.executor == "ray" and triton is not None:
+            from graphsvc.distributed.cluster import ray_session
+
+            stack.enter_context(ray_session(config.ray_address))
+            runner = _RayRunner(triton, config, on_progress)
+            stack.callback(runner.release)
+        summary = _Run(store, triton, Path(index_dir), directory, config, runner).run()
         if lock.took_over:
             summary["lock_taken_over_from"] = lock.took_over
         return summary
@@ -122,12 +142,13 @@ def _target(config: ReindexConfig) -> ProductsTarget | MoviesTarget:
 
 
 class _Run:
-    def __init__(self, store, triton, index_dir: Path, directory: Path, config: ReindexConfig, on_progress):
+    def __init__(self, store, triton, index_dir: Path, directory: Path, config: ReindexConfig,
+                 runner: "_TritonRunner"):
         self.store, self.triton, self.index_dir, self.dir, self.config = store, triton, index_dir, directory, config
         self.target = _target(config)
-        self.runner = _TritonRunner(triton, config, on_progress)
+        self.runner = runner
         self.timer = PhaseTimer()
-        self.summary: dict = {"collection": config.collection, "target": config.target}
+        self.summary: dict = {"collection": config.collection, "target": config.target, "executor": config.executor}
 
     # ------------------------------------------------------------------ recipe
     def run(self) -> dict:
@@ -180,7 +201,7 @@ class _Run:
             self._commit(snapshot, inputs.keys, diff, result, lists, model_version, index_version, journal)
             self.summary.update(mode="unchanged", index_version=index_version, written=written,
                                 re_embedded=int(result.re_embedded),
-                                batches={"computed": journal.computed, "reused": journal.reused})
+                                batches=self.runner.batches(journal), **self.runner.report())
             self.summary["seconds"] = self.timer.summary()
             return self.summary
 
@@ -214,16 +235,19 @@ class _Run:
             moved_far=info["far_movers"], similar_searched=info["similar_searched"],
             similar_changed=info["similar_changed"],
             written=written, index_version=version, index=info,
-            batches={"computed": journal.computed, "reused": journal.reused},
+            batches=self.runner.batches(journal), **self.runner.report(),
         )
         self.summary["seconds"] = self.timer.summary()
         return self.summary
 
     def _settings(self) -> dict:
         c = self.config
-        return {"top_k": c.top_k, "tolerance": c.tolerance, "similar_tolerance": c.similar_tolerance,
-                "layer_batch_size": c.layer_batch_size, "text_batch_size": c.text_batch_size, "model": c.model,
-                "rebuild_share": c.rebuild_share, "input_hashes": INPUT_HASHES}
+        settings = {"top_k": c.top_k, "tolerance": c.tolerance, "similar_tolerance": c.similar_tolerance,
+                    "layer_batch_size": c.layer_batch_size, "text_batch_size": c.text_batch_size, "model": c.model,
+                    "rebuild_share": c.rebuild_share, "input_hashes": INPUT_HASHES}
+        if c.executor == "ray":  # how the rows split decides what a journaled partition holds
+            settings.update(executor="ray", partitions=c.partitions, ray_actors=c.ray_actors, ray_order=c.ray_order)
+        return settings
 
     def _model_version(self) -> str:
         models = self.target.model_names(self.runner)
@@ -365,3 +389,91 @@ class _TritonRunner:
                                 on_progress=self.on_progress)
 
         return embed_texts
+
+    def batches(self, journal: RunJournal) -> dict:
+        """The summary's `batches`: journaled steps computed by this run and reused."""
+        return {"computed": journal.computed, "reused": journal.reused}
+
+    def report(self) -> dict:
+        """What the summary says about where the models ran (nothing more, here)."""
+        return {}
+
+    def release(self) -> None:
+        pass
+
+
+class _RayRunner(_TritonRunner):
+    """The models on a Ray cluster already joined: each layer's rows to recompute in
+    partitions on actors with a Triton client each (`apply_layer_on_ray`, partition p of
+    layer l journaled as RL{l}-P{p} — the local runner's L{l}-B{b} are another plan's),
+    the texts through Ray Data (`encode_texts_on_ray`, journaled whole as RT)."""
+
+    def __init__(self, triton: TritonClient, config: ReindexConfig, on_progress):
+        from graphsvc.distributed.layerwise import SubsetTally
+
+        super().__init__(triton, config, on_progress)
+        self.pool = None  # started on the first layer with rows to compute
+        self.tally = SubsetTally()
+        self.texts = {"computed": 0, "reused": 0}
+        self._order: tuple[CSRGraph, np.ndarray] | None = None  # (graph, its node order)
+        self.partitions = self.config.partitions  # the layers' partitions (0 until a layer resolves the default)
+
+    def layer_step(self, models: list[str], journal: RunJournal) -> LayerStep:
+        from graphsvc.distributed.layerwise import LayerPool, apply_layer_on_ray
+        from graphsvc.distributed.partitions import default_partitions, node_order
+
+        c = self.config
+
+        def apply(layer: int, rows: np.ndarray, inputs: np.ndarray, graph: CSRGraph) -> np.ndarray | None:
+            if not len(rows):
+                return None
+            if self._order is None or self._order[0] is not graph:
+                self._order = (graph, node_order(graph, c.ray_order))
+                self.partitions = c.partitions or default_partitions(graph.num_nodes, c.ray_actors)
+            if self.pool is None:
+                self.pool = LayerPool(self.triton.url, models, actors=c.ray_actors, batch_size=c.layer_batch_size,
+                                      max_in_flight=c.max_in_flight, journal=journal)
+            return apply_layer_on_ray(
+                self.pool, layer, graph, inputs, rows,
+                partitions=self.partitions, order=c.ray_order,
+                ranked=self._order[1], broadcast=c.ray_broadcast, journal=journal, tally=self.tally,
+                on_progress=self.on_progress)
+
+        return apply
+
+    def text_step(self, journal: RunJournal) -> TextStep:
+        from graphsvc.distributed.texts import encode_texts_on_ray
+
+        c = self.config
+
+        def embed_texts(texts: Sequence[str]) -> np.ndarray | None:
+            if not len(texts):
+                return None
+            found = journal.load("RT") if journal.has("RT") else None
+            if found is not None and len(found) == len(texts):
+                self.texts["reused"] += 1
+                return found
+            vectors = encode_texts_on_ray(list(texts), self.triton.url, c.model, batch_size=c.text_batch_size,
+                                          max_in_flight=c.max_in_flight, actors=c.ray_actors, blocks=c.partitions)
+            journal.save("RT", vectors)
+            self.texts["computed"] += 1
+            kill_point("embed", 1)
+            if self.on_progress:
+                self.on_progress(len(texts))
+            return vectors
+
+        return embed_texts
+
+    def batches(self, journal: RunJournal) -> dict:
+        return {"computed": self.tally.computed + self.texts["computed"],
+                "reused": self.tally.reused + self.texts["reused"]}
+
+    def report(self) -> dict:
+        c = self.config
+        return {"ray": {"partitions": self.partitions, "order": c.ray_order, "actors": c.ray_actors,
+                        "layers": [layer.to_dict() for layer in self.tally.layers]}}
+
+    def release(self) -> None:
+        if self.pool is not None:
+            self.pool.release()
+            self.pool = None

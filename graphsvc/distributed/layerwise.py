@@ -11,6 +11,13 @@ means are computed where it runs (`graphsvc.graph.aggregation`), and its rows go
 Triton from an actor (one TritonClient each; the actors bound the concurrent Triton work
 and each runs one partition at a time); then the layer's barrier.
 
+`apply_layer_on_ray` is the same for a subset of the nodes (an incremental re-index's
+rows to recompute in one layer, `jobs.reindex`): the rows in partitions
+(`partitions.partition_rows`), each partition's own and halo rows routed to it from the
+layer's input the driver holds (or that input broadcast, when it fits and routing would
+move as much), the same actors (`LayerPool`) and worker code, the outputs gathered in
+the order of the rows; its partitions are journaled under a prefix of the caller's.
+
 Partition p of layer l is journaled as `L{l}-P{p}` by the worker that computed it (the
 journal's directory is on storage every worker sees): a rerun of a killed job loads
 finished partitions instead of computing them, and skips a layer outright when the
@@ -34,7 +41,7 @@ from graphsvc.distributed.cluster import (
     worker_kill_point,
     worker_runtime_env,
 )
-from graphsvc.distributed.partitions import Partition, Partitioning, partition_graph
+from graphsvc.distributed.partitions import Partition, Partitioning, partition_graph, partition_rows
 from graphsvc.graph.csr import CSRGraph
 from graphsvc.runs import RunJournal, kill_point
 
@@ -91,13 +98,14 @@ class LayerWorker:
         self._batch_size = batch_size
         self._journal = RunJournal(Path(journal_dir)) if journal_dir else None
 
-    def apply(self, layer: int, plan: Partition, whole: bool, inputs, *pieces):
-        """(own rows' output, rows for each partition q's halo (empty for q = p), stats).
-        `inputs`: the layer's input for every node (`whole`), else this partition's own
-        rows, with `pieces` its halo's rows from each owner in turn; None when the
-        journal has the result."""
-        name = f"L{layer}-P{plan.number}"
+    def apply(self, name: str, layer: int, plan: Partition, whole: bool, inputs, *pieces):
+        """(own rows' output, rows for each partition q's halo (empty for q = p), stats),
+        journaled as `name`. `inputs`: the layer's input for every node (`whole`), else
+        this partition's own rows, with `pieces` its halo's rows from each owner in turn;
+        None when the journal has the result."""
         output = self._journal.load(name) if self._journal else None
+        if output is not None and len(output) != len(plan.owned):  # not this partition's: computed again
+            output = None
         reused = output is not None
         if output is None and inputs is None:  # the driver counted on the journal, whose file was unreadable
             raise RuntimeError(f"the journal's {name} could not be read (and is removed): rerun the job")
@@ -136,6 +144,34 @@ class LayerWorker:
         return write_shard(*args)
 
 
+class LayerPool:
+    """The actors that apply layers (`LayerWorker`, one Triton client each), started once
+    for a job and used layer after layer; partition p runs on actor p mod their count."""
+
+    def __init__(self, triton_url: str, models: Sequence[str], *, actors: int, batch_size: int,
+                 max_in_flight: int, journal: RunJournal | None):
+        ray = import_ray()
+        worker = ray.remote(LayerWorker).options(num_cpus=1, max_restarts=WORKER_RETRIES,
+                                                 max_task_retries=WORKER_RETRIES,
+                                                 runtime_env=worker_runtime_env())
+        self.actors = [worker.remote(triton_url, list(models), max_in_flight, batch_size,
+                                     str(journal.directory) if journal else None) for _ in range(max(1, actors))]
+
+    def submit(self, names: Sequence[str], layer: int, parts: Sequence[Partition], plan_refs: Sequence,
+               args: Sequence[tuple]) -> list[list]:
+        """Per partition, the object refs of (own output, its sends…, stats); `args` per
+        partition (whole, inputs, pieces) as `LayerWorker.apply` takes them."""
+        return [self.actors[p.number % len(self.actors)].apply.options(num_returns=len(p.sends) + 2).remote(
+            name, layer, plan_ref, whole, inputs, *pieces)
+            for name, p, plan_ref, (whole, inputs, pieces) in zip(names, parts, plan_refs, args)]
+
+    def release(self) -> None:
+        ray = import_ray()
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
+
 def embed_layerwise_on_ray(graph: CSRGraph, features: np.ndarray, triton_url: str, models: Sequence[str], *,
                            partitions: int, actors: int = 2, batch_size: int = 16_384, max_in_flight: int = 2,
                            order: str = "bfs", broadcast: bool | None = None, journal: RunJournal | None = None,
@@ -155,12 +191,9 @@ def embed_layerwise_on_ray(graph: CSRGraph, features: np.ndarray, triton_url: st
     parts = plan.parts
     num_layers = len(models)
     limit = BROADCAST_SHARE * smallest_object_store(ray)
-    worker = ray.remote(LayerWorker).options(num_cpus=1, max_restarts=WORKER_RETRIES,
-                                             max_task_retries=WORKER_RETRIES,
-                                             runtime_env=worker_runtime_env())
-    pool = [worker.remote(triton_url, list(models), max_in_flight, batch_size,
-                          str(journal.directory) if journal else None) for _ in range(min(actors, len(parts)))]
-    result = RayLayerwiseResult(np.zeros(0), np.zeros(0), plan, workers=pool)
+    pool = LayerPool(triton_url, models, actors=min(actors, len(parts)), batch_size=batch_size,
+                     max_in_flight=max_in_flight, journal=journal)
+    result = RayLayerwiseResult(np.zeros(0), np.zeros(0), plan, workers=pool.actors)
     try:
         plan_refs = [ray.put(part) for part in parts]
         complete = [journal is not None and all(journal.has(f"L{layer}-P{p.number}") for p in parts)
@@ -197,10 +230,8 @@ def embed_layerwise_on_ray(graph: CSRGraph, features: np.ndarray, triton_url: st
                 args = [(False, outputs[q.number][0],
                          tuple(outputs[p.number][1 + q.number] for p in parts if p.number != q.number)) for q in parts]
                 route, moved = "shuffle", int(sum(len(p.halo) for p in parts)) * width * 4
-            outputs = [pool[p.number % len(pool)].apply.options(num_returns=len(parts) + 2).remote(
-                layer, plan_refs[p.number], whole_flag, inputs, *pieces)
-                for p, (whole_flag, inputs, pieces) in zip(parts, args)]
-            reused = _barrier(ray, [out[-1] for out in outputs], result, layer, num_layers, on_progress)
+            outputs = pool.submit([f"L{layer}-P{p.number}" for p in parts], layer, parts, plan_refs, args)
+            reused = _barrier(ray, [out[-1] for out in outputs], result, num_layers, on_progress)
             width = ray.get(outputs[0][-1])["width"]
             result.layers.append(LayerTraffic(layer, route, moved, time.perf_counter() - started, reused))
             if layer == num_layers - 2:
@@ -220,10 +251,10 @@ def embed_layerwise_on_ray(graph: CSRGraph, features: np.ndarray, triton_url: st
     return result
 
 
-def _barrier(ray, stats_refs: list, result: RayLayerwiseResult, layer: int, num_layers: int,
-             on_progress: Callable[[int], None] | None) -> int:
-    """Wait for every partition of the layer, in the order they finish; the driver's kill
-    point `embed` counts partitions computed by this run. Returns those reused."""
+def _barrier(ray, stats_refs: list, result, num_layers: int, on_progress: Callable[[int], None] | None) -> int:
+    """Wait for every partition of the layer, in the order they finish, counting them in
+    `result` (its `computed`, `reused`); the driver's kill point `embed` counts partitions
+    computed by this run. Returns those reused."""
     pending, reused = list(stats_refs), 0
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
@@ -246,4 +277,70 @@ def _gather(ray, parts: Sequence[Partition], blocks: list) -> np.ndarray:
     out = np.empty((sum(len(p.owned) for p in parts), width), np.float32)
     for part, array in zip(parts, arrays):
         out[part.owned] = array
+    return out
+
+
+@dataclass
+class SubsetTally:
+    """What `apply_layer_on_ray` did over a job: partitions computed and reused, per layer call."""
+
+    computed: int = 0
+    reused: int = 0
+    layers: list[LayerTraffic] = field(default_factory=list)
+
+
+def apply_layer_on_ray(pool: LayerPool, layer: int, graph: CSRGraph, inputs: np.ndarray, rows: np.ndarray, *,
+                       partitions: int, order: str = "bfs", ranked: np.ndarray | None = None,
+                       broadcast: bool | None = None, journal: RunJournal | None = None, prefix: str = "RL",
+                       tally: SubsetTally | None = None,
+                       on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Layer `layer`'s output for `rows` (distinct nodes), in the order of `rows`, given
+    the layer's input for every node (`inputs`, here on the driver), computed by the
+    pool's actors in up to `partitions` partitions of the rows (`partition_rows` in
+    `order`; `ranked`: that order, already computed). Partition p is journaled as
+    `{prefix}{layer}-P{p}`: one found in `journal` is loaded, not computed. `broadcast`:
+    True/False forces how the input reaches the partitions; None puts the whole input
+    once when it fits BROADCAST_SHARE of the smallest node's object store and routing
+    each partition its own and halo rows would move at least as many bytes."""
+    ray = import_ray()
+    tally = tally if tally is not None else SubsetTally()
+    started = time.perf_counter()
+    rows = np.asarray(rows, np.int64)
+    parts = partition_rows(graph, rows, partitions, order, ranked).parts
+    names = [f"{prefix}{layer}-P{p.number}" for p in parts]
+    blocks: list = [None] * len(parts)
+    if journal is not None:
+        for i, (name, part) in enumerate(zip(names, parts)):
+            found = journal.load(name) if journal.has(name) else None
+            if found is not None and len(found) == len(part.owned):
+                blocks[i] = found
+    todo = [i for i, block in enumerate(blocks) if block is None]
+    width = inputs.shape[1]
+    layer_bytes = graph.num_nodes * width * 4
+    routed_bytes = int(sum(len(parts[i].owned) + len(parts[i].halo) for i in todo)) * width * 4
+    whole = broadcast if broadcast is not None else (
+        layer_bytes <= BROADCAST_SHARE * smallest_object_store(ray) and routed_bytes >= layer_bytes)
+    route, moved = ("broadcast", layer_bytes) if whole else ("route", routed_bytes)
+    if todo:
+        if whole:
+            shared = ray.put(np.ascontiguousarray(inputs, np.float32))
+            args = [(True, shared, ()) for _ in todo]
+        else:
+            args = [(False, ray.put(np.ascontiguousarray(inputs[parts[i].owned], np.float32)),
+                     (ray.put(np.ascontiguousarray(inputs[parts[i].halo], np.float32)),)) for i in todo]
+        outputs = pool.submit([names[i] for i in todo], layer, [parts[i] for i in todo],
+                              [ray.put(parts[i]) for i in todo], args)
+        _barrier(ray, [out[-1] for out in outputs], tally, 1, on_progress)
+        for i, block in zip(todo, ray.get([out[0] for out in outputs])):
+            blocks[i] = block
+    else:
+        route, moved = "journal", 0
+    tally.reused += len(parts) - len(todo)
+    out_width = blocks[0].shape[1] if blocks else 0
+    out = np.empty((len(rows), out_width), np.float32)
+    position = np.full(graph.num_nodes, -1, np.int64)
+    position[rows] = np.arange(len(rows))
+    for part, block in zip(parts, blocks):
+        out[position[part.owned]] = block
+    tally.layers.append(LayerTraffic(layer, route, moved, time.perf_counter() - started, len(parts) - len(todo)))
     return out

@@ -8,6 +8,11 @@ whole neighbourhoods and the halo is mostly its two boundaries' worth of nodes â
 cheap stand-in for METIS that DistDGL uses (its default needs a partitioning pass over
 the whole graph on one machine). Partitions share nothing but halo rows, so the bytes a
 layer moves between them are the halo rows' sum times the row width.
+
+`partition_rows` splits a subset of the nodes (the rows an incremental re-index
+recomputes in one layer) the same way: ranges of the subset in the node order, each with
+the neighbours it reads (its halo). There every input row comes from the driver, which
+holds the whole layer input, so a subset partition sends nothing to the others.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ ORDERS = ("bfs", "key")
 class Partition:
     """One partition's part of the graph. Its local row numbers are `nodes` =
     [owned, halo]: the owned rows first (in partition order), then the halo grouped by
-    owning partition (ascending), node numbers ascending within each group."""
+    owning partition (ascending), node numbers ascending within each group. In a subset
+    partitioning (`partition_rows`) the halo is every neighbour not owned, ascending,
+    `halo_owners` is [0, len(halo)] (one source: the driver) and `sends` is empty."""
 
     number: int
     owned: np.ndarray  # int64 node numbers this partition computes
@@ -125,6 +132,39 @@ def partition_graph(graph: CSRGraph, parts: int, order: str = "bfs") -> Partitio
         sends = tuple(position[plans[q][1][plans[q][2][p] : plans[q][2][p + 1]]] if q != p
                       else np.zeros(0, np.int64) for q in range(parts))
         result.append(Partition(p, owned, halo, halo_owners, indptr, indices, sends))
+    return Partitioning(order, tuple(result))
+
+
+def partition_rows(graph: CSRGraph, rows: np.ndarray, parts: int, order: str = "bfs",
+                   ranked: np.ndarray | None = None) -> Partitioning:
+    """`rows` (distinct node numbers) in at most `parts` near-equal contiguous ranges of
+    `node_order(graph, order)` (`ranked`: that order, already computed), each with its halo (the
+    neighbours of its rows that it does not own) and local adjacency. Rows are one
+    layer's to recompute, not a layer's every node: the halo's rows come from whoever
+    holds the layer's input, and no partition sends to another."""
+    rows = np.asarray(rows, np.int64)
+    n = graph.num_nodes
+    if order == "key":
+        rows = np.sort(rows)
+    else:
+        ranked = node_order(graph, order) if ranked is None else ranked
+        rank = np.empty(n, np.int64)
+        rank[ranked] = np.arange(n)
+        rows = rows[np.argsort(rank[rows], kind="stable")]
+    parts = max(1, min(parts, len(rows)))
+    bounds = [len(rows) * p // parts for p in range(parts + 1)]
+    position = np.full(n, -1, np.int64)  # a row's place in its partition's `owned` (the partition being built)
+    result = []
+    for p in range(parts):
+        owned = rows[bounds[p] : bounds[p + 1]]
+        position[owned] = np.arange(len(owned))
+        indptr, neighbours = graph.rows(owned)
+        inside = position[neighbours] >= 0
+        halo = np.unique(neighbours[~inside])
+        local = np.where(inside, position[neighbours], 0)
+        local[~inside] = len(owned) + np.searchsorted(halo, neighbours[~inside])
+        position[owned] = -1
+        result.append(Partition(p, owned, halo, np.array([0, len(halo)], np.int64), indptr, local, ()))
     return Partitioning(order, tuple(result))
 
 

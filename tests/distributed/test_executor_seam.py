@@ -1,5 +1,5 @@
 """The executor seam: `--executor local|ray` and `--ray-address` (GRAPHSVC_EXECUTOR,
-GRAPHSVC_RAY_ADDRESS) on the embed jobs; the local executor never imports Ray."""
+GRAPHSVC_RAY_ADDRESS) on the embed jobs and reindex; the local executor never imports Ray."""
 
 from __future__ import annotations
 
@@ -25,13 +25,6 @@ def test_each_job_takes_the_executor_options_with_their_variables(command):
     assert "--ray-address" in text and "[env GRAPHSVC_RAY_ADDRESS]" in text
 
 
-def test_reindex_on_ray_says_it_is_not_there_yet(tmp_path):
-    result = CliRunner().invoke(cli, ["--store", str(tmp_path / "s.duckdb"), "reindex", "products"],
-                                env={"GRAPHSVC_EXECUTOR": "ray"})
-    assert result.exit_code == 1
-    assert "jobs reindex does not run on Ray yet — use --executor local" in result.output
-
-
 def test_an_unknown_executor_is_refused_by_name():
     result = CliRunner().invoke(cli, ["embed-products", "--executor", "spark"])
     assert result.exit_code == 2 and "'spark' is not one of 'local', 'ray'" in result.output
@@ -54,7 +47,7 @@ def test_the_local_executor_never_imports_ray(ray_triton, tmp_path):
     write_graph(tmp_path / "store.duckdb")
     args = ["--store", str(tmp_path / "store.duckdb"), "--index-dir", str(tmp_path / "indexes"),
             "--triton-url", ray_triton.url, "embed-products", "--layer-batch-size", "512", "--json"]
-    code = ("import sys; from jobs.cli import cli; import jobs.embed_movies; "
+    code = ("import sys; from jobs.cli import cli; import jobs.embed_movies, jobs.reindex; "
             f"cli({args!r}, standalone_mode=False); print('ray imported:', 'ray' in sys.modules)")
     env = {**os.environ, "GRAPHSVC_EXECUTOR": "local", "PYTHONPATH": str(REPO_ROOT)}
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,

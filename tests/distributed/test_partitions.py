@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graphsvc.distributed.partitions import default_partitions, node_order, partition_graph
+from graphsvc.distributed.partitions import default_partitions, node_order, partition_graph, partition_rows
 from graphsvc.graph.aggregation import neighbour_mean_rows
 from graphsvc.graph.csr import CSRGraph
 
@@ -79,3 +79,26 @@ def test_local_rows_give_the_same_neighbour_means_as_the_whole_graph():
 @pytest.mark.parametrize("nodes, actors, expected", [(1000, 2, 4), (5_000_000, 2, 5), (1, 1, 2)])
 def test_default_partitions_are_two_per_actor_and_one_per_million_nodes(nodes, actors, expected):
     assert default_partitions(nodes, actors) == expected
+
+
+def test_a_subset_of_rows_splits_into_ranges_each_with_the_neighbours_it_reads():
+    rng = np.random.default_rng(1)
+    n = 300
+    edges = rng.integers(0, n, size=(900, 2))
+    graph = CSRGraph.from_edges(edges[:, 0], edges[:, 1], n)
+    values = rng.normal(size=(n, 5)).astype(np.float32)
+    rows = rng.choice(n, size=80, replace=False)
+    for order in ("bfs", "key"):
+        parts = partition_rows(graph, rows, 3, order).parts
+        assert len(parts) == 3 and [len(p.owned) for p in parts] == [26, 27, 27]
+        assert sorted(np.concatenate([p.owned for p in parts]).tolist()) == sorted(rows.tolist())
+        for part in parts:
+            assert part.sends == () and part.halo_owners.tolist() == [0, len(part.halo)]
+            assert not set(part.halo.tolist()) & set(part.owned.tolist())
+            # the rows routed to it (own, then halo) give the whole graph's neighbour means
+            np.testing.assert_allclose(neighbour_mean_rows(part.local_graph, np.arange(len(part.owned)),
+                                                           values[part.nodes]),
+                                       neighbour_mean_rows(graph, part.owned, values), rtol=1e-6, atol=1e-6)
+    assert [p.owned.tolist() for p in partition_rows(PATH, np.array([4, 1, 2]), 2, "key").parts] == [[1], [2, 4]]
+    assert [p.halo.tolist() for p in partition_rows(PATH, np.array([4, 1, 2]), 2, "key").parts] == [[0, 2], [1, 3, 5]]
+    assert len(partition_rows(PATH, np.array([3]), 4).parts) == 1

@@ -1,0 +1,108 @@
+"""`jobs reindex --executor ray` gives the local reindex's results: from identical copies
+of a re-indexed store and its index directory, after the same changes, the same rows
+recomputed per layer, embeddings within float tolerance, the same predicted categories,
+top-10 lists with recall >= 0.99 — with each partition's rows routed to it (and a worker
+killed once mid-layer) or the layer's input broadcast; and for movies' changed texts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from graphsvc.settings import TEST_KILL_AT
+from graphsvc.store import open_store
+from jobs.cli import cli
+from jobs.reindex import ReindexConfig, reindex
+from jobs.synth import MOVIES_SOURCE, ProductGraphSpec
+from tests.distributed.test_ray_jobs import assert_same_results, movie_attributes
+from tests.jobs.reindex_support import attributes, change_catalogue, fresh_copy, write_graph
+
+pytest.importorskip("ray")
+
+CATALOGUE = ProductGraphSpec(num_products=3_000, num_categories=8, mean_degree=12.0, seed=5)
+
+
+def run_reindex(triton, store_path, index_dir, **options) -> dict:
+    with open_store(str(store_path)) as store:
+        return reindex(store, triton, index_dir, ReindexConfig(**{"layer_batch_size": 512, **options}))
+
+
+@pytest.fixture(scope="module")
+def changed_catalogue(tmp_path_factory, ray_triton):
+    """A catalogue re-indexed once (locally), then changed: its store and index directory."""
+    root = tmp_path_factory.mktemp("ray-reindex")
+    write_graph(root / "store.duckdb", CATALOGUE)
+    first = run_reindex(ray_triton, root / "store.duckdb", root / "indexes")
+    assert first["mode"] == "full"
+    change_catalogue(root / "store.duckdb", share=0.02, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_reindex(changed_catalogue, ray_triton, tmp_path_factory):
+    """The changed catalogue re-indexed by the local executor: (summary, attributes)."""
+    store_path, index_dir = fresh_copy(changed_catalogue, tmp_path_factory.mktemp("local"))
+    summary = run_reindex(ray_triton, store_path, index_dir)
+    assert summary["mode"] == "incremental" and summary["executor"] == "local"
+    return summary, attributes(store_path)
+
+
+@pytest.mark.parametrize("route", ["route", "broadcast"])
+def test_products_reindexed_on_ray_equal_the_local_reindex(local_ray, ray_triton, changed_catalogue, local_reindex,
+                                                           route, tmp_path, monkeypatch):
+    expected_summary, expected = local_reindex
+    store_path, index_dir = fresh_copy(changed_catalogue, tmp_path)
+    if route == "route":  # the worker computing partition 1 of layer 1 dies once: Ray restarts it and retries
+        monkeypatch.setenv(TEST_KILL_AT.name, "worker:RL1-P1")
+    summary = run_reindex(ray_triton, store_path, index_dir, executor="ray", partitions=3,
+                          ray_broadcast=route == "broadcast")
+
+    assert summary["executor"] == "ray" and summary["mode"] == "incremental"
+    assert summary["recomputed_per_layer"] == expected_summary["recomputed_per_layer"]
+    assert 0 < summary["recomputed_per_layer"][0] < CATALOGUE.num_products
+    assert summary["index"]["action"] == expected_summary["index"]["action"]
+    assert_same_results(expected, attributes(store_path))
+    layers = summary["ray"]["layers"]
+    assert [layer["route"] for layer in layers] == [route] * 3
+    assert summary["batches"] == {"computed": 9, "reused": 0}  # 3 partitions × 3 layers; a retry counts once
+    if route == "route":
+        assert (index_dir / ".reindex" / "products" / "killed-RL1-P1").exists()  # it did die
+        assert all(layer["bytes_moved"] > 0 for layer in layers)
+    else:  # the layer's input for every node, put once: 100 features, then 64-wide hidden layers
+        assert [layer["bytes_moved"] for layer in layers] == [CATALOGUE.num_products * w * 4 for w in (100, 64, 64)]
+    assert not list((index_dir / ".reindex" / "products").glob("run-*"))  # the journal went with the run
+
+
+def movie_store(path, count=30):
+    """The first `count` sample movies (the sentence encoder on 2 CPU cores is slow)."""
+    movies = [json.loads(line) for line in MOVIES_SOURCE.read_text().splitlines()][:count]
+    with open_store(str(path), create=True) as store:
+        store.create_collection("movies")
+        store.upsert_documents("movies", movies)
+    return movies
+
+
+def test_movies_reindexed_on_ray_from_the_command_line_equal_the_local_reindex(local_ray, ray_triton, tmp_path):
+    movies = movie_store(tmp_path / "store.duckdb")
+    run_reindex(ray_triton, tmp_path / "store.duckdb", tmp_path / "indexes", target="movies")
+    with open_store(str(tmp_path / "store.duckdb")) as store:
+        store.upsert_documents("movies", [{**m, "description": m["description"] + " Restored in 4K."}
+                                          for m in movies[:3]])
+    for name in ("local", "ray"):
+        (tmp_path / name).mkdir()
+        fresh_copy(tmp_path, tmp_path / name)
+
+    expected = run_reindex(ray_triton, tmp_path / "local" / "store.duckdb", tmp_path / "local" / "indexes",
+                           target="movies")
+    result = CliRunner().invoke(cli, [
+        "--store", str(tmp_path / "ray" / "store.duckdb"), "--index-dir", str(tmp_path / "ray" / "indexes"),
+        "--triton-url", ray_triton.url, "reindex", "movies", "--executor", "ray", "--partitions", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["executor"] == "ray" and summary["mode"] == "incremental"
+    assert summary["recomputed_per_layer"] == expected["recomputed_per_layer"] == [3]
+    assert summary["batches"] == {"computed": 1, "reused": 0}
+    assert_same_results(movie_attributes(tmp_path / "local" / "store.duckdb"),
+                        movie_attributes(tmp_path / "ray" / "store.duckdb"), predicted=False)
