@@ -95,7 +95,7 @@ TRITON_SHM = Variable("GRAPHSVC_TRITON_SHM", "auto",
 
 # -- where the batch jobs run ----------------------------------------------------------------------
 EXECUTOR = Variable("GRAPHSVC_EXECUTOR", "local",
-                    "Where the embed jobs compute: local (this process) or ray (a Ray cluster; pip install "
+                    "Where the jobs compute: local (this process) or ray (a Ray cluster; pip install "
                     "graphsvc[ray]).", choices=("local", "ray"))
 RAY_ADDRESS = Variable("GRAPHSVC_RAY_ADDRESS", None,
                        "Ray cluster for --executor ray: auto, ray://host:10001 or host:6379 "
