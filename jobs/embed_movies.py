@@ -7,7 +7,8 @@ client, sentences sorted by length so each request pads little → Triton
 FAISS index → top-k similar movies → write back `embedding`, `similar` → publish.
 
 `executor="ray"`: the sentences go through Ray Data's `map_batches` over a pool of
-actors, one Triton client each (`graphsvc.distributed.texts`), and the write-back
+actors, one Triton client each (`graphsvc.distributed.texts`; the length-sorted texts
+in blocks, each journaled as `RT-B{b}`, so a rerun encodes only the missing ones), and the write-back
 through Parquet shards written by Ray tasks (`graphsvc.distributed.publish`).
 """
 
@@ -84,14 +85,13 @@ def embed_movies(
     on_ray, write_back = config.executor == "ray", None
     with ray_session(config.ray_address) if on_ray else nullcontext():
         with timer("embed"):
-            if on_ray:  # not journaled: a rerun encodes every text again
+            if on_ray:  # blocks journaled as RT-B{b}: a rerun encodes only those not saved
                 from graphsvc.distributed.texts import encode_texts_on_ray
 
                 embeddings = encode_texts_on_ray(texts, triton.url, config.model, batch_size=config.batch_size,
                                                  max_in_flight=config.max_in_flight, actors=config.ray_actors,
-                                                 blocks=config.partitions)
-                if on_progress:
-                    on_progress(len(texts))
+                                                 blocks=config.partitions, journal=journal,
+                                                 on_progress=on_progress)
             else:
                 embeddings = encode_texts(texts, partial(triton.infer_many, config.model,
                                                          max_in_flight=config.max_in_flight),

@@ -1,6 +1,7 @@
 """The embed jobs on a local Ray (`--executor ray`) give the local executor's results:
 embeddings within float tolerance, the same predicted categories, top-10 lists with
-recall >= 0.99; a worker killed mid-layer and a driver killed mid-job change nothing."""
+recall >= 0.99; a worker killed mid-layer and a driver killed mid-job (products: mid-layer;
+movies: mid-texts, whose finished blocks the rerun reuses) change nothing."""
 
 from __future__ import annotations
 
@@ -123,12 +124,27 @@ def movie_attributes(store_path):
             for k, v in attributes(store_path, "movies").items()}
 
 
-def test_movies_on_ray_equal_the_local_run(local_ray, ray_triton, tmp_path):
-    local, on_ray = movie_store(tmp_path / "local.duckdb"), movie_store(tmp_path / "ray.duckdb")
+def test_movies_on_ray_equal_the_local_run_and_a_killed_driver_reruns_only_the_missing_blocks(
+        local_ray, ray_triton, tmp_path):
+    local, store_path = movie_store(tmp_path / "local.duckdb"), movie_store(tmp_path / "ray.duckdb")
     with open_store(str(local)) as store:
         embed_movies(store, ray_triton, tmp_path / "local-indexes", EmbedMoviesConfig())
-    with open_store(str(on_ray)) as store:
-        summary = embed_movies(store, ray_triton, tmp_path / "ray-indexes",
+    # the driver dies once the first of the 3 blocks of texts is journaled (RT-B{b})
+    env = {k: v for k, v in os.environ.items() if k != TEST_KILL_AT.name}
+    env.update({"PYTHONPATH": str(REPO_ROOT), TEST_KILL_AT.name: "embed:1"})
+    killed = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "--store", str(store_path), "--index-dir", str(tmp_path / "indexes"),
+         "--triton-url", ray_triton.url, "embed-movies", "--batch-size", "16", "--executor", "ray",
+         "--ray-address", local_ray.get_runtime_context().gcs_address, "--partitions", "3", "--json"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    journal = next((tmp_path / "indexes" / ".jobs" / "movies").iterdir())
+    assert len(list(journal.glob("RT-B*.npz"))) == 1
+
+    with open_store(str(store_path)) as store:
+        summary = embed_movies(store, ray_triton, tmp_path / "indexes",
                                EmbedMoviesConfig(executor="ray", partitions=3, batch_size=16))
+    assert summary["batches"] == {"computed": 2, "reused": 1}  # only the missing blocks went to Ray
     assert summary["ray"]["write_back"]["shards"] == 3
-    assert_same_results(movie_attributes(local), movie_attributes(on_ray), predicted=False)
+    assert_same_results(movie_attributes(local), movie_attributes(store_path), predicted=False)
+    assert not journal.exists()
