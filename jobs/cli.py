@@ -355,6 +355,10 @@ def train_movies_command(ctx, collection, text_attribute, relations, out, epochs
               show_default=True, help="GraphSAGE checkpoint in the workshop's format.")
 @click.option("--graphsage/--no-graphsage", default=True, help="Export the GraphSAGE model.")
 @click.option("--text/--no-text", default=True, help="Export the sentence encoder.")
+@click.option("--movie-checkpoint", type=click.Path(path_type=Path, dir_okay=False),
+              default=Path("checkpoints/movie_graph.pth.tar"), show_default=True,
+              help="Graph-aware movie model (jobs train-movies); exported as movie_graph_layerN when the file exists.")
+@click.option("--movies/--no-movies", "movies", default=True, help="Export the graph-aware movie model.")
 @click.option("--version", default=None, type=click.IntRange(1),
               help="Version number to write [default: the latest + 1; nothing new when the model equals the latest].")
 @click.option("--replace", is_flag=True,
@@ -367,13 +371,14 @@ def train_movies_command(ctx, collection, text_attribute, relations, out, epochs
               help="instance_group kind: gpu writes KIND_GPU, so an NGC tritonserver on a GPU host runs the models "
                    "on the GPU ('graphsvc triton serve' here still runs them on the CPU).")
 @json_option
-def export_command(model_repository, checkpoint, graphsage, text, version, replace, keep, instances, instance_kind,
-                   as_json):
+def export_command(model_repository, checkpoint, graphsage, text, movie_checkpoint, movies, version, replace, keep,
+                   instances, instance_kind, as_json):
     """Write TorchScript models and config.pbtxt into the Triton model repository, as new versions."""
     from jobs.export_models import export_models
 
     exported = export_models(model_repository, checkpoint if graphsage else None, text, version,
-                             replace=replace, keep=keep, instances=instances, instance_kind=instance_kind)
+                             replace=replace, keep=keep, instances=instances, instance_kind=instance_kind,
+                             movie_checkpoint=movie_checkpoint if movies and movie_checkpoint.exists() else None)
     if as_json:
         emit_json([{"name": m.name, "version": m.version, "path": str(m.path), "source": m.source,
                     "status": m.status, "removed_versions": list(m.removed)} for m in exported])
@@ -439,7 +444,16 @@ def embed_products_command(ctx, nodes, edges, features, model, mode, top_k, batc
 @cli.command("embed-movies")
 @click.option("--collection", default="movies", show_default=True)
 @click.option("--text", "text_attribute", default="description", show_default=True, help="Attribute to embed.")
-@click.option("--model", default="sentence_encoder", show_default=True, help="Triton model name.")
+@click.option("--model", "embedding", type=click.Choice(["auto", "text", "graph"]), default="auto", show_default=True,
+              help="text: the description's vector; graph: the graph-aware model over it and the movie's people "
+                   "(the served movie_graph layers' relations, e.g. directed_by, acted_in); auto: graph when Triton "
+                   "serves that model and the catalogue has those edges.")
+@click.option("--text-model", "model", default="sentence_encoder", show_default=True,
+              help="Triton model name of the sentence encoder.")
+@click.option("--graph-model", default="movie_graph", show_default=True,
+              help="Triton name of the graph-aware model (<name>_layer0, _layer1, …).")
+@click.option("--layer-batch-size", default=16_384, show_default=True, type=click.IntRange(1, 65_536),
+              help="Movies per request of the graph-aware layers.")
 @click.option("--top-k", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 64))
 @click.option("--max-in-flight", default=2, show_default=True, type=click.IntRange(1))
@@ -449,22 +463,32 @@ def embed_products_command(ctx, nodes, edges, features, model, mode, top_k, batc
 @executor_options
 @json_option
 @click.pass_context
-def embed_movies_command(ctx, collection, text_attribute, model, top_k, batch_size, max_in_flight, keep,
-                         arangodb_vector_index, executor, ray_address, partitions, ray_actors, as_json):
-    """Embed movie descriptions with the sentence encoder on Triton, index, write back, publish."""
+def embed_movies_command(ctx, collection, text_attribute, embedding, model, graph_model, layer_batch_size, top_k,
+                         batch_size, max_in_flight, keep, arangodb_vector_index, executor, ray_address, partitions,
+                         ray_actors, as_json):
+    """Embed movie descriptions with the sentence encoder on Triton, graph-aware where the
+    catalogue has people (embedding, text_embedding), index, write back, publish."""
     from graphsvc.triton.client import TritonClient
     from jobs.embed_movies import EmbedMoviesConfig, embed_movies
 
     config = EmbedMoviesConfig(collection=collection, text=text_attribute, model=model, top_k=top_k,
                                batch_size=batch_size, max_in_flight=max_in_flight, keep=keep,
                                arangodb_vector_index=arangodb_vector_index, executor=executor,
-                               ray_address=ray_address, partitions=partitions, ray_actors=ray_actors)
+                               ray_address=ray_address, partitions=partitions, ray_actors=ray_actors,
+                               embedding=embedding, graph_model=graph_model, layer_batch_size=layer_batch_size)
     settings = settings_from(ctx)
     with open_settings_store(settings) as store, TritonClient(settings.triton_url) as triton:
         with progress(None, "embedding", "texts") as bar:
             summary = embed_movies(store, triton, settings.index_dir, config, on_progress=bar.update)
     if as_json:
         emit_json(summary)
+        return
+    if summary["embedding"] == "graph":
+        graph = summary["graph"]
+        click.echo(f"embedded {summary['embedded']} {collection} graph-aware ({summary['sentences_per_second']} "
+                   f"sentences/s, graph layers {graph['movies_per_second']} movies/s; edges {graph['relations']}), "
+                   f"wrote embedding/text_embedding/similar, published index v{summary['index_version']} and "
+                   f"{graph['text_index']} v{graph['text_index_version']} in {summary['seconds']['total']}s")
         return
     click.echo(f"embedded {summary['embedded']} {collection} ({summary['sentences_per_second']} sentences/s), "
                f"wrote embedding/similar, published index v{summary['index_version']} "
@@ -605,7 +629,8 @@ def _evaluate_movies(ctx, nodes, checkpoint, out, k, seed, as_json) -> None:
     from jobs.evaluate_movies import EvaluateMoviesConfig, evaluate_movies
 
     collection = "movies" if nodes == "products" else nodes
-    checkpoint = Path("checkpoints/movie_graph.pth.tar") if checkpoint.name == "graphsage_products.pth.tar" else checkpoint
+    if checkpoint.name == "graphsage_products.pth.tar":  # the products default: the movies' own instead
+        checkpoint = Path("checkpoints/movie_graph.pth.tar")
     config = EvaluateMoviesConfig(collection=collection, checkpoint=checkpoint, k=k, seed=seed,
                                   out=out or Path("var/evaluation") / collection)
     with open_settings_store(settings_from(ctx)) as store, progress(None, "encoding", "texts") as bar:

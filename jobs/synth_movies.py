@@ -258,10 +258,12 @@ def write_movie_catalogue_dump(out: Path, spec: MovieCatalogueSpec = MovieCatalo
                   "_to": f"genres/{genre_key(GENRES[k])}"} for m in range(spec.movies) for k in cat.genres[m]]
     directed_by = [{"_key": cat.movie_key(m), "_from": f"movies/{cat.movie_key(m)}",
                     "_to": f"people/{cat.person_key(int(p))}"} for m, p in enumerate(cat.directed_by)]
-    acted_in = [{"_key": f"{cat.person_key(int(p))}-{cat.movie_key(int(m))}", "_from": f"people/{cat.person_key(int(p))}",
-                 "_to": f"movies/{cat.movie_key(int(m))}"} for p, m in cat.acted_in]
+    acted_in = [{"_key": f"{cat.person_key(int(p))}-{cat.movie_key(int(m))}",
+                 "_from": f"people/{cat.person_key(int(p))}", "_to": f"movies/{cat.movie_key(int(m))}"}
+                for p, m in cat.acted_in]
     collections = [("movies", "document", movies), ("people", "document", people), ("genres", "document", genres),
-                   ("directed_by", "edge", directed_by), ("acted_in", "edge", acted_in), ("has_genre", "edge", has_genre)]
+                   ("directed_by", "edge", directed_by), ("acted_in", "edge", acted_in),
+                   ("has_genre", "edge", has_genre)]
     edges = list(MOVIES_GRAPH_EDGES)
     counts = {"movies": len(movies), "people": len(people), "genres": len(genres), "directed_by": len(directed_by),
               "acted_in": len(acted_in), "has_genre": len(has_genre)}

@@ -173,8 +173,8 @@ def render_movies_html(report: dict) -> str:
     if report["notes"]:
         parts.append("<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in report["notes"]) + "</ul>")
     parts.append(f"<h2>Genre precision@{k}</h2><p>{html.escape(report['note'])}</p>")
-    parts.append(_table([[name, row["precision_at_k"], row["queries"]] for name, row in report["genre_precision"].items()],
-                        ["ranking", f"precision@{k}", "queries"]))
+    rows = [[name, row["precision_at_k"], row["queries"]] for name, row in report["genre_precision"].items()]
+    parts.append(_table(rows, ["ranking", f"precision@{k}", "queries"]))
     parts.append(f"<p>graph-aware − text only: <b>{report['graph_minus_text_points']:+.2f} points</b></p>")
     for figure in report["figures"].values():
         parts.append(f'<figure><img src="{html.escape(figure["file"])}" alt="{html.escape(figure["title"])}">'
@@ -192,6 +192,7 @@ def write_report(out: Path, report: dict, render: Callable[[dict], str] | None =
     figures are already in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    for name, text in ((REPORT_JSON, json.dumps(report, indent=2) + "\n"), (REPORT_HTML, (render or render_html)(report))):
+    pages = ((REPORT_JSON, json.dumps(report, indent=2) + "\n"), (REPORT_HTML, (render or render_html)(report)))
+    for name, text in pages:
         written[name] = write_text(out / name, text)
     return written
