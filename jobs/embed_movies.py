@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from graphsvc.distributed.cluster import ray_session
-from graphsvc.errors import ConfigError, ModelRepositoryError
+from graphsvc.errors import ConfigError
 from graphsvc.graph.datasets import keys_without_text, load_memberships, load_texts
 from graphsvc.graph.relations import MovieRelations
 from graphsvc.incremental import fingerprint, text_hashes
@@ -44,10 +44,9 @@ from graphsvc.index.artifacts import publish
 from graphsvc.index.faiss_index import VectorIndex
 from graphsvc.index.publish import publish_embeddings
 from graphsvc.index.similar import embedding_array
-from graphsvc.inference.relational import run_movie_layers
+from graphsvc.inference.relational import run_movie_layers, served_movie_model
 from graphsvc.inference.runners import TritonLayers, layer_models
 from graphsvc.inference.texts import encode_texts
-from graphsvc.models.graphsage import layer_model_name
 from graphsvc.runs import job_journal
 from graphsvc.runs.timing import PhaseTimer
 from graphsvc.store import require_vector_index
@@ -81,10 +80,6 @@ class EmbedMoviesConfig:
         return f"{self.collection}.text"
 
 
-#: the layer models' config parameter naming the relations, in the order of their neighbour blocks
-RELATIONS_PARAMETER = "relations"
-
-
 @dataclass(frozen=True)
 class GraphPlan:
     """The graph-aware model as Triton serves it, and the catalogue's edges for it."""
@@ -93,15 +88,6 @@ class GraphPlan:
     versions: list[str]
     relations: MovieRelations
     links: dict[str, int]  # edges per relation
-
-
-def served_relations(triton: TritonClient, model: str) -> tuple[str, ...]:
-    """The relations of the served graph-aware model (its layer 0's config parameter)."""
-    parameters = triton.model_config(layer_model_name(model, 0)).parameters
-    if RELATIONS_PARAMETER not in parameters:
-        raise ModelRepositoryError(f"'{layer_model_name(model, 0)}' names no relations in its config parameters — "
-                                   "export it again with 'jobs export-models'")
-    return tuple(r for r in parameters[RELATIONS_PARAMETER].string_value.split(",") if r)
 
 
 def plan_graph(store: GraphStore, triton: TritonClient, keys: pa.Array, config: EmbedMoviesConfig) -> GraphPlan | None:
@@ -115,12 +101,12 @@ def plan_graph(store: GraphStore, triton: TritonClient, keys: pa.Array, config: 
         if config.embedding == "graph":
             raise ConfigError("the graph-aware movie model runs locally only: use --executor local, or --model text")
         return None
-    served = {status.name for status in triton.models()}
-    if layer_model_name(config.graph_model, 0) not in served:
+    served = served_movie_model(triton, config.graph_model)
+    if served is None:
         if config.embedding == "auto":
             return None
         layer_models(triton, config.graph_model, hint="train one with 'jobs train-movies'")  # raises, saying what to do
-    names = served_relations(triton, config.graph_model)
+    models, names = served
     memberships = load_memberships(store, config.collection, keys, names)
     links = {name: int(len(m.movies)) for name, m in memberships.items()}
     if not sum(links.values()):
@@ -128,7 +114,6 @@ def plan_graph(store: GraphStore, triton: TritonClient, keys: pa.Array, config: 
             return None
         raise ConfigError(f"'{config.collection}' has no edges in {', '.join(names)}: nothing for the graph-aware "
                           "model to use — embed with --model text")
-    models = layer_models(triton, config.graph_model)
     triton.wait_ready(timeout=config.ready_timeout, models=models)
     return GraphPlan(models, [triton.latest_version(m) for m in models],
                      MovieRelations.build(names, memberships, len(keys)), links)

@@ -33,6 +33,7 @@ import torch
 
 from graphsvc.errors import ConfigError, ModelRepositoryError
 from graphsvc.graph import CSRGraph, NeighbourSampler
+from graphsvc.inference.relational import RELATIONS_PARAMETER
 from graphsvc.models import graphsage, movie_graph, text
 from graphsvc.models.repository import (
     ModelConfig,
@@ -213,7 +214,7 @@ def export_movie_graph(repository: Path, checkpoint: Path, options: VersionOptio
                               max_batch_size=LAYER_MAX_BATCH, instance_count=options.instances,
                               instance_kind=options.instance_kind)
         # the embed job reads which edges feed the neighbour blocks, in order, from here
-        config.parameters["relations"].string_value = ",".join(model.relations)
+        config.parameters[RELATIONS_PARAMETER].string_value = ",".join(model.relations)
         exported.append(_publish(repository, config, layer, scripted,
                                  f"{checkpoint} (layer {number}; relations {', '.join(model.relations)})", options))
     return exported

@@ -6,18 +6,22 @@ relations' means (`graphsvc.graph.relations`) where GraphSAGE has one neighbour 
 from __future__ import annotations
 
 import functools
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
+from graphsvc.errors import ModelRepositoryError
 from graphsvc.graph.relations import MovieRelations
 from graphsvc.inference.batches import batch_ranges, split_rows
 from graphsvc.inference.layerwise import layer_partition, partition
-from graphsvc.inference.runners import WHOLE_GRAPH_SHARE, Batch, HostArrays, LayerRunner
+from graphsvc.inference.runners import WHOLE_GRAPH_SHARE, Batch, HostArrays, LayerRunner, layer_models
 from graphsvc.models.graphsage import layer_model_name
 from graphsvc.models.movie_graph import MovieGraphModel
 from graphsvc.runs import RunJournal
+
+if TYPE_CHECKING:
+    from graphsvc.triton.client import TritonClient
 
 
 class TorchMovieLayers:
@@ -78,6 +82,25 @@ def run_movie_layers(runner: LayerRunner, relations: MovieRelations, vectors: np
 def embed_movies_in_process(model: MovieGraphModel, relations: MovieRelations, vectors: np.ndarray) -> np.ndarray:
     """The graph-aware embedding of every movie, in this process."""
     return run_movie_layers(TorchMovieLayers(model), relations, vectors)[-1]
+
+
+#: the layer models' config parameter naming the relations, in the order of their neighbour blocks
+RELATIONS_PARAMETER = "relations"
+
+
+def served_movie_model(triton: TritonClient, model: str) -> tuple[list[str], tuple[str, ...]] | None:
+    """(its layer models, its relations) of the graph-aware movie model `model` as Triton
+    serves it (the relations are layer 0's config parameter), or None when it serves no
+    `<model>_layer0`."""
+    served = {status.name for status in triton.models()}
+    if layer_model_name(model, 0) not in served:
+        return None
+    models = layer_models(triton, model)
+    parameters = triton.model_config(models[0]).parameters
+    if RELATIONS_PARAMETER not in parameters:
+        raise ModelRepositoryError(f"'{models[0]}' names no relations in its config parameters — "
+                                   "export it again with 'jobs export-models'")
+    return models, tuple(r for r in parameters[RELATIONS_PARAMETER].string_value.split(",") if r)
 
 
 def _numbers(batch: Batch) -> np.ndarray:

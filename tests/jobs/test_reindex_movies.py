@@ -10,25 +10,15 @@ import pytest
 
 from graphsvc.index.artifacts import load_current
 from graphsvc.store import open_store
-from graphsvc.triton.client import TritonClient
-from graphsvc.triton.process import TritonServer
 from jobs.reindex import ReindexConfig, reindex
 from jobs.synth import MOVIES_SOURCE
 from tests.jobs.reindex_support import attributes, copy_store
-from tests.support import free_ports
 
 
 @pytest.fixture(scope="module")
-def text_triton(tmp_path_factory):
-    from jobs.export_models import export_sentence_encoder
-
-    root = tmp_path_factory.mktemp("reindex-text")
-    export_sentence_encoder(root / "repository")
-    http, grpc, metrics = free_ports(3)
-    with TritonServer(root / "repository", http_port=http, grpc_port=grpc, metrics_port=metrics,
-                      runtime_dir=root / "runtime") as server, TritonClient(server.grpc_url) as client:
-        client.wait_ready(timeout=180, models=["sentence_encoder"])
-        yield client
+def text_triton(movies_triton):
+    """The session's Triton with the sentence encoder (and the graph-aware movie model)."""
+    return movies_triton
 
 
 def movie_attributes(store_path):
