@@ -148,15 +148,17 @@ class MovieRelations:
             reached[mean.rows(rows).indices] = True
         return reached
 
-    def row_hashes(self) -> np.ndarray:
+    def row_hashes(self, identity: np.ndarray | None = None) -> np.ndarray:
         """A uint64 per movie that changes when any of its relation rows (columns or
-        weights) changes: which movies' inputs moved in an incremental run."""
+        weights) changes: which movies' inputs moved in an incremental run. `identity`
+        names each movie (default: its position), e.g. by its slot of the last run."""
         out = np.zeros(self.num_movies, np.uint64)
         for r, mean in enumerate(self.means):
             degrees = np.diff(mean.indptr)
             owners = np.repeat(np.arange(mean.num_rows), degrees)
             weights = np.round(mean.weights.astype(np.float64) * 1e6).astype(np.uint64)
-            mixed = ((mean.indices.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+            columns = (mean.indices if identity is None else identity[mean.indices]).astype(np.uint64)
+            mixed = ((columns * np.uint64(0x9E3779B97F4A7C15))
                      ^ (weights * np.uint64(0xC2B2AE3D27D4EB4F)))
             part = np.zeros(self.num_movies, np.uint64)
             np.add.at(part, owners, mixed)

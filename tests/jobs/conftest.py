@@ -55,13 +55,13 @@ def movies_triton(tmp_path_factory):
         yield client
 
 
-def restore_movie_catalogue(store_path: Path, movies: int, seed: int) -> dict:
+def restore_movie_catalogue(store_path: Path, movies: int, seed: int, **spec) -> dict:
     """A generated catalogue with people (jobs.synth_movies) restored into a new store."""
     from jobs.restore_dumps import restore_dumps
     from jobs.synth_movies import MovieCatalogueSpec, write_movie_catalogue_dump
 
     dump = store_path.parent / f"movies-{seed}-dump"
-    counts = write_movie_catalogue_dump(dump, MovieCatalogueSpec(movies=movies, seed=seed))
+    counts = write_movie_catalogue_dump(dump, MovieCatalogueSpec(movies=movies, seed=seed, **spec))
     with open_store(str(store_path), create=True) as store:
         restore_dumps(store, [dump])
     return counts
