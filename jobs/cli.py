@@ -502,6 +502,11 @@ def embed_movies_command(ctx, collection, text_attribute, embedding, model, grap
 @click.option("--features", default="features", show_default=True, help="Feature attribute (products).")
 @click.option("--text", "text_attribute", default="description", show_default=True, help="Text attribute (movies).")
 @click.option("--model", default="", help="Triton model [default: graphsage / sentence_encoder].")
+@click.option("--embedding", "movie_embedding", type=click.Choice(["auto", "text", "graph"]), default="auto",
+              show_default=True, help="Movies: text, graph-aware, or auto (graph when Triton serves --graph-model "
+                                      "and the catalogue has its edges), as 'jobs embed-movies --model'.")
+@click.option("--graph-model", default="movie_graph", show_default=True,
+              help="Movies: Triton name of the graph-aware model (<name>_layer0, …).")
 @click.option("--top-k", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--layer-batch-size", default=16_384, show_default=True, type=click.IntRange(1, 65_536))
 @click.option("--max-in-flight", default=2, show_default=True, type=click.IntRange(1))
@@ -520,7 +525,8 @@ def embed_movies_command(ctx, collection, text_attribute, embedding, model, grap
 @executor_options
 @json_option
 @click.pass_context
-def reindex_command(ctx, target, collection, edges, features, text_attribute, model, top_k, layer_batch_size,
+def reindex_command(ctx, target, collection, edges, features, text_attribute, model, movie_embedding, graph_model,
+                    top_k, layer_batch_size,
                     max_in_flight, keep, tolerance, rebuild_share, write_batch, full, dry_run, stale_after,
                     executor, ray_address, partitions, ray_actors, as_json):
     """Re-index TARGET (products or movies) incrementally: only what changed since the last run.
@@ -535,7 +541,8 @@ def reindex_command(ctx, target, collection, edges, features, text_attribute, mo
                            model=model, top_k=top_k, layer_batch_size=layer_batch_size, max_in_flight=max_in_flight,
                            keep=keep, tolerance=tolerance, rebuild_share=rebuild_share, write_batch=write_batch,
                            full=full, dry_run=dry_run, stale_after=stale_after, executor=executor,
-                           ray_address=ray_address, partitions=partitions, ray_actors=ray_actors)
+                           ray_address=ray_address, partitions=partitions, ray_actors=ray_actors,
+                           movie_embedding=movie_embedding, graph_model=graph_model)
     settings = settings_from(ctx)
     with open_settings_store(settings) as store:
         if dry_run:
