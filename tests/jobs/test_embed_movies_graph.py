@@ -101,3 +101,13 @@ def test_text_mode_and_auto_without_people_edges_embed_the_text(movies_triton, t
     assert text_only["embedding"] == auto["embedding"] == "text"
     np.testing.assert_allclose(written["embedding"], documents["m21-00003"]["text_embedding"], atol=1e-5)
     assert "text_index" not in load_current(tmp_path / "indexes", "movies").manifest.extra
+
+
+def test_a_service_configured_for_movies_also_serves_its_text_index(embedded):
+    from graphsvc.service.reloader import IndexReloader
+
+    root, _, _ = embedded
+    reloader = IndexReloader(root / "indexes", ["movies"])
+    reloader.check()
+    assert reloader.collections() == ["movies", "movies.text"]
+    assert reloader.get("movies.text").manifest.extra["space"] == "text" and reloader.ready
