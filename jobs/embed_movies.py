@@ -146,8 +146,8 @@ def embed_movies(
     triton.wait_ready(timeout=config.ready_timeout, models=[config.model])
     model_version = triton.latest_version(config.model)
     with timer("pull"):
-        graph = plan_graph(store, triton, keys, config)
-        store.release()
+        graph = plan_graph(store, triton, keys, config)  # reads the edges to people when graph-aware
+    store.release()
     # finished batches are journaled: a rerun on the same texts (and graph) skips them
     journal = job_journal(index_dir, config.collection, "embed-movies", fingerprint(
         keys, text_hashes(texts), model_version, config.model, config.batch_size,
