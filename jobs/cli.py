@@ -322,14 +322,17 @@ def train_command(ctx, nodes, edges, features, label, ogb_root, ogb_split, split
 @click.option("--instance-kind", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
               help="instance_group kind: gpu writes KIND_GPU, so an NGC tritonserver on a GPU host runs the models "
                    "on the GPU ('graphsvc triton serve' here still runs them on the CPU).")
+@click.option("--user-tower", "user_tower", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also export the user tower of this 'jobs train-recommender' checkpoint (as 'user_tower').")
 @json_option
 def export_command(model_repository, checkpoint, graphsage, text, version, replace, keep, instances, instance_kind,
-                   as_json):
+                   user_tower, as_json):
     """Write TorchScript models and config.pbtxt into the Triton model repository, as new versions."""
     from jobs.export_models import export_models
 
     exported = export_models(model_repository, checkpoint if graphsage else None, text, version,
-                             replace=replace, keep=keep, instances=instances, instance_kind=instance_kind)
+                             replace=replace, keep=keep, instances=instances, instance_kind=instance_kind,
+                             user_tower_checkpoint=user_tower)
     if as_json:
         emit_json([{"name": m.name, "version": m.version, "path": str(m.path), "source": m.source,
                     "status": m.status, "removed_versions": list(m.removed)} for m in exported])

@@ -25,9 +25,9 @@ from torch import nn
 
 from graphsvc.errors import ModelRepositoryError
 
-MOVIES = "movies"
-RATINGS = "ratings"
-USER_VECTOR = "user_vector"
+MOVIES = "movies__0"
+RATINGS = "ratings__1"
+USER_VECTOR = "user_vector__0"
 STAR_LEVELS = 5
 
 
@@ -105,3 +105,16 @@ def load_tower(path: Path) -> TowerCheckpoint:
     model.load_state_dict(data["state_dict"])
     return TowerCheckpoint(model.eval(), settings, pa.array(data["movie_keys"], pa.string()),
                            data["movie_collection"], data["popularity"], data.get("report") or {})
+
+
+def in_process(model: UserTower):
+    """The tower in this process as a Triton model's `infer_many` (requests of named
+    arrays in, {output: array} out, in order): what the job's Triton path is measured
+    and tested against."""
+
+    def infer_many(requests):
+        for request in requests:
+            with torch.inference_mode():
+                yield {USER_VECTOR: model(torch.from_numpy(request[MOVIES]), torch.from_numpy(request[RATINGS])).numpy()}
+
+    return infer_many
