@@ -55,9 +55,7 @@ class RatingHistories:
 
     def keep(self, mask: np.ndarray) -> "RatingHistories":
         """The histories with only the ratings where `mask` is true (order kept)."""
-        counts = np.add.reduceat(mask.astype(np.int64), self.indptr[:-1]) if len(mask) else np.zeros(0, np.int64)
-        counts[self.degrees() == 0] = 0  # reduceat gives the next row's value for an empty range
-        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        indptr = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])[self.indptr]
         return RatingHistories(self.user_keys, self.movie_keys, self.movie_collection, indptr, self.movies[mask],
                                self.ratings[mask], self.timestamps[mask])
 
