@@ -50,7 +50,7 @@ class UserTower(nn.Module):
         nn.init.normal_(self.movie_output.weight, std=0.05)
 
     def forward(self, movies: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
-        level = ratings.round().clamp(0, STAR_LEVELS).long()
+        level = ratings.round().clamp(0, self.level_weight.shape[0] - 1).long()
         recency = torch.arange(movies.shape[1], dtype=torch.float32, device=movies.device)
         weight = torch.exp(self.level_weight[level] - F.softplus(self.decay) * torch.log1p(recency))
         weight = weight * (ratings > 0).float()
