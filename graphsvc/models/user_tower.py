@@ -115,6 +115,7 @@ def in_process(model: UserTower):
     def infer_many(requests):
         for request in requests:
             with torch.inference_mode():
-                yield {USER_VECTOR: model(torch.from_numpy(request[MOVIES]), torch.from_numpy(request[RATINGS])).numpy()}
+                vectors = model(torch.from_numpy(request[MOVIES]), torch.from_numpy(request[RATINGS]))
+            yield {USER_VECTOR: vectors.numpy()}
 
     return infer_many

@@ -106,8 +106,8 @@ def load_ratings(store: GraphStore, users: str = "Users", ratings: str = "Rating
     user_keys = user_table.column("_key").combine_chunks()
     schema = pa.schema([("_key", pa.string()), ("_from", pa.string()), ("_to", pa.string()),
                         (rating, pa.float64()), (timestamp, pa.int64())])
-    edges = pa.Table.from_batches(list(store.pull(ratings, {name: schema.field(name).type for name in schema.names[1:]})),
-                                  schema=schema)
+    pulled = store.pull(ratings, {name: schema.field(name).type for name in schema.names[1:]})
+    edges = pa.Table.from_batches(list(pulled), schema=schema)
     if edges.num_rows and edges.column("_from").null_count:
         raise ConfigError(f"'{ratings}' is not an edge collection (its documents have no _from/_to)")
     from_parts = pc.split_pattern(edges.column("_from"), "/", max_splits=1)

@@ -38,9 +38,9 @@ def user_tower_triton(tmp_path_factory):
     """A tower trained briefly on the seeded rating graph (`tests.recommend.ratings_graph`),
     exported as `user_tower` and served by the real Triton server: (root, store path,
     checkpoint, client). Tests copy the store before changing it."""
+    from graphsvc.recommend.training import TrainSettings
     from jobs.export_models import export_user_tower
     from jobs.train_recommender import TrainRecommenderConfig, train_recommender
-    from graphsvc.recommend.training import TrainSettings
     from tests.recommend.ratings_graph import write_ratings_graph
 
     root = tmp_path_factory.mktemp("user-tower")

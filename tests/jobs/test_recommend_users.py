@@ -67,7 +67,7 @@ def test_job_through_triton_equals_the_in_process_model_and_leaves_out_what_user
     assert summary["by_source"] == {"model": spec.users - spec.unrated_users, "popular": spec.unrated_users}
     assert summary["batches"] == {"computed": 3, "reused": 0} and summary["mode"] == "full"
     assert local["written"] == spec.users
-    for key, (source, triton_list) in through_triton.items():
+    for key, (_, triton_list) in through_triton.items():
         local_list = in_process_lists[key][1]
         assert [m["_key"] for m in triton_list] == [m["_key"] for m in local_list]
         np.testing.assert_allclose([m["score"] for m in triton_list], [m["score"] for m in local_list], atol=1e-4)
@@ -128,4 +128,5 @@ def test_a_served_tower_from_another_checkpoint_is_refused_in_one_line(user_towe
     with open_store(str(store_path)) as store, pytest.raises(ModelRepositoryError) as error:
         recommend_users(store, client, tmp_path / "indexes", RecommendUsersConfig(checkpoint=tmp_path / "other.pt"))
     assert "\n" not in str(error.value)
-    assert f"does not compute what {tmp_path / 'other.pt'} does — export it with 'jobs export-models" in str(error.value)
+    assert f"does not compute what {tmp_path / 'other.pt'} does — export it with 'jobs export-models" \
+        in str(error.value)
