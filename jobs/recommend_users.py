@@ -134,12 +134,15 @@ def recommend_with(store: GraphStore, infer_many: UserVectors, index_dir: Path, 
 
     with timer("publish"):
         users_table = _carried(previous, changed, known.user_keys)
-        manifest = publish_recommendations(
-            index_dir, config.users, movie_vectors, tower.movie_keys, popularity, users_table, model=model,
-            extra={"job": "recommend-users", "top_k": config.top_k, "checkpoint": str(config.checkpoint),
-                   "checkpoint_digest": digest, "movies": tower.movie_collection, "ratings": config.ratings,
-                   "history": history},
-            keep=config.keep)
+        unchanged = previous is not None and not len(todo) and previous.num_rows == users_table.num_rows
+        # nothing new: the live version stays (no version of identical content)
+        manifest = load_current(index_dir, artifact_name(config.users)).manifest if unchanged else \
+            publish_recommendations(
+                index_dir, config.users, movie_vectors, tower.movie_keys, popularity, users_table, model=model,
+                extra={"job": "recommend-users", "top_k": config.top_k, "checkpoint": str(config.checkpoint),
+                       "checkpoint_digest": digest, "movies": tower.movie_collection, "ratings": config.ratings,
+                       "history": history},
+                keep=config.keep)
     journal.remove()
     sources = pc.value_counts(users_table.column("source")).to_pylist() if users_table.num_rows else []
     seconds = timer.seconds.get("embed", 0.0)
@@ -159,6 +162,7 @@ def recommend_with(store: GraphStore, infer_many: UserVectors, index_dir: Path, 
         "by_source": {row["values"]: row["counts"] for row in sources},
         "artifact": artifact_name(config.users),
         "index_version": manifest.version,
+        "published": not unchanged,
         "model": model,
         "users_per_second": round(len(rated_users) / seconds, 1) if seconds and len(rated_users) else None,
         "batches": {"computed": journal.computed, "reused": journal.reused},

@@ -117,6 +117,7 @@ def test_a_new_rating_rewrites_only_that_users_list_and_drops_the_rated_movie(us
     with open_store(str(store_path)) as store:
         again = recommend_users(store, client, tmp_path / "indexes", config)
     assert again["computed_users"] == 0 and again["written"] == 0
+    assert not again["published"] and again["index_version"] == 2
 
 
 def test_a_served_tower_from_another_checkpoint_is_refused_in_one_line(user_tower_triton, tmp_path):
