@@ -3,7 +3,12 @@ on the seeded rating graph in a real embedded store."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -14,9 +19,11 @@ from graphsvc.errors import ModelRepositoryError
 from graphsvc.index.artifacts import load_current
 from graphsvc.models.user_tower import MOVIES, RATINGS, USER_VECTOR, in_process, load_tower
 from graphsvc.recommend.artifact import recommendations_of
+from graphsvc.settings import TEST_KILL_AT
 from graphsvc.store import open_store
 from jobs.recommend_users import RecommendUsersConfig, recommend_users, recommend_with
 from tests.recommend.ratings_graph import RatingsSpec, user_key
+from tests.support import REPO_ROOT
 
 
 def _copy(user_tower_triton, tmp_path):
@@ -131,3 +138,31 @@ def test_a_served_tower_from_another_checkpoint_is_refused_in_one_line(user_towe
     assert "\n" not in str(error.value)
     assert f"does not compute what {tmp_path / 'other.pt'} does — export it with 'jobs export-models" \
         in str(error.value)
+
+
+def _jobs(store_path, index_dir, triton_url, *args, kill_at: str | None = None):
+    env = {k: v for k, v in os.environ.items() if k != TEST_KILL_AT.name}
+    if kill_at:
+        env[TEST_KILL_AT.name] = kill_at
+    return subprocess.run([sys.executable, "-m", "jobs.cli", "--store", str(store_path), "--index-dir", str(index_dir),
+                           "--triton-url", triton_url, *map(str, args)],
+                          capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
+
+
+def test_killed_run_reruns_from_its_journal_to_the_same_lists(user_tower_triton, tmp_path):
+    store_path, checkpoint, client = _copy(user_tower_triton, tmp_path)
+    args = ["recommend-users", "--checkpoint", checkpoint, "--batch-size", 40, "--json"]
+    killed = _jobs(store_path, tmp_path / "indexes", client.url, *args, kill_at="embed:2")
+    assert killed.returncode == -signal.SIGKILL
+    rerun = _jobs(store_path, tmp_path / "indexes", client.url, *args)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert summary["batches"] == {"computed": 2, "reused": 2}  # 157 rated users in batches of 40
+    assert summary["index_version"] == 1 and summary["written"] == RatingsSpec().users
+    with open_store(str(store_path)) as store:
+        after_rerun = _recommended(store)
+        recommend_with(store, in_process(load_tower(checkpoint).model), tmp_path / "local",
+                       RecommendUsersConfig(checkpoint=checkpoint), {"name": "user_tower", "version": "local"})
+        uninterrupted = _recommended(store)
+    assert {k: [m["_key"] for m in v[1]] for k, v in after_rerun.items()} == \
+        {k: [m["_key"] for m in v[1]] for k, v in uninterrupted.items()}
