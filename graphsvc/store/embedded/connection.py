@@ -157,6 +157,8 @@ class EmbeddedConnection:
     def _sources(self, name: str, attribute: str) -> list[tuple[str, str]]:
         """Where an attribute can live, first wins: (SQL, type) for the written-back
         column, the document column and the overflow JSON (type "JSON")."""
+        if attribute in ("_from", "_to"):  # an edge's ends, as ArangoDB's KEEP returns them
+            return [(f"d.{attribute}", "VARCHAR")] if attribute in self._table_columns(f"docs_{name}") else []
         sources = []
         written = self._attribute_columns(f"attrs_{name}")
         if attribute in written:
