@@ -123,3 +123,17 @@ def test_on_arangodb_workers_update_their_shards_at_most_n_at_once_each_key_once
     # a rerun (a driver killed after the write-back) sends nothing
     rerun, _ = _write_back(tmp_path / "again", shards=5, concurrency=2, done=tuple(range(5)))
     assert recorded(tmp_path / "again" / "requests") == [] and rerun.report["skipped"] == 5
+
+
+def test_the_write_back_is_workers_updating_arangodb_and_parquet_shards_for_the_embedded_store(tmp_path):
+    from graphsvc.distributed.publish import ParquetWriteBack, ray_write_back
+
+    journal = RunJournal(tmp_path / "journal")
+    keys, shards = pa.array(["a"]), [Shard(np.arange(1), np.zeros((1, 2), np.float32))]
+    server = ArangoStub()
+    serve_key_ranges(server, {"products": [{"_key": "a"}]})
+    on_arango = ray_write_back(server.store(), journal, keys, shards)
+    assert isinstance(on_arango, StoreWriteBack) and on_arango.address.url.startswith("arangodb://")
+    with open_store(str(tmp_path / "s.duckdb"), create=True) as embedded:
+        on_embedded = ray_write_back(embedded, journal, keys, shards)
+    assert isinstance(on_embedded, ParquetWriteBack) and on_embedded.directory == journal.directory / "shards"
