@@ -391,8 +391,11 @@ def embed_products_command(ctx, nodes, edges, features, model, mode, top_k, batc
         ray = summary["ray"]
         layers = ", ".join(f"L{layer['layer']} {layer['route']} {layer['bytes_moved'] / 1e6:.1f} MB"
                            for layer in ray["layers"])
-        click.echo(f"on Ray: {ray['partitions']} partitions ({ray['order']} order), halo {sum(ray['halo'])} rows "
-                   f"({ray['halo_share']:.2f} × nodes); {layers}; write-back {ray['write_back']['shards']} shards")
+        pull = ray.get("pull", {})
+        read = (f"pull {pull['node_ranges']} + {pull['edge_ranges']} key ranges, {pull['readers']} readers; "
+                if pull.get("where") == "ray" else "")
+        click.echo(f"on Ray: {read}{ray['partitions']} partitions ({ray['order']} order), halo {sum(ray['halo'])} "
+                   f"rows ({ray['halo_share']:.2f} × nodes); {layers}; write-back {ray['write_back']['shards']} shards")
 
 
 @cli.command("embed-movies")
