@@ -3,6 +3,7 @@ generated 200,000-product graph of `embed_products_scale.py` (mean degree 50, a 
 untrained GraphSAGE 100 → 256 → 256 → 47 on Triton).
 
     .venv/bin/python bench/ray_scale.py [--products 200000] [--degree 50] [--workers 2] [--partitions 4] [--json]
+    .venv/bin/python bench/ray_scale.py --pull-only [--products 200000] [--rounds 3]
 
 - local: `EmbedProductsConfig()` as it is;
 - Ray: `EmbedProductsConfig(executor="ray", ray_address=None, partitions=N, ray_actors=W)`:
@@ -12,6 +13,12 @@ untrained GraphSAGE 100 → 256 → 256 → 47 on Triton).
   each layer's shuffle moved (from the Ray job's summary), and how far the Ray result is
   from the local one (embeddings max abs difference, predicted categories equal, the
   `similar` lists' recall@10 against the local lists).
+
+- the pull on its own line: the local pull (one stream of nodes, one of edges) against the
+  Ray one (a read task per key range, GRAPHSVC_RAY_READERS at once, the embedded store
+  read-only in the workers), with the ranges and the seconds of each side. `--pull-only`
+  times just that (`load_node_graph` against `pull_node_graph_on_ray`, a Ray of W CPUs
+  started once, alternating, best of the rounds) and checks both pulled the same graph.
 
 On 2 cores no speed-up is expected: Ray's workers, Triton and the driver share them. What
 this measures is the overhead and the bytes moved. Without the executor seam
@@ -96,6 +103,33 @@ def layer_traffic(summary: dict) -> list[dict]:
     return [layer for layer in layers if isinstance(layer, dict)] if isinstance(layers, list) else []
 
 
+def pull_only(store, workers: int, rounds: int) -> dict:
+    """The pull alone, local against Ray (see the module's docstring)."""
+    import ray
+
+    from graphsvc.distributed.pull import pull_node_graph_on_ray
+    from graphsvc.graph.datasets import load_node_graph
+
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    seconds: dict[str, list[float]] = {"local": [], "ray": []}
+    try:
+        for _ in range(rounds):
+            started = time.perf_counter()
+            local = load_node_graph(store, "products", "bought_together")
+            seconds["local"].append(round(time.perf_counter() - started, 2))
+            started = time.perf_counter()
+            pulled, report = pull_node_graph_on_ray(store, "products", "bought_together", readers=workers)
+            seconds["ray"].append(round(time.perf_counter() - started, 2))
+            say(f"pull: local {seconds['local'][-1]} s, ray {seconds['ray'][-1]} s ({report})")
+    finally:
+        ray.shutdown()
+    same = (local.keys.equals(pulled.keys) and np.array_equal(local.features, pulled.features)
+            and np.array_equal(local.graph.indptr, pulled.graph.indptr)
+            and np.array_equal(local.graph.indices, pulled.graph.indices))
+    return {"seconds": seconds, "ratio": round(min(seconds["ray"]) / min(seconds["local"]), 2), "ray": report,
+            "same_graph": bool(same)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--products", type=int, default=200_000)
@@ -104,6 +138,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4, help="node partitions on Ray")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--pull-only", action="store_true", help="time only the pull, local against Ray")
     args = parser.parse_args()
     # the Ray the job starts runs its workers with this environment: they import this checkout
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
@@ -117,6 +152,18 @@ def main() -> None:
         work = Path(tmp)
         say(f"generating {args.products:,} products, mean degree {args.degree:g} …")
         store, graph, _, checkpoint = build(work, args.products, args.degree)
+        if args.pull_only:
+            pulls = pull_only(store, args.workers, max(args.rounds, 1))
+            store.close()
+            if args.json:
+                print(json.dumps({"products": args.products, "edges": int(len(graph.edges)), "pull": pulls}, indent=2))
+                return
+            print(f"pull of {args.products:,} products, {len(graph.edges):,} co-purchases: local "
+                  f"{min(pulls['seconds']['local']):.2f} s, Ray {min(pulls['seconds']['ray']):.2f} s "
+                  f"({pulls['ratio']}× local; rounds {pulls['seconds']}); {pulls['ray']['node_ranges']} node and "
+                  f"{pulls['ray']['edge_ranges']} edge ranges, {pulls['ray']['readers']} readers, "
+                  f"seconds {pulls['ray']['seconds']}; same graph: {pulls['same_graph']}")
+            return
         export_graphsage(work / "repository", checkpoint)
         http, grpc, metrics = free_ports(3)
         with TritonServer(work / "repository", http_port=http, grpc_port=grpc, metrics_port=metrics,
@@ -143,6 +190,7 @@ def main() -> None:
     if "ray" in best:
         ray_best = best["ray"]
         report["ray"] = {"wall_seconds": [r["wall_seconds"] for r in runs["ray"]], "seconds": ray_best["seconds"],
+                         "pull": find(ray_best, "pull"),
                          "nodes_per_second": ray_best["nodes_per_second"], "similar": ray_best["similar"],
                          "halo": find(ray_best, "halo", "halo_sizes"),
                          "halo_share": find(ray_best, "halo_share"),
@@ -172,6 +220,10 @@ def main() -> None:
           f"phases {report['ray']['seconds']}")
     print(f"  Ray overhead: whole job {report['overhead']['whole_job']}× the local one; per phase "
           f"{ {k: v for k, v in report['overhead'].items() if k != 'whole_job'} }")
+    pull = report["ray"].get("pull") or {}
+    print(f"  pull: local {report['local']['seconds'].get('pull')} s, Ray {report['ray']['seconds'].get('pull')} s "
+          f"({pull.get('node_ranges')} node / {pull.get('edge_ranges')} edge ranges, {pull.get('readers')} readers, "
+          f"{pull.get('seconds')})")
     print(f"  halo sizes {report['ray']['halo']} (their sum / nodes {report['ray']['halo_share']})")
     for layer in report["ray"]["layers"]:
         print(f"  layer {layer.get('layer')}: {layer.get('route')}, {layer.get('bytes_moved', 0) / 1e6:,.1f} MB moved "

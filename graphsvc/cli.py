@@ -166,6 +166,40 @@ def search(ctx, collection, text, k, fields, as_json, filter_json, explain_aql):
 
 
 @cli.command()
+@click.argument("user")
+@click.option("-k", "--top-k", "k", default=10, show_default=True, type=click.IntRange(1, MAX_K),
+              help="How many movies.")
+@click.option("--fields", default=None,
+              help="Comma-separated movie fields to show (default: short scalar fields).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@click.option("--filter", "filter_json", default=None, metavar="JSON",
+              help='Structured filter on the movies, e.g. \'{"genre": {"in": ["Drama"]}, "year": {"gte": 1990}}\'.')
+@click.pass_context
+def recommend(ctx, user, k, fields, as_json, filter_json):
+    """Movies USER (USERS/KEY, e.g. Users/73470) has not rated, best first, from the
+    published recommendations (`jobs recommend-users`); a user with no ratings gets the
+    most popular movies, marked as such."""
+    if user.count("/") != 1 or not all(user.split("/")):
+        raise ConfigError(f"'{user}' is not USERS/KEY (e.g. Users/73470)")
+    users, key = user.split("/")
+    with _queries(settings_from(ctx)) as queries:
+        answer = queries.recommend(users, key, k, field_names(fields) or SHORT_FIELDS, filter_json)
+    if as_json:
+        emit_json(answer.to_dict())
+        return
+    if answer.note:
+        click.echo(f"note: {answer.note}", err=True)
+    if not answer.hits:
+        click.echo("no results")
+    width = max((len(h.key) for h in answer.hits), default=0)
+    for rank, hit in enumerate(answer.hits, start=1):
+        shown = "  ".join(f"{name}={_shown(value)}" for name, value in hit.fields.items())
+        click.echo(f"{rank:>3}  {answer.movies}/{hit.key:<{width}}  {hit.score:.4f}  {shown}".rstrip())
+    click.echo(f"({len(answer.hits)} {'popular movies' if answer.source == 'popular' else 'recommendations'} "
+               f"for {users}/{key} from {users}.recommendations v{answer.index_version})", err=True)
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 def collections(ctx, as_json):

@@ -100,6 +100,11 @@ EXECUTOR = Variable("GRAPHSVC_EXECUTOR", "local",
 RAY_ADDRESS = Variable("GRAPHSVC_RAY_ADDRESS", None,
                        "Ray cluster for --executor ray: auto, ray://host:10001 or host:6379 "
                        "(default: a Ray started on this machine for the job).")
+RAY_READERS = Variable("GRAPHSVC_RAY_READERS", 4,
+                       "Ray: key ranges read at once by read tasks, per store coordinator (the embedded "
+                       "store counts as one).", int)
+RAY_WRITERS = Variable("GRAPHSVC_RAY_WRITERS", 4,
+                       "Ray on ArangoDB: write-back shards bulk-updated at once by workers, per coordinator.", int)
 
 # -- tests -----------------------------------------------------------------------------------------
 TEST_KILL_AT = Variable("GRAPHSVC_TEST_KILL_AT", None,

@@ -370,15 +370,18 @@ def train_movies_command(ctx, collection, text_attribute, relations, out, epochs
 @click.option("--instance-kind", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
               help="instance_group kind: gpu writes KIND_GPU, so an NGC tritonserver on a GPU host runs the models "
                    "on the GPU ('graphsvc triton serve' here still runs them on the CPU).")
+@click.option("--user-tower", "user_tower", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also export the user tower of this 'jobs train-recommender' checkpoint (as 'user_tower').")
 @json_option
 def export_command(model_repository, checkpoint, graphsage, text, movie_checkpoint, movies, version, replace, keep,
-                   instances, instance_kind, as_json):
+                   instances, instance_kind, user_tower, as_json):
     """Write TorchScript models and config.pbtxt into the Triton model repository, as new versions."""
     from jobs.export_models import export_models
 
     exported = export_models(model_repository, checkpoint if graphsage else None, text, version,
                              replace=replace, keep=keep, instances=instances, instance_kind=instance_kind,
-                             movie_checkpoint=movie_checkpoint if movies and movie_checkpoint.exists() else None)
+                             movie_checkpoint=movie_checkpoint if movies and movie_checkpoint.exists() else None,
+                             user_tower_checkpoint=user_tower)
     if as_json:
         emit_json([{"name": m.name, "version": m.version, "path": str(m.path), "source": m.source,
                     "status": m.status, "removed_versions": list(m.removed)} for m in exported])
@@ -437,8 +440,11 @@ def embed_products_command(ctx, nodes, edges, features, model, mode, top_k, batc
         ray = summary["ray"]
         layers = ", ".join(f"L{layer['layer']} {layer['route']} {layer['bytes_moved'] / 1e6:.1f} MB"
                            for layer in ray["layers"])
-        click.echo(f"on Ray: {ray['partitions']} partitions ({ray['order']} order), halo {sum(ray['halo'])} rows "
-                   f"({ray['halo_share']:.2f} × nodes); {layers}; write-back {ray['write_back']['shards']} shards")
+        pull = ray.get("pull", {})
+        read = (f"pull {pull['node_ranges']} + {pull['edge_ranges']} key ranges, {pull['readers']} readers; "
+                if pull.get("where") == "ray" else "")
+        click.echo(f"on Ray: {read}{ray['partitions']} partitions ({ray['order']} order), halo {sum(ray['halo'])} "
+                   f"rows ({ray['halo_share']:.2f} × nodes); {layers}; write-back {ray['write_back']['shards']} shards")
 
 
 @cli.command("embed-movies")
@@ -565,7 +571,11 @@ def reindex_command(ctx, target, collection, edges, features, text_attribute, mo
 
 
 @cli.command("evaluate")
-@click.argument("target", type=click.Choice(["products", "movies"]), default="products", required=False)
+@click.argument("target", required=False, default="products", type=click.Choice(["products", "movies", "users"]))
+@click.option("--users", "users", default="Users", show_default=True,
+              help="users: the users collection (the ratings' _from side).")
+@click.option("--ratings", "ratings", default="Ratings", show_default=True,
+              help="users: the edge collection of ratings (users → movies, with rating and timestamp).")
 @click.option("--nodes", default="products", show_default=True)
 @click.option("--edges", default="bought_together", show_default=True)
 @click.option("--features", default="features", show_default=True)
@@ -587,17 +597,21 @@ def reindex_command(ctx, target, collection, edges, features, text_attribute, mo
 @click.option("--seed", default=0, show_default=True)
 @json_option
 @click.pass_context
-def evaluate_command(ctx, target, nodes, edges, features, label, checkpoint, out, k, link_queries, index_sample,
-                     projection_sample, holdout_edges, seed, as_json):
-    """Report what the embeddings are worth: report.json + index.html with PNG figures.
+def evaluate_command(ctx, target, users, ratings, nodes, edges, features, label, checkpoint, out, k, link_queries,
+                     index_sample, projection_sample, holdout_edges, seed, as_json):
+    """Report what the embeddings (TARGET products, the default, or movies) or the user
+    recommendations (TARGET users) are worth: report.json + index.html.
 
-    Category accuracy per split; recall@k of held-out edges ranked by embedding
+    products: category accuracy per split; recall@k of held-out edges ranked by embedding
     similarity, by raw features and by chance; the published index's recall@k against
     exact search; a 2-D PCA of a sample of embeddings coloured by category.
 
-    TARGET movies: genre precision@k of similar movies — graph-aware (--checkpoint, default
+    movies: genre precision@k of similar movies — graph-aware (--checkpoint, default
     checkpoints/movie_graph.pth.tar), text only, text + co-person mean, random — on the
     store's catalogue (one the model was not trained on), genres withheld from the model.
+
+    users: leave-one-out hit rate@k and NDCG@k of each user's latest rating for the user
+    tower, popularity and item-kNN (tuned on a validation split), same split, same run.
     """
     if target == "movies":
         _evaluate_movies(ctx, nodes, checkpoint, out, k, seed, as_json)
@@ -605,6 +619,9 @@ def evaluate_command(ctx, target, nodes, edges, features, label, checkpoint, out
     from jobs.evaluate import EvaluateConfig, evaluate
 
     settings = settings_from(ctx)
+    if target == "users":
+        _evaluate_users(settings, users, ratings, out, k, seed, as_json)
+        return
     config = EvaluateConfig(nodes=nodes, edges=edges, features=features, label=label, checkpoint=checkpoint,
                             out=out or Path("var/evaluation") / nodes, k=k, link_queries=link_queries,
                             index_sample=index_sample, projection_sample=projection_sample,
@@ -651,6 +668,109 @@ def _evaluate_movies(ctx, nodes, checkpoint, out, k, seed, as_json) -> None:
         f"{name} {row['precision_at_k']:.3f}" for name, row in report["genre_precision"].items()))
     click.echo(f"graph-aware − text only: {report['graph_minus_text_points']:+.2f} points; "
                f"report: {report['files']['index.html']}")
+
+
+def _evaluate_users(settings, users, ratings, out, k, seed, as_json) -> None:
+    from graphsvc.recommend.training import TrainSettings
+    from jobs.evaluate_users import EvaluateUsersConfig, evaluate_users
+
+    config = EvaluateUsersConfig(users=users, ratings=ratings, out=out or Path("var/evaluation") / users, k=k,
+                                 settings=TrainSettings(seed=seed))
+    with open_settings_store(settings) as store:
+        report = evaluate_users(store, config)
+    if as_json:
+        emit_json(report)
+        return
+    for name, row in report["methods"].items():
+        click.echo(f"{name:<11} hit rate@{k} {row['hit_rate']:.4f}  NDCG@{k} {row['ndcg']:.4f}  ({row['users']} users)")
+    click.echo(f"report: {report['files']['index.html']}")
+
+
+def _rating_options(function):
+    options = [
+        click.option("--users", default="Users", show_default=True, help="The users collection."),
+        click.option("--ratings", default="Ratings", show_default=True,
+                     help="The edge collection of ratings (users → movies)."),
+        click.option("--rating", "rating_attribute", default="rating", show_default=True,
+                     help="The edge attribute holding the star rating (missing: 3)."),
+        click.option("--timestamp", "timestamp_attribute", default="timestamp", show_default=True,
+                     help="The edge attribute ordering a user's ratings in time."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@cli.command("train-recommender")
+@_rating_options
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=Path("checkpoints/user_tower.pt"),
+              show_default=True, help="Where the checkpoint goes.")
+@click.option("--dim", default=32, show_default=True, type=click.IntRange(2), help="Vector width.")
+@click.option("--history", default=100, show_default=True, type=click.IntRange(1),
+              help="Latest ratings a user vector is made of.")
+@click.option("--max-steps", default=3000, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True)
+@json_option
+@click.pass_context
+def train_recommender_command(ctx, users, ratings, rating_attribute, timestamp_attribute, out, dim, history, max_steps,
+                              seed, as_json):
+    """Train the user tower on the ratings (early-stopped on each user's latest rating)."""
+    from graphsvc.recommend.training import TrainSettings
+    from jobs.train_recommender import TrainRecommenderConfig, train_recommender
+
+    config = TrainRecommenderConfig(users=users, ratings=ratings, rating=rating_attribute,
+                                    timestamp=timestamp_attribute, out=out,
+                                    settings=TrainSettings(dim=dim, history=history, max_steps=max_steps, seed=seed))
+    with open_settings_store(settings_from(ctx)) as store:
+        summary = train_recommender(store, config)
+    if as_json:
+        emit_json(summary)
+        return
+    valid = summary["validation"]
+    click.echo(f"trained on {summary['ratings']} ratings of {summary['users']} users ({summary['movies']} movies) in "
+               f"{summary['seconds']}s: validation hit rate@10 {valid['hit_rate']:.4f}, NDCG@10 {valid['ndcg']:.4f} "
+               f"at step {summary['best_step']} → {out}; serve it with 'jobs export-models --user-tower {out}'")
+
+
+@cli.command("recommend-users")
+@_rating_options
+@click.option("--model", default="user_tower", show_default=True, help="The Triton model computing user vectors.")
+@click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False),
+              default=Path("checkpoints/user_tower.pt"), show_default=True,
+              help="The checkpoint the served model was exported from (its movie vectors and popularity).")
+@click.option("--top-k", default=10, show_default=True, type=click.IntRange(1, 1000),
+              help="Length of each `recommended` list.")
+@click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(1, 4096),
+              help="Users per Triton request.")
+@click.option("--max-in-flight", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--keep", default=3, show_default=True, type=click.IntRange(1), help="Artifact versions to keep.")
+@click.option("--full", is_flag=True, help="Recompute every user, not only those whose ratings changed.")
+@json_option
+@click.pass_context
+def recommend_users_command(ctx, users, ratings, rating_attribute, timestamp_attribute, model, checkpoint, top_k,
+                            batch_size, max_in_flight, keep, full, as_json):
+    """Each user's top k unrated movies (user vectors on Triton): write back `recommended`, publish.
+
+    Incremental: only users whose ratings changed since the last published version are
+    computed and written (all of them after a new model or with --full)."""
+    from graphsvc.triton.client import TritonClient
+    from jobs.recommend_users import RecommendUsersConfig, recommend_users
+
+    config = RecommendUsersConfig(users=users, ratings=ratings, rating=rating_attribute,
+                                  timestamp=timestamp_attribute, model=model, checkpoint=checkpoint, top_k=top_k,
+                                  batch_size=batch_size, max_in_flight=max_in_flight, keep=keep, full=full)
+    settings = settings_from(ctx)
+    with open_settings_store(settings) as store, TritonClient(settings.triton_url) as triton:
+        with progress(None, "recommending", "users") as bar:
+            summary = recommend_users(store, triton, settings.index_dir, config, on_progress=bar.update)
+    if as_json:
+        emit_json(summary)
+        return
+    sources = ", ".join(f"{count} {source}" for source, count in summary["by_source"].items())
+    click.echo(f"{summary['mode']}: computed {summary['computed_users']} of {summary['num_users']} {users} "
+               f"({summary['users_per_second'] or '-'} users/s), wrote {summary['written']} `recommended` lists "
+               f"({sources} overall), published {summary['artifact']} v{summary['index_version']} in "
+               f"{summary['seconds']['total']}s")
 
 
 def main() -> None:

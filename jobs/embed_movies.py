@@ -178,11 +178,11 @@ def embed_movies(
                 text_index = _publish_text_index(index_dir, keys, text_embeddings, config, model_version)
         extra = {}
         if on_ray:
-            from graphsvc.distributed.publish import ParquetWriteBack, Shard, index_on_ray
+            from graphsvc.distributed.publish import Shard, index_on_ray, ray_write_back
 
             shards = max(config.partitions or 2 * config.ray_actors, 1)
             bounds = [len(texts) * s // shards for s in range(shards + 1)]
-            write_back = ParquetWriteBack(journal.directory / "shards", keys, [
+            write_back = ray_write_back(store, journal, keys, [
                 Shard(np.arange(start, stop), embeddings[start:stop])
                 for start, stop in zip(bounds, bounds[1:]) if stop > start])
             extra = {"index": index_on_ray(shards), "write_back": write_back}

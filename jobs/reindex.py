@@ -20,7 +20,9 @@ only ever see complete index versions (`graphsvc.index.artifacts.publish`).
 `executor="ray"`: the embed step runs on a Ray cluster (`_RayRunner`): each layer's rows
 to recompute in partitions on Triton actors (`graphsvc.distributed.layerwise.
 apply_layer_on_ray`, journaled as RL{layer}-P{p}), the changed texts through Ray Data
-(`graphsvc.distributed.texts`, journaled whole as RT); the rest of the recipe is the same.
+(`graphsvc.distributed.texts`, journaled whole as RT), and a rebuilt index with every
+row's lists on Ray tasks (`graphsvc.distributed.publish.index_on_ray`); the rest of the
+recipe is the same.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from graphsvc.incremental.targets import (
 )
 from graphsvc.index.artifacts import current_version, publish
 from graphsvc.index.faiss_index import VectorIndex
-from graphsvc.index.similar import embedding_array, similar_array
+from graphsvc.index.similar import embedding_array, index_with_neighbours, similar_array
 from graphsvc.inference.layerwise import apply_layer
 from graphsvc.inference.relational import apply_movie_layer, served_movie_model
 from graphsvc.inference.runners import TritonLayers, layer_models
@@ -317,6 +319,7 @@ class _Run:
             snapshot, plan, result.embedding, result.shift, full, top_k=c.top_k,
             similar_tolerance=c.similar_tolerance, rebuild_share=c.rebuild_share,
             published=lambda: published_index(self.index_dir, c.collection, snapshot.meta.get("index_version")),
+            build_index=self.runner.index_builder(),
         )
         with atomic_path(journal.directory / "index.faiss") as tmp:
             update.index.save(tmp)
@@ -430,6 +433,10 @@ class _TritonRunner:
     def layer_models(self) -> list[str]:
         return layer_models(self.triton, self.config.model)
 
+    def index_builder(self) -> Callable:
+        """What builds a rebuilt index and its lists (index_with_neighbours' signature)."""
+        return index_with_neighbours
+
     def layer_step(self, models: list[str], journal: RunJournal) -> LayerStep:
         runner = TritonLayers(self.triton, models, max_in_flight=self.config.max_in_flight)
 
@@ -535,6 +542,13 @@ class _RayRunner(_TritonRunner):
             return vectors
 
         return embed_texts
+
+    def index_builder(self) -> Callable:
+        """A rebuild's IVF index and lists from Ray tasks (the same cells, probes and lists
+        as the local pass), as many partitions as the layers used (two per actor at least)."""
+        from graphsvc.distributed.publish import index_on_ray
+
+        return index_on_ray(max(self.partitions, 2 * self.config.ray_actors))
 
     def batches(self, journal: RunJournal) -> dict:
         return {"computed": self.tally.computed + self.texts["computed"],

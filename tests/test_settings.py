@@ -20,7 +20,7 @@ def test_every_graphsvc_variable_the_code_names_is_registered_once():
     registered = [v.name for v in settings.VARIABLES]
     assert len(registered) == len(set(registered))
     assert named - set(registered) == set()
-    assert len(registered) == 24
+    assert len(registered) == 26
 
 
 def test_read_parses_the_kind_and_falls_back_to_the_default():

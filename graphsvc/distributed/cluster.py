@@ -7,7 +7,7 @@ import signal
 import socket
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from graphsvc.errors import ConfigError
 from graphsvc.settings import TEST_KILL_AT, read
@@ -68,6 +68,31 @@ def worker_runtime_env() -> dict | None:
     (a runtime_env of their own costs each one a fresh worker process)."""
     env = {name: value for name, value in os.environ.items() if name.startswith("GRAPHSVC_")}
     return {"env_vars": env} if env else None
+
+
+def task_resources(ray) -> dict:
+    """A CPU per task while the cluster has one free; else none. The embed jobs keep their
+    Triton actors (a CPU each) until the write-back, which comes after the index: on a
+    cluster they fill, tasks that each waited for a CPU would wait for ever."""
+    return {"num_cpus": 1 if ray.available_resources().get("CPU", 0) >= 1 else 0}
+
+
+def run_bounded(ray, calls: Sequence[Callable[[], Any]], limit: int) -> list:
+    """The results of `calls` (each submits one Ray task and returns its object ref), in
+    the order of `calls`, with at most `limit` submitted and unfinished at any time: the
+    next goes as soon as one finishes (a store's coordinators take that many readers or
+    writers at once; Ray alone would start as many as there are CPUs)."""
+    results: list = [None] * len(calls)
+    pending: dict = {}
+    submitted = 0
+    while submitted < len(calls) or pending:
+        while submitted < len(calls) and len(pending) < max(1, limit):
+            pending[calls[submitted]()] = submitted
+            submitted += 1
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            results[pending.pop(ref)] = ray.get(ref)
+    return results
 
 
 def smallest_object_store(ray) -> float:

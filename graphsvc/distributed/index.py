@@ -43,6 +43,7 @@ import numpy as np
 import ray
 import torch
 
+from graphsvc.distributed.cluster import task_resources
 from graphsvc.index import knn, similar
 from graphsvc.index.faiss_index import CALIBRATION_TARGET_RECALL, VectorIndex, l2_normalise
 from graphsvc.index.similar import Indexed
@@ -226,10 +227,7 @@ def _pass(in_cells: np.ndarray, starts: np.ndarray, centroids: np.ndarray, a: in
 
 
 def _default_options() -> dict[str, Any]:
-    """A CPU per task while the cluster has one free; else none. The embed jobs keep their
-    Triton actors (a CPU each) until the write-back, which comes after the index: on a
-    cluster they fill, tasks that each waited for a CPU would wait for ever."""
-    return {"num_cpus": 1 if ray.available_resources().get("CPU", 0) >= 1 else 0}
+    return task_resources(ray)
 
 
 def _merge_top(scores: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:

@@ -1,27 +1,36 @@
 """The Ray executor's part of the embed jobs' tail (`graphsvc.index.publish`): the index
 and top-k pass, and the write-back through Parquet shards.
 
-Write-back: a task per partition writes a Parquet shard of (`_key`, `embedding`,
-`similar`, the job's columns) from the rows where they were computed, and one loader —
-the driver — ingests the shards one by one with `store.update_attributes`. The embedded
-store has a single writer, so that is its only shape; ArangoDB goes the same way for
-now (each shard one bulk update from the driver; workers updating with bounded
-concurrency is the design for clusters whose driver is the bottleneck).
+Write-back (`ray_write_back` picks one): on the embedded store, which has a single
+writer, a task per partition writes a Parquet shard of (`_key`, `embedding`, `similar`,
+the job's columns) from the rows where they were computed, and one loader — the driver —
+ingests the shards one by one with `store.update_attributes` (`ParquetWriteBack`). On
+ArangoDB a task per shard opens the store and bulk-updates the shard's documents itself,
+at most GRAPHSVC_RAY_WRITERS per coordinator at once, and marks the shard done in the
+job's journal, so a rerun after a killed driver skips the shards already written
+(`StoreWriteBack`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from graphsvc.distributed.cluster import import_ray
+from graphsvc.distributed.cluster import import_ray, run_bounded, task_resources, worker_kill_point
 from graphsvc.distributed.index import distributed_index_with_neighbours
 from graphsvc.index.similar import Indexed
+from graphsvc.runs import RunJournal
+from graphsvc.settings import RAY_WRITERS, read
+from graphsvc.store import is_server_url
+
+#: times Ray retries a shard's update whose worker died (updates by key are idempotent)
+WRITE_RETRIES = 3
 
 
 def index_on_ray(partitions: int) -> Callable[..., Indexed]:
@@ -77,20 +86,98 @@ class ParquetWriteBack:
                                         "load": round(time.perf_counter() - written, 3)}})
 
 
-def write_shard(path: str, keys: pa.Array, rows: np.ndarray, embedding: np.ndarray, logits: np.ndarray | None,
-                 ids: np.ndarray, scores: np.ndarray) -> str:
-    """One shard's rows as Parquet, written aside and renamed in (in a Ray worker)."""
-    import os
+def ray_write_back(store, journal: RunJournal, keys: pa.Array, shards: Sequence[Shard], writers: Sequence = ()):
+    """The Ray executor's write-back for `store`: workers updating ArangoDB directly
+    (`StoreWriteBack`), or Parquet shards one loader ingests (`ParquetWriteBack`: the
+    embedded store, or a store no worker can open). `writers`: actors that hold the
+    shards' rows (the Parquet shards are written by them)."""
+    address = store.address()
+    if address is not None and is_server_url(address.url):
+        return StoreWriteBack(address, journal.directory, keys, shards)
+    return ParquetWriteBack(journal.directory / "shards", keys, shards, writers)
 
-    import pyarrow.parquet as pq
 
+@dataclass
+class StoreWriteBack:
+    """`publish_embeddings`' write_back on ArangoDB: a Ray task per shard opens the store
+    (`address`: a `StoreAddress`) and bulk-updates the shard's documents
+    (`update_attributes`: one existence check of its keys, then an UPDATE per chunk), at
+    most `concurrency` (default GRAPHSVC_RAY_WRITERS) per coordinator at once. A shard
+    written is marked `WB-S{n}` in the journal at `journal_dir`; a rerun skips it."""
+
+    address: Any
+    journal_dir: Path
+    keys: pa.Array
+    shards: Sequence[Shard]
+    concurrency: int | None = None
+    report: dict = field(default_factory=dict)
+
+    def __call__(self, store, collection: str, indexed: Indexed) -> None:
+        ray = import_ray()
+        started = time.perf_counter()
+        journal = RunJournal(self.journal_dir)
+        limit = max(1, (self.concurrency or read(RAY_WRITERS)) * max(1, getattr(self.address, "coordinators", 1)))
+        todo = [number for number in range(len(self.shards)) if not journal.done(shard_step(number))]
+        keys = ray.put(self.keys)
+        task = ray.remote(update_shard).options(max_retries=WRITE_RETRIES, **task_resources(ray))
+        done = run_bounded(ray, [partial(
+            task.remote, self.address, collection, str(self.journal_dir), number, keys, self.shards[number].rows,
+            self.shards[number].embedding, self.shards[number].logits, indexed.ids[self.shards[number].rows],
+            indexed.scores[self.shards[number].rows]) for number in todo], limit)
+        self.report.update({"shards": len(self.shards), "skipped": len(self.shards) - len(todo),
+                            "rows": int(sum(shard["rows"] for shard in done)), "writers": limit,
+                            "peak_writers": peak_overlap(done),
+                            "seconds": {"update": round(time.perf_counter() - started, 3)}})
+
+
+def shard_step(number: int) -> str:
+    """The journal step of write-back shard `number`."""
+    return f"WB-S{number}"
+
+
+def update_shard(address, collection: str, journal_dir: str, number: int, keys: pa.Array, rows: np.ndarray,
+                 embedding: np.ndarray, logits: np.ndarray | None, ids: np.ndarray, scores: np.ndarray) -> dict:
+    """One shard's rows written into the store by key, then marked done (in a Ray worker)."""
+    started = time.time()
+    table = shard_table(keys, rows, embedding, logits, ids, scores)
+    worker_kill_point(shard_step(number), Path(journal_dir).parent)  # tests: a worker dies before its update
+    with address.open(read_only=False) as store:
+        written = store.update_attributes(collection, table)
+    RunJournal(Path(journal_dir)).mark(shard_step(number), {"rows": table.num_rows, "written": written})
+    return {"shard": number, "rows": table.num_rows, "written": written, "started": started, "finished": time.time()}
+
+
+def peak_overlap(spans: Sequence[dict]) -> int:
+    """The most of the `started`–`finished` spans that overlapped at one time."""
+    events = sorted([(s["started"], 1) for s in spans] + [(s["finished"], -1) for s in spans],
+                    key=lambda e: (e[0], e[1]))
+    peak = running = 0
+    for _, change in events:
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
+def shard_table(keys: pa.Array, rows: np.ndarray, embedding: np.ndarray, logits: np.ndarray | None,
+                ids: np.ndarray, scores: np.ndarray) -> pa.Table:
+    """A shard's write-back: `_key`, `embedding`, `similar` and (products) `predicted_category`."""
     from graphsvc.index.similar import embedding_array, similar_array
 
     columns = {"_key": keys.take(pa.array(rows, pa.int64())), "embedding": embedding_array(embedding),
                "similar": similar_array(keys, ids, scores)}
     if logits is not None:
         columns["predicted_category"] = pa.array(np.asarray(logits).argmax(axis=1))
+    return pa.table(columns)
+
+
+def write_shard(path: str, keys: pa.Array, rows: np.ndarray, embedding: np.ndarray, logits: np.ndarray | None,
+                ids: np.ndarray, scores: np.ndarray) -> str:
+    """One shard's rows as Parquet, written aside and renamed in (in a Ray worker)."""
+    import os
+
+    import pyarrow.parquet as pq
+
     aside = f"{path}.partial"
-    pq.write_table(pa.table(columns), aside)
+    pq.write_table(shard_table(keys, rows, embedding, logits, ids, scores), aside)
     os.replace(aside, path)
     return path

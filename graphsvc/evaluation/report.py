@@ -118,7 +118,24 @@ def _cell(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
+def _users_html(report: dict) -> list[str]:
+    """The user recommendations' section: every method on the same leave-one-out split."""
+    k = report["k"]
+    parts = [f"<h1>Evaluation of recommendations for {html.escape(report['users'])}</h1>",
+             f"<p>{report['num_users']:,} users, {report['num_movies']:,} movies, {report['num_ratings']:,} "
+             f"ratings in {html.escape(report['ratings'])}, generated {html.escape(report['created_at'])}</p>",
+             f"<h2>Hit rate@{k} and NDCG@{k} of held-out ratings</h2>", f"<p>{html.escape(report['note'])}</p>",
+             _table([[name, row["hit_rate"], row["ndcg"], row["users"]] for name, row in report["methods"].items()],
+                    ["method", f"hit rate@{k}", f"NDCG@{k}", "users"])]
+    chosen = report["item_knn_tuning"]["chosen"]
+    parts.append(f"<p>item-kNN tuned on validation: {chosen['neighbours'] or 'all'} neighbours, shrinkage "
+                 f"{chosen['shrink']:g}; the tower stopped at step {report['training']['best_step']}.</p>")
+    return parts
+
+
 def render_html(report: dict) -> str:
+    if report.get("target") == "users":
+        return _page(report["users"], _users_html(report))
     k = report["k"]
     parts = [f"<h1>Evaluation of {html.escape(report['nodes'])}</h1>",
              f"<p>checkpoint <code>{html.escape(report['checkpoint'])}</code>, "
@@ -151,11 +168,15 @@ def render_html(report: dict) -> str:
     for figure in report["figures"].values():
         parts.append(f'<figure><img src="{html.escape(figure["file"])}" alt="{html.escape(figure["title"])}">'
                      f"<figcaption>{html.escape(figure['title'])}</figcaption></figure>")
+    return _page(report["nodes"], parts)
+
+
+def _page(title: str, parts: list[str]) -> str:
     style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;"
              "text-align:right}figure{display:inline-block;margin:1em}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>graphsvc evaluation — "
-            f"{html.escape(report['nodes'])}</title><style>{style}</style></head><body>"
+            f"{html.escape(title)}</title><style>{style}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
 
 

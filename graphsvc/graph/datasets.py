@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -46,6 +46,20 @@ def load_node_graph(
     """`split` names an attribute holding `train`/`valid`/`test` per document. Without
     `build_graph` the edges come back as positions (for a caller that renumbers the
     nodes first: one CSR build instead of two)."""
+    attributes = node_attributes(nodes, features, label, split)
+    table = pa.Table.from_batches(
+        list(store.pull(nodes, attributes, batch_size=batch_size)),
+        schema=pa.schema([("_key", pa.string())] + list(attributes.items())),
+    )
+    return node_graph_from_table(
+        table, nodes, features, lambda keys: edges_to_positions(keys, store.pull_edges(edges, batch_size=batch_size),
+                                                                nodes),
+        label=label, split=split, build_graph=build_graph, source=f"store:{nodes}/{edges}")
+
+
+def node_attributes(nodes: str, features: str, label: str | None = None,
+                    split: str | None = None) -> dict[str, pa.DataType]:
+    """The attributes a node graph pulls, with their Arrow types."""
     attributes = {features: pa.list_(pa.float32())}
     if label:
         attributes[label] = pa.int64()
@@ -53,10 +67,15 @@ def load_node_graph(
         if split in attributes:
             raise StoreError(f"{nodes}: the split attribute '{split}' is also the features or the label")
         attributes[split] = pa.string()
-    table = pa.Table.from_batches(
-        list(store.pull(nodes, attributes, batch_size=batch_size)),
-        schema=pa.schema([("_key", pa.string())] + list(attributes.items())),
-    )
+    return attributes
+
+
+def node_graph_from_table(table: pa.Table, nodes: str, features: str,
+                          edge_positions: Callable[[pa.Array], EdgeIndexing], *, label: str | None = None,
+                          split: str | None = None, build_graph: bool = True, source: str = "") -> NodeGraph:
+    """A node graph from the pulled nodes (`_key` and `node_attributes`; row i = node i)
+    and `edge_positions(keys)`: the edges as positions in those keys, however they were
+    pulled (one stream here, a read task per key range on Ray)."""
     if table.num_rows == 0:
         raise StoreError(f"collection '{nodes}' has no documents")
     matrix = _feature_matrix(table, features, nodes)
@@ -68,12 +87,11 @@ def load_node_graph(
         labels = np.where(np.isnan(labels.astype(np.float64)), -1, labels).astype(np.int64)
     keys = table.column("_key").combine_chunks()
     splits = split_from_values(keys, table.column(split), split, nodes) if split else None
-    indexed = edges_to_positions(keys, store.pull_edges(edges, batch_size=batch_size), nodes)
+    indexed = edge_positions(keys)
     if not build_graph:
-        return NodeGraph(keys, matrix, labels, None, indexed.dangling, splits, source=f"store:{nodes}/{edges}",
-                         edge_positions=indexed)
+        return NodeGraph(keys, matrix, labels, None, indexed.dangling, splits, source=source, edge_positions=indexed)
     graph = CSRGraph.from_edges(indexed.source, indexed.target, table.num_rows)
-    return NodeGraph(keys, matrix, labels, graph, indexed.dangling, splits, source=f"store:{nodes}/{edges}")
+    return NodeGraph(keys, matrix, labels, graph, indexed.dangling, splits, source=source)
 
 
 def _feature_matrix(table: pa.Table, features: str, nodes: str) -> np.ndarray:

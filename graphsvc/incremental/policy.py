@@ -15,7 +15,7 @@ from graphsvc.incremental.slots import SlotPlan, carried, union_ids
 from graphsvc.incremental.snapshot import Snapshot
 from graphsvc.index.artifacts import current_version, load_version
 from graphsvc.index.faiss_index import AUTO_FLAT_MAX, VectorIndex, l2_normalise
-from graphsvc.index.similar import index_with_neighbours, refresh_similar
+from graphsvc.index.similar import Indexed, index_with_neighbours, refresh_similar
 
 REBUILD, COPY, UPDATE = "rebuild", "copy", "update"
 
@@ -125,9 +125,12 @@ class IndexUpdate:
 
 def update_index(snapshot: Snapshot | None, plan: SlotPlan, embedding: np.ndarray, shift: np.ndarray, full: bool,
                  *, top_k: int, similar_tolerance: float, rebuild_share: float,
-                 published: Callable[[], tuple[VectorIndex | None, str | None]]) -> IndexUpdate:
+                 published: Callable[[], tuple[VectorIndex | None, str | None]],
+                 build_index: Callable[..., Indexed] = index_with_neighbours) -> IndexUpdate:
     """The updated (or rebuilt) index and every slot's similar window (2 × top_k wide).
-    `shift`: per slot, how far its unit vector moved since the last run (inf: new)."""
+    `shift`: per slot, how far its unit vector moved since the last run (inf: new).
+    `build_index` (index_with_neighbours' signature) builds a rebuild's index and lists: the Ray
+    executor's tasks (`graphsvc.distributed.publish.index_on_ray`) plug in here."""
     window, n = 2 * top_k, len(embedding)
     far = int((shift > similar_tolerance).sum())
     decision = choose_update(full=full, n=n, far=far, removed=len(plan.removed), rebuild_share=rebuild_share,
@@ -140,7 +143,7 @@ def update_index(snapshot: Snapshot | None, plan: SlotPlan, embedding: np.ndarra
         index.update(remove, add, embedding[add])
         reason = f"in place: {len(remove)} vectors removed, {len(add)} added by id"
     if decision.action == REBUILD:
-        indexed = index_with_neighbours(embedding, top_k, lists=window)
+        indexed = build_index(embedding, top_k, lists=window)
         index, ids, scores = indexed.index, indexed.ids, indexed.scores
         if ids.shape[1] < window:
             pad = window - ids.shape[1]

@@ -32,7 +32,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -387,6 +387,7 @@ def publish(
     extra: dict[str, Any] | None = None,
     keep: int = 3,
     index_file: str | os.PathLike | None = None,
+    files: dict[str, Callable[[Path], None]] | None = None,
 ) -> Manifest:
     """Publish `index` + `keys` as the next version of `collection` and make it current.
 
@@ -394,6 +395,8 @@ def publish(
     any leftover .tmp-* directories from crashed publishes. `index_file`: a file that
     already holds `index` as `VectorIndex.save` wrote it, linked (or copied) into the
     version instead of writing the index again; it must not be changed in place later.
+    `files`: more files of the version by name, each written by its function given the
+    path; checksummed in the manifest like the index (their readers verify them).
     """
     _check_collection(collection)
     if keep < 1:
@@ -425,8 +428,12 @@ def publish(
             else:
                 index.save(tmp / INDEX_FILE)
             _write_keys(tmp / KEYS_FILE, keys_arr)
+            for name, write in (files or {}).items():
+                if name in (*CHECKSUMMED_FILES, MANIFEST_FILE) or "/" in name or name.startswith("."):
+                    raise ValueError(f"an extra artifact file cannot be named {name!r}")
+                write(tmp / name)
             checksums = {}
-            for name in CHECKSUMMED_FILES:
+            for name in (*CHECKSUMMED_FILES, *(files or {})):
                 fsync_path(tmp / name)
                 checksums[name] = _sha256(tmp / name)
 

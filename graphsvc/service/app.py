@@ -1,6 +1,7 @@
 """The HTTP API of `graphsvc serve` (FastAPI on uvicorn).
 
     GET  /v1/{collection}/{key}/similar?k=10&fields=title,category&filter={"price":{"lt":20}}
+    GET  /v1/{users}/{key}/recommendations?k=10&fields=title&filter={"genre":"Drama"}
     POST /v1/{collection}/similar          {"keys": [...], "k": 10, "fields": [...], "filter": {...}}
     POST /v1/{collection}/search           {"vector": [...]} or {"text": "..."}, plus k, fields, filter
     POST /v1/{collection}/search/batch     {"vectors": [[...], ...]} or {"texts": [...]}, plus k, fields, filter
@@ -46,6 +47,7 @@ from graphsvc.service.schemas import (
     FieldsQuery,
     FilterQuery,
     KQuery,
+    Recommendation,
     SearchBatchRequest,
     SearchRequest,
     SimilarBatchRequest,
@@ -155,6 +157,14 @@ def create_app(config: ServiceConfig, start_reloader: bool = True) -> Guard:
             # on the event loop; a hop to a worker thread would cost more than the search
             return json_response(queries.similar(collection, key, k).to_dict())
         return await answer(queries.similar, collection, key, k, field_names(fields), filter)
+
+    @app.get("/v1/{collection}/{key}/recommendations", response_model=Recommendation, responses=ERRORS,
+             summary="Movies a user has not rated, best first (popular ones for a user without ratings)")
+    async def recommendations(
+        collection: Collection, key: DocumentKey, k: KQuery = 10, fields: FieldsQuery = None,
+        filter: FilterQuery = None,
+    ):
+        return await answer(queries.recommend, collection, key, k, field_names(fields), filter)
 
     @app.post("/v1/{collection}/similar", response_model=BatchAnswer, responses=ERRORS,
               summary="Similar documents for many stored documents")

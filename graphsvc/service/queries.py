@@ -198,8 +198,11 @@ class SimilarityQueries:
             self._cache.put(key, found)
         return found
 
-    def _hits(self, collection: str, ranked: list[Ranked], fields: Sequence[str] | ShortFields | None
-              ) -> list[list[Hit]]:
+    def _hits(self, collection: str, ranked: list[Ranked], fields: Sequence[str] | ShortFields | None,
+              keep_missing: bool = False) -> list[list[Hit]]:
+        """Hits with their `fields`; a hit whose document is gone is dropped, or kept
+        without fields with `keep_missing` (recommended movies whose documents were never
+        restored, as in the workshop's dump)."""
         if not fields:
             return [[Hit(key, score, {}) for key, score in zip(r.keys, r.scores)] for r in ranked]
         short = isinstance(fields, ShortFields)
@@ -214,6 +217,8 @@ class SimilarityQueries:
             for key, score in zip(r.keys, r.scores):
                 document = documents.get(key)
                 if document is None:  # removed from the store since the index was published
+                    if keep_missing:
+                        hits.append(Hit(key, score, {}))
                     continue
                 shown = _short_fields(document) if short else {
                     f: document.get(f) for f in fields if f not in _HIT_ATTRIBUTES}
@@ -263,6 +268,15 @@ class SimilarityQueries:
         hits = iter(self._hits(collection, ranked, fields))
         return BatchAnswer(collection, index.version, k, [next(hits) if p is not None else None for p in positions],
                            keys=list(keys))
+
+    # -- recommendations for a user ---------------------------------------------------------
+    def recommend(self, users: str, key: str, k: int = 10, fields: Sequence[str] | ShortFields | None = None,
+                  filter: Any = None):
+        """The k movies the user `users/key` has not rated that the published
+        recommendations rank first (`graphsvc.service.recommendations`)."""
+        from graphsvc.service.recommendations import recommend
+
+        return recommend(self, users, key, k, fields, filter)
 
     # -- search by vector or text --------------------------------------------------------------
     def _vectors_of_texts(self, index: LoadedIndex, texts: Sequence[str]) -> np.ndarray:

@@ -46,6 +46,17 @@ class Answer(BaseModel):
     hits: list[Hit]
 
 
+class Recommendation(BaseModel):
+    collection: str = Field(description="The users collection.")
+    key: str = Field(description="The user's key.")
+    movies: str = Field(description="The collection the hits are documents of.")
+    index_version: int
+    source: str = Field(description='"model", or "popular" for a user without ratings the model knows.')
+    query: dict[str, Any]
+    hits: list[Hit]
+    note: Optional[str] = None
+
+
 class BatchResult(BaseModel):
     key: Optional[str] = None
     hits: Optional[list[Hit]] = None

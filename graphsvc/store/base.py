@@ -21,6 +21,44 @@ ARANGO_TYPE_DOCUMENT = 2
 ARANGO_TYPE_EDGE = 3
 
 
+#: a half-open range of document keys [low, high) in the store's order of keys; None
+#: leaves that end open. `GraphStore.key_ranges` splits a collection into such ranges.
+KeyRange = tuple["str | None", "str | None"]
+
+
+def ranges_between(bounds: Sequence[str]) -> list[KeyRange]:
+    """The ranges a sorted list of distinct keys cuts the key space into: open below the
+    first bound and above the last, so every key falls in exactly one range."""
+    edges: list[str | None] = [None, *bounds, None]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+@dataclass(frozen=True)
+class StoreAddress:
+    """How another process (a Ray worker) opens the same store: the URL `open_store`
+    takes and the ArangoDB password file (a path every worker sees; without one, the
+    worker's ARANGO_PASSWORD or GRAPHSVC_ARANGO_PASSWORD_FILE). `coordinators`: how many
+    servers answer it, which bounds how many readers or writers it gets at once."""
+
+    url: str
+    password_file: str | None = None
+    coordinators: int = 1
+
+    def open(self, *, read_only: bool = True) -> "GraphStore":
+        """The store, opened in this process. The embedded store (one writer per file)
+        is opened read-only unless asked: any number of processes may read a DuckDB
+        file at once while none writes it."""
+        from graphsvc.store import is_server_url, open_store
+
+        if is_server_url(self.url):
+            from graphsvc.settings import ARANGO_PASSWORD_FILE, read
+
+            return open_store(self.url, password_file=self.password_file or read(ARANGO_PASSWORD_FILE))
+        from graphsvc.store.embedded import EmbeddedStore
+
+        return EmbeddedStore(self.url.removeprefix("duckdb://"), create=False, read_only=read_only)
+
+
 #: comparison operators of structured filters (`Condition.op`)
 FILTER_OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in")
 
@@ -186,6 +224,34 @@ class GraphStore(ABC):
     @abstractmethod
     def pull_edges(self, name: str, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
         """Stream `_from` and `_to` of an edge collection as strings."""
+
+    @abstractmethod
+    def key_ranges(self, name: str, parts: int) -> list[KeyRange]:
+        """At most `parts` contiguous key ranges that together hold every document of the
+        collection once (the first open below, the last open above), of similar
+        document counts as the store's own ordering of keys cuts them: a read task per
+        range (`pull_range`). One range (None, None) for `parts` <= 1 or too few keys.
+        Embedded: exact quantiles of the keys; ArangoDB: quantiles of a sample of the
+        keys, sorted by the server."""
+
+    @abstractmethod
+    def pull_range(
+        self,
+        name: str,
+        attributes: Mapping[str, pa.DataType],
+        key_range: KeyRange,
+        batch_size: int = 65_536,
+    ) -> Iterator[pa.RecordBatch]:
+        """As `pull`, for the documents whose keys are in `key_range`, in key order."""
+
+    @abstractmethod
+    def pull_edges_range(self, name: str, key_range: KeyRange, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """As `pull_edges`, for the edges whose own keys are in `key_range`, in key order."""
+
+    def address(self) -> StoreAddress | None:
+        """How another process opens this store (`StoreAddress.open`); None when none can
+        (an in-memory store, a store over a test transport)."""
+        return None
 
     @abstractmethod
     def get_documents(self, name: str, keys: Sequence[str], *, attributes: Sequence[str] | None = None

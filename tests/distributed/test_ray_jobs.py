@@ -75,6 +75,8 @@ def test_products_on_ray_equal_the_local_run_with_halos_shuffled_and_a_worker_ki
     assert [layer["bytes_moved"] for layer in ray_report["layers"]] == [
         sum(ray_report["halo"]) * width * 4 for width in (100, 64, 64)]
     assert ray_report["write_back"]["shards"] == 3 and ray_report["write_back"]["rows"] == LARGE.num_products
+    # the pull: a read task per key range, the store read-only in the workers
+    assert ray_report["pull"]["where"] == "ray" and ray_report["pull"]["node_ranges"] >= 2
     assert summary["batches"] == {"computed": 9, "reused": 0}  # the retried partition counts once
 
 

@@ -75,6 +75,28 @@ def test_products_reindexed_on_ray_equal_the_local_reindex(local_ray, ray_triton
     assert not list((index_dir / ".reindex" / "products").glob("run-*"))  # the journal went with the run
 
 
+def test_an_index_rebuilt_on_ray_tasks_equals_the_local_rebuild(local_ray, ray_triton, changed_catalogue, tmp_path,
+                                                                 monkeypatch):
+    """Issue 14 point 4: when the reindex rebuilds the index (here: `rebuild_share` 0), the
+    Ray executor builds it and every row's lists on Ray tasks (`index_on_ray`)."""
+    from graphsvc.distributed import publish
+
+    built = []
+    real = publish.distributed_index_with_neighbours
+    monkeypatch.setattr(publish, "distributed_index_with_neighbours",
+                        lambda *args, **kwargs: built.append(kwargs) or real(*args, **kwargs))
+    (tmp_path / "local").mkdir()
+    (tmp_path / "ray").mkdir()
+    local_store, local_dir = fresh_copy(changed_catalogue, tmp_path / "local")
+    expected = run_reindex(ray_triton, local_store, local_dir, rebuild_share=0.0)
+    store_path, index_dir = fresh_copy(changed_catalogue, tmp_path / "ray")
+    summary = run_reindex(ray_triton, store_path, index_dir, executor="ray", partitions=2, rebuild_share=0.0)
+    assert expected["index"]["action"] == summary["index"]["action"] == "rebuilt"
+    assert summary["index"]["kind"] == expected["index"]["kind"]
+    assert [call["partitions"] for call in built] == [4]  # on Ray tasks: two partitions per actor
+    assert_same_results(attributes(local_store), attributes(store_path))
+
+
 def movie_store(path, count=30):
     """The first `count` sample movies (the sentence encoder on 2 CPU cores is slow)."""
     movies = [json.loads(line) for line in MOVIES_SOURCE.read_text().splitlines()][:count]

@@ -65,3 +65,27 @@ def restore_movie_catalogue(store_path: Path, movies: int, seed: int, **spec) ->
     with open_store(str(store_path), create=True) as store:
         restore_dumps(store, [dump])
     return counts
+
+
+@pytest.fixture(scope="session")
+def user_tower_triton(tmp_path_factory):
+    """A tower trained briefly on the seeded rating graph (`tests.recommend.ratings_graph`),
+    exported as `user_tower` and served by the real Triton server: (root, store path,
+    checkpoint, client). Tests copy the store before changing it."""
+    from graphsvc.recommend.training import TrainSettings
+    from jobs.export_models import export_user_tower
+    from jobs.train_recommender import TrainRecommenderConfig, train_recommender
+    from tests.recommend.ratings_graph import write_ratings_graph
+
+    root = tmp_path_factory.mktemp("user-tower")
+    write_ratings_graph(root / "store.duckdb")
+    checkpoint = root / "user_tower.pt"
+    with open_store(str(root / "store.duckdb")) as store:
+        train_recommender(store, TrainRecommenderConfig(out=checkpoint, settings=TrainSettings(max_steps=300)))
+    export_user_tower(root / "repository", checkpoint)
+    http, grpc, metrics = free_ports(3)
+    with TritonServer(root / "repository", http_port=http, grpc_port=grpc, metrics_port=metrics,
+                      runtime_dir=root / "runtime") as server:
+        with TritonClient(server.grpc_url) as client:
+            client.wait_ready(timeout=180, models=["user_tower"])
+            yield root, root / "store.duckdb", checkpoint, client

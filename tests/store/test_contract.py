@@ -282,6 +282,44 @@ def test_pull_edges_streams_from_and_to_of_edge_collections_only(products):
         products.pull_edges("products")
 
 
+def test_key_ranges_hold_every_key_once_and_range_pulls_read_them_in_key_order(store):
+    """Issue 14: a read task per key range; together the ranges' pulls are the whole
+    collection once, each range in key order, written-back attributes included."""
+    store.create_collection("products")
+    keys = [f"p{i:04d}" for i in range(300)]
+    shuffled = keys[7:] + keys[:7]  # loaded out of key order
+    store.upsert_table("products", pa.table({"_key": shuffled, "n": [int(k[1:]) for k in shuffled]}))
+    store.update_attributes("products", pa.table({"_key": keys[::3], "score": [1.5] * len(keys[::3])}))
+    ranges = store.key_ranges("products", 4)
+    assert 2 <= len(ranges) <= 4 and ranges[0][0] is None and ranges[-1][1] is None
+    assert all(low == high for (_, low), (high, _) in zip(ranges, ranges[1:]))  # contiguous
+    pieces = [[row for batch in store.pull_range("products", {"n": pa.int64(), "score": pa.float64()}, key_range,
+                                                  batch_size=40) for row in batch.to_pylist()]
+              for key_range in ranges]
+    rows = [row for piece in pieces for row in piece]
+    assert [row["_key"] for row in rows] == keys
+    assert all(piece for piece in pieces) and max(map(len, pieces)) <= 2 * min(map(len, pieces))
+    assert [row["n"] for row in rows] == list(range(300))
+    assert [row["score"] for row in rows] == [1.5 if i % 3 == 0 else None for i in range(300)]
+    assert store.key_ranges("products", 1) == [(None, None)]
+
+
+def test_edge_range_pulls_read_each_edge_once(products):
+    products.create_collection("bought_with", "edge")
+    ends = ["a", "b", "c"]
+    products.upsert_table("bought_with", pa.table({
+        "_key": [f"e{i:02d}" for i in range(30)],
+        "_from": [f"products/{ends[i % 3]}" for i in range(30)],
+        "_to": [f"products/{ends[(i + 1) % 3]}" for i in range(30)]}))
+    ranges = products.key_ranges("bought_with", 3)
+    assert len(ranges) == 3
+    pulled_edges = [(row["_from"], row["_to"]) for key_range in ranges
+                    for batch in products.pull_edges_range("bought_with", key_range) for row in batch.to_pylist()]
+    assert pulled_edges == [(f"products/{ends[i % 3]}", f"products/{ends[(i + 1) % 3]}") for i in range(30)]
+    with pytest.raises(StoreError, match="not an edge collection"):
+        products.pull_edges_range("products", (None, None))
+
+
 def test_get_documents_follows_the_order_of_the_keys_with_none_for_missing(products):
     documents = products.get_documents("products", ["c", "zz", "a", "c"])
     assert [d and d["_key"] for d in documents] == ["c", None, "a", "c"]

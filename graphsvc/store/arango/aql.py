@@ -33,6 +33,50 @@ FOR e IN @@collection
   RETURN [e._from, e._to]
 """
 
+# -- pulls by key range (a read task each: graphsvc.distributed.pull) ---------------------
+# Bounds as bind parameters: `@low` inclusive ("" for the first range: every key is a
+# non-empty string, and "" sorts before every string), `@high` exclusive; the last range
+# has no upper bound, hence the `_FROM` texts. The filter and SORT on `_key` are served by
+# the primary index, which the RocksDB engine keeps sorted by key: a range scan that comes
+# back in key order, streamed (no sort buffering the range before the first batch).
+PULL_KEY_RANGE = """
+FOR d IN @@collection
+  FILTER d._key >= @low && d._key < @high
+  SORT d._key
+  RETURN KEEP(d, @attributes)
+"""
+
+PULL_KEY_RANGE_FROM = """
+FOR d IN @@collection
+  FILTER d._key >= @low
+  SORT d._key
+  RETURN KEEP(d, @attributes)
+"""
+
+PULL_EDGE_RANGE = """
+FOR e IN @@collection
+  FILTER e._key >= @low && e._key < @high
+  SORT e._key
+  RETURN [e._from, e._to]
+"""
+
+PULL_EDGE_RANGE_FROM = """
+FOR e IN @@collection
+  FILTER e._key >= @low
+  SORT e._key
+  RETURN [e._from, e._to]
+"""
+
+# A sample of the keys, sorted by the server (the order the range filters compare in):
+# every key whose HASH falls in one of `@every` buckets; the range bounds are its
+# quantiles. One pass over the primary index, `count / @every` keys over the wire.
+SAMPLE_KEYS = """
+FOR d IN @@collection
+  FILTER HASH(d._key) % @every == 0
+  SORT d._key
+  RETURN d._key
+"""
+
 # -- documents by key ------------------------------------------------------------------
 GET_DOCUMENTS = """
 FOR d IN @@collection

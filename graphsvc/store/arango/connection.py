@@ -18,7 +18,7 @@ from graphsvc.errors import ArangoError, StoreError
 from graphsvc.store.arango import aql
 from graphsvc.store.arango.errors import as_json, translate_error
 from graphsvc.store.arango.store_url import parse_store_url, redacted
-from graphsvc.store.base import CollectionKind
+from graphsvc.store.base import CollectionKind, StoreAddress
 
 CURSOR_BATCH_SIZE = 10_000  # documents per cursor round trip
 KEY_BATCH_SIZE = 10_000  # keys per lookup / removal query
@@ -48,6 +48,7 @@ class ArangoConnection:
     ):
         self.url = redacted(url)
         self.settings = parse_store_url(url, password_file=password_file, environ=environ)
+        self._password_file = str(password_file) if password_file is not None else None
         self._db = None
         self._client = ArangoClient(
             hosts=list(self.settings.hosts),
@@ -60,6 +61,11 @@ class ArangoConnection:
         except BaseException:
             self._client.close()
             raise
+
+    def address(self) -> StoreAddress:
+        """The URL (it never holds the password) and the password file, for Ray workers;
+        one reader or writer budget per coordinator the URL names."""
+        return StoreAddress(self.url, self._password_file, coordinators=len(self.settings.hosts))
 
     def _where(self) -> str:
         return ", ".join(self.settings.hosts)

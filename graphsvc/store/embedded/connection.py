@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from graphsvc.errors import CollectionNotFound, StoreError
 from graphsvc.settings import EMBEDDED_MEMORY_LIMIT, read
-from graphsvc.store.base import CollectionKind
+from graphsvc.store.base import CollectionKind, StoreAddress
 from graphsvc.store.embedded import writer_lock
 from graphsvc.store.embedded.tables import EXTRA, REV, SCHEMA, json_path, key_index, quote, sql_string
 
@@ -77,6 +77,10 @@ class EmbeddedConnection:
         self._conn = None
         self._released = True
         writer_lock.release(self._writer_mark)
+
+    def address(self) -> StoreAddress | None:
+        """The file, for readers in other processes; none for an in-memory store."""
+        return StoreAddress(str(self.path)) if self.path is not None else None
 
     def _index_existing_tables(self) -> None:
         """Stores written before tables had a key index get theirs once (seconds at
@@ -157,6 +161,8 @@ class EmbeddedConnection:
     def _sources(self, name: str, attribute: str) -> list[tuple[str, str]]:
         """Where an attribute can live, first wins: (SQL, type) for the written-back
         column, the document column and the overflow JSON (type "JSON")."""
+        if attribute in ("_from", "_to"):  # an edge's ends, as ArangoDB's KEEP returns them
+            return [(f"d.{attribute}", "VARCHAR")] if attribute in self._table_columns(f"docs_{name}") else []
         sources = []
         written = self._attribute_columns(f"attrs_{name}")
         if attribute in written:

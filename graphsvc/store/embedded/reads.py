@@ -10,7 +10,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 
-from graphsvc.store.base import DanglingEdges
+from graphsvc.store.base import DanglingEdges, KeyRange, ranges_between
 from graphsvc.store.checks import check_edge_collection
 from graphsvc.store.embedded.connection import EmbeddedConnection
 from graphsvc.store.embedded.tables import EXTRA, REV, arrow_to_sql, attrs_table, docs_table, quote, sql_string
@@ -43,6 +43,19 @@ class EmbeddedReads(EmbeddedConnection):
         attributes: Mapping[str, pa.DataType],
         batch_size: int = 65_536,
     ) -> Iterator[pa.RecordBatch]:
+        return self._pull(name, attributes, batch_size, (None, None), ordered=False)
+
+    def pull_range(
+        self,
+        name: str,
+        attributes: Mapping[str, pa.DataType],
+        key_range: KeyRange,
+        batch_size: int = 65_536,
+    ) -> Iterator[pa.RecordBatch]:
+        return self._pull(name, attributes, batch_size, key_range, ordered=True)
+
+    def _pull(self, name: str, attributes: Mapping[str, pa.DataType], batch_size: int, key_range: KeyRange,
+              ordered: bool) -> Iterator[pa.RecordBatch]:
         self._kind(name)
         columns, joined = ["d._key"], False
         for attribute, arrow_type in attributes.items():
@@ -50,13 +63,34 @@ class EmbeddedReads(EmbeddedConnection):
             columns.append(f"{expression} AS {quote(attribute)}")
             joined = joined or needs_join
         source = f"{docs_table(name)} d" + (f" LEFT JOIN {attrs_table(name)} a ON a._key = d._key" if joined else "")
+        where, params = _key_range_condition("d._key", key_range)
         schema = pa.schema([("_key", pa.string())] + [(a, t) for a, t in attributes.items()])
-        return self._stream(f"SELECT {', '.join(columns)} FROM {source}", [], batch_size, schema)
+        sql = f"SELECT {', '.join(columns)} FROM {source}{where}" + (" ORDER BY d._key" if ordered else "")
+        return self._stream(sql, params, batch_size, schema)
 
     def pull_edges(self, name: str, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
         check_edge_collection(name, self._kind(name))
         schema = pa.schema([("_from", pa.string()), ("_to", pa.string())])
         return self._stream(f"SELECT _from, _to FROM {docs_table(name)}", [], batch_size, schema)
+
+    def pull_edges_range(self, name: str, key_range: KeyRange, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        check_edge_collection(name, self._kind(name))
+        schema = pa.schema([("_from", pa.string()), ("_to", pa.string())])
+        where, params = _key_range_condition("_key", key_range)
+        return self._stream(f"SELECT _from, _to FROM {docs_table(name)}{where} ORDER BY _key", params, batch_size,
+                            schema)
+
+    def key_ranges(self, name: str, parts: int) -> list[KeyRange]:
+        """Exact quantiles of the keys (one pass over the key column; DuckDB compares
+        strings byte by byte, as `pull_range`'s bounds do)."""
+        self._kind(name)
+        if parts <= 1:
+            return [(None, None)]
+        # the fractions are numbers of ours, not data: DuckDB wants them constant
+        fractions = ", ".join(f"{p / parts:.12f}" for p in range(1, parts))
+        row = self._one(f"SELECT quantile_disc(_key, [{fractions}]) FROM {docs_table(name)}")
+        bounds = sorted({key for key in (row[0] if row and row[0] else []) if key is not None})
+        return ranges_between(bounds)
 
     def _stream(self, sql: str, params: list, batch_size: int, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         # a cursor of its own, so that the caller may write while it reads
@@ -166,3 +200,16 @@ class EmbeddedReads(EmbeddedConnection):
         )
         count = rows[0][3] if rows else 0
         return DanglingEdges(name, count, tuple({"_key": k, "_from": f, "_to": t} for k, f, t, _n in rows[:examples]))
+
+
+def _key_range_condition(column: str, key_range: KeyRange) -> tuple[str, list]:
+    """` WHERE low <= column < high` (an open end left out) and its parameters."""
+    low, high = key_range
+    conditions, params = [], []
+    if low is not None:
+        conditions.append(f"{column} >= ?")
+        params.append(low)
+    if high is not None:
+        conditions.append(f"{column} < ?")
+        params.append(high)
+    return (" WHERE " + " AND ".join(conditions) if conditions else ""), params

@@ -19,9 +19,9 @@ from graphsvc.store.arango import aql
 from graphsvc.store.arango.connection import CURSOR_BATCH_SIZE, CURSOR_TTL
 from graphsvc.store.arango.state import STATE_COLLECTION
 from graphsvc.store.arango.vector_index import default_n_lists
-from graphsvc.store.base import Condition, EdgeDefinition, GraphInfo
+from graphsvc.store.base import Condition, EdgeDefinition, GraphInfo, StoreAddress
 from tests.store.arango.harness import ArangoStub, cursor_response, error_body, raises
-from tests.store.arango.routes_store import writing_cursor
+from tests.store.arango.routes_store import serve_key_ranges, writing_cursor
 from tests.store.arango.routes_vector import VectorIndexRoutes
 
 KINDS = {2: "document", 3: "edge"}
@@ -299,6 +299,62 @@ def test_a_cursor_that_expired_between_batches_is_an_arango_error_naming_the_col
     with pytest.raises(ArangoError, match="cursor not found") as caught:
         list(server.store().pull("products", {}))
     assert caught.value.error_code == 1600
+
+
+# -- pulls by key range (issue 14: a read task per range) ----------------------------------------------
+RANGE_DOCUMENTS = [{"_key": f"p{i:03d}", "price": float(i)} for i in range(120)]
+RANGE_EDGES = [{"_key": f"e{i:03d}", "_from": f"products/p{i:03d}", "_to": f"products/p{(i + 1) % 120:03d}"}
+               for i in range(60)]
+
+
+def test_key_ranges_come_from_a_sorted_sample_and_each_range_is_one_streaming_cursor_in_key_order():
+    server = ArangoStub()
+    serve_key_ranges(server, {"products": RANGE_DOCUMENTS, "bought": RANGE_EDGES}, server_batch=25)
+    store = server.store()
+    ranges = store.key_ranges("products", 3)
+    [sample] = [r for r in server.sent("post", "/_api/cursor") if r.body["query"] == aql.SAMPLE_KEYS]
+    # 120 documents, 3 ranges of 64 samples each wanted: every key is a candidate
+    assert sample.body == cursor_body(aql.SAMPLE_KEYS, {"@collection": "products", "every": 1})
+    assert len(ranges) == 3 and ranges[0][0] is None and ranges[-1][1] is None
+    server.requests.clear()
+    pieces = [pa.Table.from_batches(list(store.pull_range("products", {"price": pa.float64()}, key_range,
+                                                          batch_size=30))).to_pylist() for key_range in ranges]
+    assert [row for piece in pieces for row in piece] == RANGE_DOCUMENTS
+    opened = server.sent("post", "/_api/cursor")
+    assert [r.body for r in opened] == [
+        cursor_body(aql.PULL_KEY_RANGE, {"@collection": "products", "attributes": ["_key", "price"], "low": "",
+                                         "high": ranges[0][1]}, stream=True),
+        cursor_body(aql.PULL_KEY_RANGE, {"@collection": "products", "attributes": ["_key", "price"],
+                                         "low": ranges[1][0], "high": ranges[1][1]}, stream=True),
+        cursor_body(aql.PULL_KEY_RANGE_FROM, {"@collection": "products", "attributes": ["_key", "price"],
+                                              "low": ranges[2][0]}, stream=True)]
+    # 40 rows a range in server batches of 25: one more batch fetched per range
+    assert len(server.sent("post", "/_api/cursor/[0-9]+")) == 3
+
+
+def test_edge_ranges_are_streamed_by_edge_key_and_hold_each_edge_once():
+    server = ArangoStub()
+    serve_key_ranges(server, {"products": RANGE_DOCUMENTS, "bought": RANGE_EDGES})
+    store = server.store()
+    ranges = store.key_ranges("bought", 2)
+    edges = [(row["_from"], row["_to"]) for key_range in ranges
+             for batch in store.pull_edges_range("bought", key_range) for row in batch.to_pylist()]
+    assert edges == [(e["_from"], e["_to"]) for e in RANGE_EDGES]
+    queries = [r.body["query"] for r in server.sent("post", "/_api/cursor")]
+    assert queries == [aql.SAMPLE_KEYS, aql.PULL_EDGE_RANGE, aql.PULL_EDGE_RANGE_FROM]
+    assert all(r.body["options"]["stream"] for r in server.sent("post", "/_api/cursor")[1:])
+    with pytest.raises(StoreError, match="not an edge collection"):
+        store.pull_edges_range("products", (None, None))
+
+
+def test_a_small_collection_or_one_part_is_one_open_range_and_the_address_names_every_coordinator():
+    server = ArangoStub()
+    serve_key_ranges(server, {"products": RANGE_DOCUMENTS[:1]})
+    store = server.store("arangodb://root@h1:8529,h2:8529/graphsvc", password_file=None)
+    assert store.key_ranges("products", 4) == [(None, None)]
+    assert store.key_ranges("products", 1) == [(None, None)]
+    assert server.sent("post", "/_api/cursor") == []  # no sample needed
+    assert store.address() == StoreAddress("arangodb://root@h1:8529,h2:8529/graphsvc", None, coordinators=2)
 
 
 # -- write-back, removals -----------------------------------------------------------------------------

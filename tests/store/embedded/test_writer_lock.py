@@ -63,3 +63,40 @@ def test_a_released_store_lets_another_process_read_and_reopens_for_the_next_wri
     assert active_writer(path) is None
     with pytest.raises(StoreError, match="closed"):
         store.get_documents("products", ["b"])
+
+
+def test_range_readers_in_other_processes_open_the_released_store_read_only_at_once(tmp_path):
+    """Issue 14: the Ray pull's read tasks (one per key range) open the file at the store's
+    address, read-only, several at the same time, once the driver has let go; while the
+    driver holds it, a reader is refused with a StoreError saying so."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "store.duckdb"
+    store = EmbeddedStore(path)
+    store.create_collection("products")
+    store.upsert_table("products", pa.table({"_key": [f"P{i:04d}" for i in range(2000)], "n": list(range(2000))}))
+    ranges = store.key_ranges("products", 2)
+    address = store.address()
+    assert address.url == str(path) and address.coordinators == 1
+    reader = ("import sys, time; sys.path.insert(0, sys.argv[1]); import pyarrow as pa; "
+              "from graphsvc.store.base import StoreAddress; "
+              "low, high = (sys.argv[3] or None), (sys.argv[4] or None); "
+              "s = StoreAddress(sys.argv[2]).open(); "
+              "rows = sum(b.num_rows for b in s.pull_range('products', {'n': pa.int64()}, (low, high))); "
+              "time.sleep(1.0); s.close(); print(rows)")
+    root = str(Path(__file__).resolve().parents[3])
+
+    def start(key_range):
+        return subprocess.Popen([sys.executable, "-c", reader, root, str(path), key_range[0] or "", key_range[1] or ""],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    refused = start(ranges[0])
+    _, error = refused.communicate(timeout=60)
+    assert refused.returncode != 0 and "cannot open store" in error  # the driver still writes the file
+    store.release()
+    readers = [start(key_range) for key_range in ranges]  # both hold the file for a second
+    counts = [int(r.communicate(timeout=60)[0]) for r in readers]
+    assert all(r.returncode == 0 for r in readers)
+    assert sum(counts) == 2000 and all(counts)
+    store.close()
