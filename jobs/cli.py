@@ -219,12 +219,25 @@ def synth_products(out, num_products, categories, scale, nodes, edges, files, th
 
 @synth.command("movies")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("arango_dumps/movies"), show_default=True)
+@click.option("--movies", "num_movies", default=None, type=click.IntRange(20),
+              help="Generate a seeded catalogue of this many movies with people (directors, actors) and genres "
+                   "(jobs.synth_movies) [default: the 202 hand-written movies].")
+@click.option("--seed", default=1, show_default=True, help="With --movies: seeds the catalogue; keys carry it, so "
+                                                         "two seeds give two disjoint catalogues (train / evaluate).")
+@click.option("--users", default=0, show_default=True, type=click.IntRange(0),
+              help="With --movies: users who rate movies (`rated` edges with a `rating`).")
 @json_option
-def synth_movies(out, as_json):
-    """The small movie catalogue with genre and director edges."""
-    from jobs.synth import write_movies_dump
+def synth_movies(out, num_movies, seed, users, as_json):
+    """The small movie catalogue with genre and director edges, or with --movies a generated
+    one with a real graph (directed_by, acted_in, has_genre, optionally rated)."""
+    if num_movies is None:
+        from jobs.synth import write_movies_dump
 
-    counts = write_movies_dump(out)
+        counts = write_movies_dump(out)
+    else:
+        from jobs.synth_movies import MovieCatalogueSpec, write_movie_catalogue_dump
+
+        counts = write_movie_catalogue_dump(out, MovieCatalogueSpec(movies=num_movies, seed=seed, users=users))
     emit_json(counts) if as_json else click.echo(f"wrote {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
@@ -305,12 +318,47 @@ def train_command(ctx, nodes, edges, features, label, ogb_root, ogb_split, split
                f"{timing['wait_s']:.3f}s not hidden behind the step)")
 
 
+@cli.command("train-movies")
+@click.option("--collection", default="movies", show_default=True)
+@click.option("--text", "text_attribute", default="description", show_default=True)
+@click.option("--relation", "relations", multiple=True, default=("directed_by", "acted_in"), show_default=True,
+              help="Edge collection linking movies to people/users (repeatable); has_genre is refused.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=Path("checkpoints/movie_graph.pth.tar"),
+              show_default=True)
+@click.option("--epochs", default=60, show_default=True, type=click.IntRange(1))
+@click.option("--layers", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--lr", "learning_rate", default=1e-3, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--seed", default=0, show_default=True)
+@json_option
+@click.pass_context
+def train_movies_command(ctx, collection, text_attribute, relations, out, epochs, layers, learning_rate, seed, as_json):
+    """Train the graph-aware movie model self-supervised (hidden movie–person links) on the
+    store's catalogue; the checkpoint and OUT.metrics.json."""
+    from jobs.train_movies import MovieTrainingConfig, train_movies
+
+    config = MovieTrainingConfig(collection=collection, text=text_attribute, relations=tuple(relations),
+                                 epochs=epochs, num_layers=layers, learning_rate=learning_rate, seed=seed)
+    with open_settings_store(settings_from(ctx)) as store, progress(None, "encoding", "texts") as bar:
+        metrics = train_movies(store, out, config, on_progress=bar.update)
+    if as_json:
+        emit_json({k: v for k, v in metrics.items() if k != "trained_on"} | {"trained_on": {
+            k: v for k, v in metrics["trained_on"].items() if k != "key_hashes"}})
+        return
+    click.echo(f"saved {out}: {metrics['trained_on']['movies']} movies, links {metrics['trained_on']['links']}, "
+               f"loss {metrics['history'][0]['loss']:.3f} → {metrics['history'][-1]['loss']:.3f} in "
+               f"{metrics['seconds']['train']}s (+{metrics['seconds']['pull_and_encode']}s pull and encode)")
+
+
 @cli.command("export-models")
 @env_option(env.MODEL_REPOSITORY, "--model-repository", type=click.Path(path_type=Path))
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=Path("checkpoints/graphsage_products.pth.tar"),
               show_default=True, help="GraphSAGE checkpoint in the workshop's format.")
 @click.option("--graphsage/--no-graphsage", default=True, help="Export the GraphSAGE model.")
 @click.option("--text/--no-text", default=True, help="Export the sentence encoder.")
+@click.option("--movie-checkpoint", type=click.Path(path_type=Path, dir_okay=False),
+              default=Path("checkpoints/movie_graph.pth.tar"), show_default=True,
+              help="Graph-aware movie model (jobs train-movies); exported as movie_graph_layerN when the file exists.")
+@click.option("--movies/--no-movies", "movies", default=True, help="Export the graph-aware movie model.")
 @click.option("--version", default=None, type=click.IntRange(1),
               help="Version number to write [default: the latest + 1; nothing new when the model equals the latest].")
 @click.option("--replace", is_flag=True,
@@ -325,13 +373,14 @@ def train_command(ctx, nodes, edges, features, label, ogb_root, ogb_split, split
 @click.option("--user-tower", "user_tower", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Also export the user tower of this 'jobs train-recommender' checkpoint (as 'user_tower').")
 @json_option
-def export_command(model_repository, checkpoint, graphsage, text, version, replace, keep, instances, instance_kind,
-                   user_tower, as_json):
+def export_command(model_repository, checkpoint, graphsage, text, movie_checkpoint, movies, version, replace, keep,
+                   instances, instance_kind, user_tower, as_json):
     """Write TorchScript models and config.pbtxt into the Triton model repository, as new versions."""
     from jobs.export_models import export_models
 
     exported = export_models(model_repository, checkpoint if graphsage else None, text, version,
                              replace=replace, keep=keep, instances=instances, instance_kind=instance_kind,
+                             movie_checkpoint=movie_checkpoint if movies and movie_checkpoint.exists() else None,
                              user_tower_checkpoint=user_tower)
     if as_json:
         emit_json([{"name": m.name, "version": m.version, "path": str(m.path), "source": m.source,
@@ -401,7 +450,16 @@ def embed_products_command(ctx, nodes, edges, features, model, mode, top_k, batc
 @cli.command("embed-movies")
 @click.option("--collection", default="movies", show_default=True)
 @click.option("--text", "text_attribute", default="description", show_default=True, help="Attribute to embed.")
-@click.option("--model", default="sentence_encoder", show_default=True, help="Triton model name.")
+@click.option("--model", "embedding", type=click.Choice(["auto", "text", "graph"]), default="auto", show_default=True,
+              help="text: the description's vector; graph: the graph-aware model over it and the movie's people "
+                   "(the served movie_graph layers' relations, e.g. directed_by, acted_in); auto: graph when Triton "
+                   "serves that model and the catalogue has those edges.")
+@click.option("--text-model", "model", default="sentence_encoder", show_default=True,
+              help="Triton model name of the sentence encoder.")
+@click.option("--graph-model", default="movie_graph", show_default=True,
+              help="Triton name of the graph-aware model (<name>_layer0, _layer1, …).")
+@click.option("--layer-batch-size", default=16_384, show_default=True, type=click.IntRange(1, 65_536),
+              help="Movies per request of the graph-aware layers.")
 @click.option("--top-k", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 64))
 @click.option("--max-in-flight", default=2, show_default=True, type=click.IntRange(1))
@@ -411,22 +469,32 @@ def embed_products_command(ctx, nodes, edges, features, model, mode, top_k, batc
 @executor_options
 @json_option
 @click.pass_context
-def embed_movies_command(ctx, collection, text_attribute, model, top_k, batch_size, max_in_flight, keep,
-                         arangodb_vector_index, executor, ray_address, partitions, ray_actors, as_json):
-    """Embed movie descriptions with the sentence encoder on Triton, index, write back, publish."""
+def embed_movies_command(ctx, collection, text_attribute, embedding, model, graph_model, layer_batch_size, top_k,
+                         batch_size, max_in_flight, keep, arangodb_vector_index, executor, ray_address, partitions,
+                         ray_actors, as_json):
+    """Embed movie descriptions with the sentence encoder on Triton, graph-aware where the
+    catalogue has people (embedding, text_embedding), index, write back, publish."""
     from graphsvc.triton.client import TritonClient
     from jobs.embed_movies import EmbedMoviesConfig, embed_movies
 
     config = EmbedMoviesConfig(collection=collection, text=text_attribute, model=model, top_k=top_k,
                                batch_size=batch_size, max_in_flight=max_in_flight, keep=keep,
                                arangodb_vector_index=arangodb_vector_index, executor=executor,
-                               ray_address=ray_address, partitions=partitions, ray_actors=ray_actors)
+                               ray_address=ray_address, partitions=partitions, ray_actors=ray_actors,
+                               embedding=embedding, graph_model=graph_model, layer_batch_size=layer_batch_size)
     settings = settings_from(ctx)
     with open_settings_store(settings) as store, TritonClient(settings.triton_url) as triton:
         with progress(None, "embedding", "texts") as bar:
             summary = embed_movies(store, triton, settings.index_dir, config, on_progress=bar.update)
     if as_json:
         emit_json(summary)
+        return
+    if summary["embedding"] == "graph":
+        graph = summary["graph"]
+        click.echo(f"embedded {summary['embedded']} {collection} graph-aware ({summary['sentences_per_second']} "
+                   f"sentences/s, graph layers {graph['movies_per_second']} movies/s; edges {graph['relations']}), "
+                   f"wrote embedding/text_embedding/similar, published index v{summary['index_version']} and "
+                   f"{graph['text_index']} v{graph['text_index_version']} in {summary['seconds']['total']}s")
         return
     click.echo(f"embedded {summary['embedded']} {collection} ({summary['sentences_per_second']} sentences/s), "
                f"wrote embedding/similar, published index v{summary['index_version']} "
@@ -440,6 +508,11 @@ def embed_movies_command(ctx, collection, text_attribute, model, top_k, batch_si
 @click.option("--features", default="features", show_default=True, help="Feature attribute (products).")
 @click.option("--text", "text_attribute", default="description", show_default=True, help="Text attribute (movies).")
 @click.option("--model", default="", help="Triton model [default: graphsage / sentence_encoder].")
+@click.option("--embedding", "movie_embedding", type=click.Choice(["auto", "text", "graph"]), default="auto",
+              show_default=True, help="Movies: text, graph-aware, or auto (graph when Triton serves --graph-model "
+                                      "and the catalogue has its edges), as 'jobs embed-movies --model'.")
+@click.option("--graph-model", default="movie_graph", show_default=True,
+              help="Movies: Triton name of the graph-aware model (<name>_layer0, …).")
 @click.option("--top-k", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--layer-batch-size", default=16_384, show_default=True, type=click.IntRange(1, 65_536))
 @click.option("--max-in-flight", default=2, show_default=True, type=click.IntRange(1))
@@ -458,7 +531,8 @@ def embed_movies_command(ctx, collection, text_attribute, model, top_k, batch_si
 @executor_options
 @json_option
 @click.pass_context
-def reindex_command(ctx, target, collection, edges, features, text_attribute, model, top_k, layer_batch_size,
+def reindex_command(ctx, target, collection, edges, features, text_attribute, model, movie_embedding, graph_model,
+                    top_k, layer_batch_size,
                     max_in_flight, keep, tolerance, rebuild_share, write_batch, full, dry_run, stale_after,
                     executor, ray_address, partitions, ray_actors, as_json):
     """Re-index TARGET (products or movies) incrementally: only what changed since the last run.
@@ -473,7 +547,8 @@ def reindex_command(ctx, target, collection, edges, features, text_attribute, mo
                            model=model, top_k=top_k, layer_batch_size=layer_batch_size, max_in_flight=max_in_flight,
                            keep=keep, tolerance=tolerance, rebuild_share=rebuild_share, write_batch=write_batch,
                            full=full, dry_run=dry_run, stale_after=stale_after, executor=executor,
-                           ray_address=ray_address, partitions=partitions, ray_actors=ray_actors)
+                           ray_address=ray_address, partitions=partitions, ray_actors=ray_actors,
+                           movie_embedding=movie_embedding, graph_model=graph_model)
     settings = settings_from(ctx)
     with open_settings_store(settings) as store:
         if dry_run:
@@ -496,7 +571,7 @@ def reindex_command(ctx, target, collection, edges, features, text_attribute, mo
 
 
 @cli.command("evaluate")
-@click.argument("target", required=False, default="products", type=click.Choice(["products", "users"]))
+@click.argument("target", required=False, default="products", type=click.Choice(["products", "movies", "users"]))
 @click.option("--users", "users", default="Users", show_default=True,
               help="users: the users collection (the ratings' _from side).")
 @click.option("--ratings", "ratings", default="Ratings", show_default=True,
@@ -524,16 +599,23 @@ def reindex_command(ctx, target, collection, edges, features, text_attribute, mo
 @click.pass_context
 def evaluate_command(ctx, target, users, ratings, nodes, edges, features, label, checkpoint, out, k, link_queries,
                      index_sample, projection_sample, holdout_edges, seed, as_json):
-    """Report what the embeddings (TARGET products, the default) or the user
+    """Report what the embeddings (TARGET products, the default, or movies) or the user
     recommendations (TARGET users) are worth: report.json + index.html.
 
     products: category accuracy per split; recall@k of held-out edges ranked by embedding
     similarity, by raw features and by chance; the published index's recall@k against
     exact search; a 2-D PCA of a sample of embeddings coloured by category.
 
+    movies: genre precision@k of similar movies — graph-aware (--checkpoint, default
+    checkpoints/movie_graph.pth.tar), text only, text + co-person mean, random — on the
+    store's catalogue (one the model was not trained on), genres withheld from the model.
+
     users: leave-one-out hit rate@k and NDCG@k of each user's latest rating for the user
     tower, popularity and item-kNN (tuned on a validation split), same split, same run.
     """
+    if target == "movies":
+        _evaluate_movies(ctx, nodes, checkpoint, out, k, seed, as_json)
+        return
     from jobs.evaluate import EvaluateConfig, evaluate
 
     settings = settings_from(ctx)
@@ -565,6 +647,27 @@ def evaluate_command(ctx, target, users, ratings, nodes, edges, features, label,
                f"index recall@{k} v{index['version']} ({index['kind']}, nprobe {index['nprobe']}) vs exact: "
                f"{index['recall_at_k']:.3f}")
     click.echo(f"report: {report['files']['index.html']}")
+
+
+def _evaluate_movies(ctx, nodes, checkpoint, out, k, seed, as_json) -> None:
+    from jobs.evaluate_movies import EvaluateMoviesConfig, evaluate_movies
+
+    collection = "movies" if nodes == "products" else nodes
+    if checkpoint.name == "graphsage_products.pth.tar":  # the products default: the movies' own instead
+        checkpoint = Path("checkpoints/movie_graph.pth.tar")
+    config = EvaluateMoviesConfig(collection=collection, checkpoint=checkpoint, k=k, seed=seed,
+                                  out=out or Path("var/evaluation") / collection)
+    with open_settings_store(settings_from(ctx)) as store, progress(None, "encoding", "texts") as bar:
+        report = evaluate_movies(store, config, on_progress=bar.update)
+    for note in report["notes"]:
+        click.echo(f"note: {note}", err=True)
+    if as_json:
+        emit_json(report)
+        return
+    click.echo(f"genre precision@{k} on {report['num_nodes']} movies: " + ", ".join(
+        f"{name} {row['precision_at_k']:.3f}" for name, row in report["genre_precision"].items()))
+    click.echo(f"graph-aware − text only: {report['graph_minus_text_points']:+.2f} points; "
+               f"report: {report['files']['index.html']}")
 
 
 def _evaluate_users(settings, users, ratings, out, k, seed, as_json) -> None:

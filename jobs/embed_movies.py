@@ -10,6 +10,18 @@ FAISS index → top-k similar movies → write back `embedding`, `similar` → p
 actors, one Triton client each (`graphsvc.distributed.texts`; the length-sorted texts
 in blocks, each journaled as `RT-B{b}`, so a rerun encodes only the missing ones), and the write-back
 through Parquet shards written by Ray tasks (`graphsvc.distributed.publish`).
+
+`embedding="graph"` (the default `"auto"` picks it when Triton serves the graph-aware
+movie model, `movie_graph_layer0…`, and the catalogue has edges of its relations — the
+relations are the layer models' config parameter `relations`, e.g. directed_by and
+acted_in; never has_genre): after the text vectors, the model's layers run layer-wise
+through Triton (`graphsvc.inference.relational`: the client computes each movie's
+relation means, Triton applies the layer; journaled `L{l}-B{b}`). Written back:
+`embedding` (the graph-aware vector), `text_embedding` and `similar` (by the graph-aware
+vectors). Published: the text vectors as their own index `<collection>.text` first, then
+the graph-aware index of `<collection>` whose manifest names it (`text_index`), so a text
+search (a text has no graph) stays in the text space while `similar` uses the graph.
+The graph model runs locally only: `executor="ray"` embeds text only.
 """
 
 from __future__ import annotations
@@ -24,9 +36,16 @@ import numpy as np
 import pyarrow as pa
 
 from graphsvc.distributed.cluster import ray_session
-from graphsvc.graph.datasets import keys_without_text, load_texts
+from graphsvc.errors import ConfigError
+from graphsvc.graph.datasets import keys_without_text, load_memberships, load_texts
+from graphsvc.graph.relations import MovieRelations
 from graphsvc.incremental import fingerprint, text_hashes
+from graphsvc.index.artifacts import publish
+from graphsvc.index.faiss_index import VectorIndex
 from graphsvc.index.publish import publish_embeddings
+from graphsvc.index.similar import embedding_array
+from graphsvc.inference.relational import run_movie_layers, served_movie_model
+from graphsvc.inference.runners import TritonLayers, layer_models
 from graphsvc.inference.texts import encode_texts
 from graphsvc.runs import job_journal
 from graphsvc.runs.timing import PhaseTimer
@@ -51,6 +70,53 @@ class EmbedMoviesConfig:
     ray_address: str | None = None  # None: a Ray started on this machine for the job
     partitions: int = 0  # Ray: blocks of texts and write-back shards (0: two per actor)
     ray_actors: int = 2  # Ray: actors calling Triton, one client each
+    embedding: str = "auto"  # "text", "graph", or "auto": graph when Triton serves it and the catalogue has its edges
+    graph_model: str = "movie_graph"  # Triton: <graph_model>_layer0, _layer1, …
+    layer_batch_size: int = 16_384  # movies per layer request
+
+    @property
+    def text_index(self) -> str:
+        """Where a graph-aware run publishes the text vectors' index."""
+        return f"{self.collection}.text"
+
+
+@dataclass(frozen=True)
+class GraphPlan:
+    """The graph-aware model as Triton serves it, and the catalogue's edges for it."""
+
+    models: list[str]
+    versions: list[str]
+    relations: MovieRelations
+    links: dict[str, int]  # edges per relation
+
+
+def plan_graph(store: GraphStore, triton: TritonClient, keys: pa.Array, config: EmbedMoviesConfig) -> GraphPlan | None:
+    """The graph-aware plan, or None where `auto` falls back to text (no served model,
+    no edges of its relations); `graph` asked explicitly says why it cannot run."""
+    if config.embedding == "text":
+        return None
+    if config.embedding not in ("graph", "auto"):
+        raise ConfigError(f"--model must be text, graph or auto, got '{config.embedding}'")
+    if config.executor == "ray":
+        if config.embedding == "graph":
+            raise ConfigError("the graph-aware movie model runs locally only: use --executor local, or --model text")
+        return None
+    served = served_movie_model(triton, config.graph_model)
+    if served is None:
+        if config.embedding == "auto":
+            return None
+        layer_models(triton, config.graph_model, hint="train one with 'jobs train-movies'")  # raises, saying what to do
+    models, names = served
+    memberships = load_memberships(store, config.collection, keys, names)
+    links = {name: int(len(m.movies)) for name, m in memberships.items()}
+    if not sum(links.values()):
+        if config.embedding == "auto":
+            return None
+        raise ConfigError(f"'{config.collection}' has no edges in {', '.join(names)}: nothing for the graph-aware "
+                          "model to use — embed with --model text")
+    triton.wait_ready(timeout=config.ready_timeout, models=models)
+    return GraphPlan(models, [triton.latest_version(m) for m in models],
+                     MovieRelations.build(names, memberships, len(keys)), links)
 
 
 def pull_texts(store: GraphStore, config: EmbedMoviesConfig) -> tuple[pa.Array, list[str], int]:
@@ -79,9 +145,13 @@ def embed_movies(
 
     triton.wait_ready(timeout=config.ready_timeout, models=[config.model])
     model_version = triton.latest_version(config.model)
-    # finished batches are journaled: a rerun on the same texts skips them
+    with timer("pull"):
+        graph = plan_graph(store, triton, keys, config)  # reads the edges to people when graph-aware
+    store.release()
+    # finished batches are journaled: a rerun on the same texts (and graph) skips them
     journal = job_journal(index_dir, config.collection, "embed-movies", fingerprint(
-        keys, text_hashes(texts), model_version, config.model, config.batch_size))
+        keys, text_hashes(texts), model_version, config.model, config.batch_size,
+        *([graph.models, graph.versions, graph.relations.row_hashes(), config.layer_batch_size] if graph else [])))
     on_ray, write_back = config.executor == "ray", None
     with ray_session(config.ray_address) if on_ray else nullcontext():
         with timer("embed"):
@@ -97,6 +167,15 @@ def embed_movies(
                                                          max_in_flight=config.max_in_flight),
                                           config.model, batch_size=config.batch_size, journal=journal,
                                           on_progress=on_progress)
+        if graph is not None:
+            with timer("graph"):
+                runner = TritonLayers(triton, graph.models, config.max_in_flight)
+                text_embeddings = embeddings
+                embeddings = run_movie_layers(runner, graph.relations, text_embeddings,
+                                              batch_size=config.layer_batch_size, journal=journal,
+                                              on_progress=on_progress)[-1]
+            with timer("text_index"):
+                text_index = _publish_text_index(index_dir, keys, text_embeddings, config, model_version)
         extra = {}
         if on_ray:
             from graphsvc.distributed.publish import Shard, index_on_ray, ray_write_back
@@ -107,10 +186,19 @@ def embed_movies(
                 Shard(np.arange(start, stop), embeddings[start:stop])
                 for start, stop in zip(bounds, bounds[1:]) if stop > start])
             extra = {"index": index_on_ray(shards), "write_back": write_back}
+        if graph is not None:
+            extra["columns"] = {"text_embedding": embedding_array(text_embeddings)}
+            model = {"name": config.graph_model, "version": graph.versions[-1], "layers": graph.models,
+                     "relations": list(graph.relations.names), "text_model": {"name": config.model,
+                                                                             "version": model_version}}
+            manifest = {"space": "graph", "text_index": config.text_index, "text_index_version": text_index.version,
+                        "relations": graph.links}
+        else:
+            model = {"name": config.model, "version": model_version}
+            manifest = {"text_attribute": config.text}
         published = publish_embeddings(
             store, index_dir, config.collection, keys, embeddings, job="embed-movies",
-            model={"name": config.model, "version": model_version}, top_k=config.top_k, timer=timer,
-            manifest={"text_attribute": config.text}, keep=config.keep,
+            model=model, top_k=config.top_k, timer=timer, manifest=manifest, keep=config.keep,
             arangodb_vector_index=config.arangodb_vector_index, **extra)
     journal.remove()
     return {
@@ -119,8 +207,23 @@ def embed_movies(
         "skipped_without_text": skipped,
         **published.summary(),
         "sentences_per_second": round(len(texts) / timer.seconds["embed"], 1),
+        "embedding": "graph" if graph else "text",
+        **({"graph": {"models": graph.models, "relations": graph.links, "text_index": config.text_index,
+                      "text_index_version": text_index.version,
+                      "movies_per_second": round(len(texts) / max(timer.seconds["graph"], 1e-9), 1)}}
+           if graph else {}),
         "batches": {"computed": journal.computed, "reused": journal.reused},
         "executor": config.executor,
         **({"ray": {"actors": config.ray_actors, "write_back": write_back.report}} if on_ray else {}),
         "seconds": timer.summary(),
     }
+
+
+def _publish_text_index(index_dir: Path, keys: pa.Array, vectors: np.ndarray, config: EmbedMoviesConfig,
+                        model_version: str):
+    """The text vectors as the index `<collection>.text`, searched by text queries."""
+    index = VectorIndex.build(vectors, metric="cosine")
+    calibration = index.calibrate_nprobe(k=config.top_k)
+    return publish(index_dir, config.text_index, index, keys, model={"name": config.model, "version": model_version},
+                   extra={"job": "embed-movies", "space": "text", "text_attribute": config.text,
+                          "of_collection": config.collection, "calibration": calibration}, keep=config.keep)

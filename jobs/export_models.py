@@ -7,6 +7,9 @@ Triton repository, loadable by an NGC `tritonserver` (`pytorch_libtorch`) and by
   class logits, for the targets only. No batch dimension (max_batch_size 0).
 - `graphsage_layerN`: one layer of layer-wise inference (node, mean of its neighbours →
   next layer), batched over nodes.
+- `movie_graph_layerN`: one layer of the graph-aware movie model (movie vector, its
+  relations' means side by side → next layer, unit rows), batched over movies
+  (`graphsvc.models.movie_graph`; from checkpoints/movie_graph.pth.tar when it exists).
 - `user_tower`: a user's latest rated movies (positions, most recent first) and their
   star ratings → the user's vector (`graphsvc.models.user_tower`), batched over users;
   exported from a `jobs train-recommender` checkpoint (`--user-tower`).
@@ -33,7 +36,8 @@ import torch
 
 from graphsvc.errors import ConfigError, ModelRepositoryError
 from graphsvc.graph import CSRGraph, NeighbourSampler
-from graphsvc.models import graphsage, text, user_tower
+from graphsvc.inference.relational import RELATIONS_PARAMETER
+from graphsvc.models import graphsage, movie_graph, text, user_tower
 from graphsvc.models.repository import (
     ModelConfig,
     PublishedVersion,
@@ -46,9 +50,11 @@ from graphsvc.models.repository import (
 
 GRAPHSAGE_MODEL = "graphsage"
 TEXT_MODEL = "sentence_encoder"
+MOVIE_MODEL = "movie_graph"
 USER_TOWER_MODEL = "user_tower"
 USER_TOWER_MAX_BATCH = 4096  # users per request
 DEFAULT_CHECKPOINT = Path("checkpoints/graphsage_products.pth.tar")
+DEFAULT_MOVIE_CHECKPOINT = Path("checkpoints/movie_graph.pth.tar")
 TEXT_MAX_BATCH = 64
 LAYER_MAX_BATCH = 65_536  # nodes per layer-wise request
 
@@ -198,6 +204,27 @@ def _export_layer(repository: Path, step: graphsage.SAGELayerStep, layer: int, b
     return _publish(repository, config, step, scripted, f"{checkpoint} (layer {layer})", options)
 
 
+def export_movie_graph(repository: Path, checkpoint: Path, options: VersionOptions = VersionOptions(),
+                       name: str = MOVIE_MODEL) -> list[ExportedModel]:
+    """One model per layer of the graph-aware movie model (`movie_graph_layerN`)."""
+    model, _ = movie_graph.load_movie_checkpoint(checkpoint)
+    exported = []
+    for number, layer in enumerate(model.layers):
+        scripted = torch.jit.script(layer.eval())
+        width, relations = layer.self_linear.in_features, len(model.relations)
+        examples = [{graphsage.LAYER_SELF: torch.zeros(n, width),
+                     graphsage.LAYER_NEIGHBOURS: torch.zeros(n, relations * width)} for n in (2, 3)]
+        inputs, outputs = traced_signature(scripted, examples, [graphsage.LAYER_OUT], batched=True)
+        config = model_config(graphsage.layer_model_name(name, number), inputs=inputs, outputs=outputs,
+                              max_batch_size=LAYER_MAX_BATCH, instance_count=options.instances,
+                              instance_kind=options.instance_kind)
+        # the embed job reads which edges feed the neighbour blocks, in order, from here
+        config.parameters[RELATIONS_PARAMETER].string_value = ",".join(model.relations)
+        exported.append(_publish(repository, config, layer, scripted,
+                                 f"{checkpoint} (layer {number}; relations {', '.join(model.relations)})", options))
+    return exported
+
+
 def _sampled_example(in_channels: int, layers: int, targets: int) -> dict[str, torch.Tensor]:
     """A request as the embed job sends it: a sampled computation graph of a small random graph."""
     rng = np.random.default_rng(targets)
@@ -269,7 +296,9 @@ def export_models(
     keep: int | None = None,
     instances: int = 1,
     instance_kind: str = "cpu",
+    movie_checkpoint: Path | None = None,
 ) -> list[ExportedModel]:
+    """`movie_checkpoint`: also the graph-aware movie model's layers (None: not exported)."""
     repository = Path(repository)
     repository.mkdir(parents=True, exist_ok=True)
     kinds = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
@@ -282,6 +311,8 @@ def export_models(
         exported.extend(export_graphsage(repository, checkpoint, options))
     if include_text:
         exported.append(export_sentence_encoder(repository, options))
+    if movie_checkpoint is not None:
+        exported.extend(export_movie_graph(repository, movie_checkpoint, options))
     if user_tower_checkpoint is not None:
         exported.append(export_user_tower(repository, user_tower_checkpoint, options))
     return exported

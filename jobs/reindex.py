@@ -1,9 +1,11 @@
 """`jobs reindex`: nightly re-indexing that costs in proportion to what changed.
 
 Recipe: lock → pull the target's inputs (products: features + co-purchases; movies:
-texts) → diff: hash them per document and compare with the last run's snapshot → embed:
-recompute only what depends on a change (products: layer by layer, the nodes whose layer
-inputs moved, `graphsvc.incremental.propagation`; movies: the changed texts) through
+texts, and their edges to people where the movie model is graph-aware) → diff: hash them
+per document and compare with the last run's snapshot → embed: recompute only what
+depends on a change (products: layer by layer, the nodes whose layer inputs moved,
+`graphsvc.incremental.propagation`; movies: the changed texts, and graph-aware the movies
+a changed text or set of people reaches within the layers, `GraphMoviesTarget`) through
 Triton, batch by batch into a journal → index: update the FAISS index in place or
 rebuild it, and refresh the `similar` lists that can have changed
 (`graphsvc.incremental.policy`) → write back the rows that changed, chunk by chunk →
@@ -39,16 +41,26 @@ import pyarrow as pa
 from graphsvc.errors import ConfigError
 from graphsvc.files import atomic_path
 from graphsvc.graph import CSRGraph
+from graphsvc.graph.relations import MovieRelations
 from graphsvc.incremental.hashes import fingerprint
 from graphsvc.incremental.policy import IndexUpdate, SimilarLists, carried_similar, published_index, update_index
 from graphsvc.incremental.propagation import LayerStep
 from graphsvc.incremental.slots import SlotPlan, plan_slots, union_ids
 from graphsvc.incremental.snapshot import Snapshot, replaced_since, revisions_by_key
-from graphsvc.incremental.targets import Diff, EmbedResult, MoviesTarget, ProductsTarget, TextStep
-from graphsvc.index.artifacts import publish
+from graphsvc.incremental.targets import (
+    Diff,
+    EmbedResult,
+    GraphMoviesTarget,
+    MovieLayerStep,
+    MoviesTarget,
+    ProductsTarget,
+    TextStep,
+)
+from graphsvc.index.artifacts import current_version, publish
 from graphsvc.index.faiss_index import VectorIndex
 from graphsvc.index.similar import embedding_array, index_with_neighbours, similar_array
 from graphsvc.inference.layerwise import apply_layer
+from graphsvc.inference.relational import apply_movie_layer, served_movie_model
 from graphsvc.inference.runners import TritonLayers, layer_models
 from graphsvc.inference.texts import encode_texts
 from graphsvc.runs import RunJournal, RunLock, kill_point
@@ -96,6 +108,9 @@ class ReindexConfig:
     ray_actors: int = 2  # Ray: actors calling Triton, one client each
     ray_order: str = "bfs"  # Ray: the node order partitions are ranges of (bfs or key)
     ray_broadcast: bool | None = None  # Ray: force how a layer's input reaches the partitions (None: by size)
+    #: movies: "text", "graph", or "auto" (graph when Triton serves `graph_model` and the catalogue has its edges)
+    movie_embedding: str = "auto"
+    graph_model: str = "movie_graph"
 
     def resolved(self) -> "ReindexConfig":
         if self.target not in TARGETS:
@@ -123,6 +138,8 @@ def reindex(
     directory = state_dir(index_dir, config.collection)
     if config.dry_run:  # computes nothing: no cluster to join
         return _Run(store, triton, Path(index_dir), directory, config, _TritonRunner(triton, config, on_progress)).run()
+    if config.executor == "ray" and config.target == "movies" and config.movie_embedding == "graph":
+        raise ConfigError("the graph-aware movie model re-indexes locally only: use --executor local, or --model text")
     with RunLock(directory / "LOCK", stale_after=config.stale_after) as lock, contextlib.ExitStack() as stack:
         runner: _TritonRunner = _TritonRunner(triton, config, on_progress)
         if config.executor == "ray" and triton is not None:
@@ -137,17 +154,32 @@ def reindex(
         return summary
 
 
-def _target(config: ReindexConfig) -> ProductsTarget | MoviesTarget:
+def _target(config: ReindexConfig, triton: TritonClient | None,
+            store: GraphStore) -> ProductsTarget | MoviesTarget | GraphMoviesTarget:
     if config.target == "products":
         return ProductsTarget(config.collection, config.edges, config.features, config.tolerance)
-    return MoviesTarget(config.collection, config.text, config.fallback_text, config.model)
+    text = MoviesTarget(config.collection, config.text, config.fallback_text, config.model)
+    if config.movie_embedding == "text" or (config.movie_embedding == "auto" and config.executor == "ray"):
+        return text
+    served = served_movie_model(triton, config.graph_model) if triton is not None else None
+    if served is None:
+        if config.movie_embedding == "auto":
+            return text
+        raise ConfigError(f"graph-aware re-indexing needs Triton serving '{config.graph_model}_layer0' — export it "
+                          "with 'jobs export-models' (or reindex with --model text)")
+    models, relations = served
+    has_edges = any(store.has_collection(name) and store.collection(name).count for name in relations)
+    if not has_edges and config.movie_embedding == "auto":
+        return text
+    return GraphMoviesTarget(config.collection, config.text, config.fallback_text, config.model, config.graph_model,
+                             models, relations)
 
 
 class _Run:
     def __init__(self, store, triton, index_dir: Path, directory: Path, config: ReindexConfig,
                  runner: "_TritonRunner"):
         self.store, self.triton, self.index_dir, self.dir, self.config = store, triton, index_dir, directory, config
-        self.target = _target(config)
+        self.target = _target(config, triton, store)
         self.runner = runner
         self.timer = PhaseTimer()
         self.summary: dict = {"collection": config.collection, "target": config.target, "executor": config.executor}
@@ -220,7 +252,7 @@ class _Run:
             writing = pool.submit(write_back)
             try:
                 with self.timer("publish"):
-                    version = self._publish(update, inputs.keys, model_version, journal)
+                    version = self._publish(update, inputs.keys, model_version, journal, result)
                 with self.timer("commit"):
                     staged = self._stage(diff, result, update.lists)
             except BaseException:
@@ -247,6 +279,8 @@ class _Run:
         settings = {"top_k": c.top_k, "tolerance": c.tolerance, "similar_tolerance": c.similar_tolerance,
                     "layer_batch_size": c.layer_batch_size, "text_batch_size": c.text_batch_size, "model": c.model,
                     "rebuild_share": c.rebuild_share, "input_hashes": INPUT_HASHES}
+        if isinstance(self.target, GraphMoviesTarget):  # a text snapshot holds no graph states: a full run
+            settings.update(embedding="graph", graph_model=c.graph_model)
         if c.executor == "ray":  # how the rows split decides what a journaled partition holds
             settings.update(executor="ray", partitions=c.partitions, ray_actors=c.ray_actors, ray_order=c.ray_order)
         return settings
@@ -254,6 +288,8 @@ class _Run:
     def _model_version(self) -> str:
         models = self.target.model_names(self.runner)
         self.triton.wait_ready(timeout=self.config.ready_timeout, models=models)
+        if getattr(self.target, "all_versions", False):
+            return "/".join(self.triton.latest_version(model) for model in models)
         return self.triton.latest_version(models[0])
 
     def _full_reason(self, snapshot: Snapshot | None, model_version) -> tuple[bool, str | None]:
@@ -265,9 +301,10 @@ class _Run:
         if model_version is not None and meta.get("model_version") != model_version:
             return True, f"model version {meta.get('model_version')} → {model_version}"
         before = meta.get("settings") or {}
-        for name in ("top_k", "model", "input_hashes"):  # what the stored windows, states, hashes depend on
-            if before.get(name) != self._settings()[name]:
-                return True, f"{name} changed ({before.get(name)} → {self._settings()[name]})"
+        # what the stored windows, states, hashes depend on
+        for name in ("top_k", "model", "input_hashes", "embedding"):
+            if before.get(name) != self._settings().get(name):
+                return True, f"{name} changed ({before.get(name)} → {self._settings().get(name)})"
         return False, None
 
     # ------------------------------------------------------------------ index
@@ -309,26 +346,52 @@ class _Run:
             }
             if result.predicted is not None:
                 columns["predicted_category"] = pa.array(result.predicted[chunk])
+            for name, values in result.columns.items():
+                columns[name] = embedding_array(values[chunk])
             self.store.update_attributes(self.config.collection, pa.table(columns))
             journal.mark(f"write-{number}", {"rows": int(len(chunk))})
             kill_point("write_back", number + 1)
         return int(len(rows))
 
     # ---------------------------------------------------------------- publish
-    def _publish(self, update: IndexUpdate, keys: pa.Array, model_version, journal: RunJournal) -> int:
+    def _publish(self, update: IndexUpdate, keys: pa.Array, model_version, journal: RunJournal,
+                 result: EmbedResult) -> int:
         if journal.done("published"):
             return journal.value("published")["version"]
+        extra, model = {}, {"name": self.config.model, "version": model_version}
+        if isinstance(self.target, GraphMoviesTarget):
+            extra = {"space": "graph", **self._publish_text_index(keys, model_version, journal, result)}
+            model = {"name": self.target.graph_model, "version": model_version, "text_model": self.config.model}
         kill_point("publish")
         manifest = publish(
-            self.index_dir, self.config.collection, update.index, keys,
-            model={"name": self.config.model, "version": model_version},
+            self.index_dir, self.config.collection, update.index, keys, model=model,
             extra={"job": "reindex", "top_k": self.config.top_k, "calibration": update.info.get("calibration"),
-                   "index_update": update.info["action"], "run_id": self.summary["run_id"]},
+                   "index_update": update.info["action"], "run_id": self.summary["run_id"], **extra},
             keep=self.config.keep, index_file=journal.directory / "index.faiss",
         )
         journal.mark("published", {"version": manifest.version})
         kill_point("published")
         return manifest.version
+
+    def _publish_text_index(self, keys: pa.Array, model_version, journal: RunJournal, result: EmbedResult) -> dict:
+        """Graph-aware movies: the text vectors' own index `<collection>.text` (what text
+        searches use), published again when a text or the set of movies changed."""
+        name = f"{self.config.collection}.text"
+        if not journal.done("text-published"):
+            current = current_version(self.index_dir, name)
+            if result.text_space is None and current is not None:
+                version = current
+            else:
+                index = VectorIndex.build(result.columns["text_embedding"], metric="cosine")
+                version = publish(self.index_dir, name, index, keys,
+                                  model={"name": self.config.model, "version": model_version},
+                                  extra={"job": "reindex", "space": "text", "text_attribute": self.config.text,
+                                         "of_collection": self.config.collection,
+                                         "calibration": index.calibrate_nprobe(k=self.config.top_k)},
+                                  keep=self.config.keep).version
+            journal.mark("text-published", {"version": version})
+        self.summary["text_index"] = {"name": name, "version": journal.value("text-published")["version"]}
+        return {"text_index": name, "text_index_version": journal.value("text-published")["version"]}
 
     # ----------------------------------------------------------------- commit
     def _stage(self, diff: Diff, result: EmbedResult, lists: SimilarLists) -> Path:
@@ -396,6 +459,15 @@ class _TritonRunner:
                                 on_progress=self.on_progress)
 
         return embed_texts
+
+    def movie_layer_step(self, models: list[str], relations: MovieRelations, journal: RunJournal) -> MovieLayerStep:
+        runner = TritonLayers(self.triton, models, max_in_flight=self.config.max_in_flight)
+
+        def apply(layer: int, rows: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+            return apply_movie_layer(runner, layer, relations, inputs, rows, batch_size=self.config.layer_batch_size,
+                                     journal=journal, on_progress=self.on_progress)
+
+        return apply
 
     def batches(self, journal: RunJournal) -> dict:
         """The summary's `batches`: journaled steps computed by this run and reused."""

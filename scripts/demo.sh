@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded store: restore → train (once) → export →
-# Triton → embed products and movies → answer two queries. Rerunning gives the same answers.
+# Triton → embed products and movies (graph-aware) → evaluate → answer queries.
+# Rerunning gives the same answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=.venv/bin
@@ -40,15 +41,21 @@ for _ in $(seq 60); do
 done
 $bin/graphsvc triton wait --timeout 1
 
-step "embed, index and write back"
+step "embed, index and write back (movies graph-aware: their descriptions and directors)"
 $bin/jobs embed-products
 $bin/jobs embed-movies
 
 step "evaluate the product embeddings (report: var/evaluation/products/index.html)"
 $bin/jobs evaluate
 
+step "evaluate the movie embeddings: genre precision@10, graph-aware vs text only (var/evaluation/movies)"
+$bin/jobs evaluate movies
+
 step "graphsvc similar products/P0000042"
 $bin/graphsvc similar products/P0000042 --fields category,predicted_category,title
 
 step "graphsvc search movies \"a haunted house on a stormy coast\""
 $bin/graphsvc search movies "a haunted house on a stormy coast" --fields title,year,genres
+
+step "graphsvc similar movies/m0001 (graph-aware)"
+$bin/graphsvc similar movies/m0001 --fields title,genres

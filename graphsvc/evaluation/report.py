@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -92,6 +92,20 @@ def training_figure(history: list[dict], path: Path) -> str:
     return _save(fig, path)
 
 
+def precision_figure(rankings: dict[str, dict], k: int, path: Path) -> str:
+    plt = _pyplot()
+    names = list(rankings)
+    values = [rankings[name]["precision_at_k"] for name in names]
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    bars = ax.barh(names, values, color=["#4c72b0", "#dd8452", "#55a868", "#8c8c8c", "#8172b2"][: len(names)])
+    ax.bar_label(bars, labels=[f"{v:.3f}" for v in values])
+    ax.set_xlim(0, 1.1)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"genre precision@{k}")
+    ax.set_title(f"Similar movies sharing a genre (top {k})")
+    return _save(fig, path)
+
+
 def _table(rows: list[list[Any]], header: list[str]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -166,10 +180,40 @@ def _page(title: str, parts: list[str]) -> str:
             + "\n".join(parts) + "</body></html>\n")
 
 
-def write_report(out: Path, report: dict) -> dict[str, Path]:
-    """report.json and index.html (the figures are already in `out`)."""
+def render_movies_html(report: dict) -> str:
+    """The movies report: genre precision@k of each ranking, the held-out check, notes."""
+    k = report["k"]
+    held = report["held_out"]
+    held_line = (f"{held['movies_seen_in_training']} of these movies were in the training catalogue "
+                 f"({held['training_movies']:,} movies)" if held.get("known") else "training catalogue not known")
+    parts = [f"<h1>Evaluation of {html.escape(report['nodes'])}: graph-aware similar movies</h1>",
+             f"<p>checkpoint <code>{html.escape(report['checkpoint'])}</code> (relations "
+             f"{html.escape(', '.join(report['relations']))}; withheld {html.escape(', '.join(report['withheld']))}), "
+             f"{report['num_nodes']:,} movies, {report['movies_with_genre']:,} with a genre; {html.escape(held_line)}; "
+             f"generated {html.escape(report['created_at'])}</p>"]
+    if report["notes"]:
+        parts.append("<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in report["notes"]) + "</ul>")
+    parts.append(f"<h2>Genre precision@{k}</h2><p>{html.escape(report['note'])}</p>")
+    rows = [[name, row["precision_at_k"], row["queries"]] for name, row in report["genre_precision"].items()]
+    parts.append(_table(rows, ["ranking", f"precision@{k}", "queries"]))
+    parts.append(f"<p>graph-aware − text only: <b>{report['graph_minus_text_points']:+.2f} points</b></p>")
+    for figure in report["figures"].values():
+        parts.append(f'<figure><img src="{html.escape(figure["file"])}" alt="{html.escape(figure["title"])}">'
+                     f"<figcaption>{html.escape(figure['title'])}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;"
+             "text-align:right}figure{display:inline-block;margin:1em}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>graphsvc evaluation — "
+            f"{html.escape(report['nodes'])}</title><style>{style}</style></head><body>"
+            + "\n".join(parts) + "</body></html>\n")
+
+
+def write_report(out: Path, report: dict, render: Callable[[dict], str] | None = None) -> dict[str, Path]:
+    """report.json and index.html, drawn by `render` (default: the products report); the
+    figures are already in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    for name, text in ((REPORT_JSON, json.dumps(report, indent=2) + "\n"), (REPORT_HTML, render_html(report))):
+    pages = ((REPORT_JSON, json.dumps(report, indent=2) + "\n"), (REPORT_HTML, (render or render_html)(report)))
+    for name, text in pages:
         written[name] = write_text(out / name, text)
     return written

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -13,6 +13,9 @@ from graphsvc.errors import StoreError
 from graphsvc.graph import CSRGraph, EdgeIndexing, edges_to_positions
 from graphsvc.graph.splits import split_from_values
 from graphsvc.store.base import GraphStore
+
+if TYPE_CHECKING:
+    from graphsvc.graph.relations import Memberships
 
 
 @dataclass(frozen=True)
@@ -137,3 +140,32 @@ def load_texts(store: GraphStore, collection: str, text: str, fallback: str) -> 
     if not kept:
         raise StoreError(f"collection '{collection}' has no documents with '{text}' or '{fallback}'")
     return keys, kept, table.num_rows - len(kept)
+
+
+def load_memberships(store: GraphStore, collection: str, keys: pa.Array, relations: Sequence[str],
+                     batch_size: int = 65_536) -> dict[str, "Memberships"]:
+    """For each edge collection of `relations` the store has: which movie (a position in
+    `keys` of `collection`) is linked to which other node, whichever end the movie is
+    (`directed_by` runs movies → people, `acted_in` people → movies). Edges whose movie
+    end is not among `keys`, or with a movie at both ends, are left out."""
+    from graphsvc.graph.relations import Memberships
+
+    ids = pc.binary_join_element_wise(collection + "/", keys.cast(pa.string()), "")
+    out: dict[str, Memberships] = {}
+    for name in relations:
+        if not store.has_collection(name):
+            continue
+        movies, vias = [], []
+        for batch in store.pull_edges(name, batch_size=batch_size):
+            ends = [pc.index_in(batch.column(side), value_set=ids) for side in ("_from", "_to")]
+            from_movie, to_movie = pc.is_valid(ends[0]), pc.is_valid(ends[1])
+            for movie_end, via_side, is_movie, other in ((0, "_to", from_movie, to_movie),
+                                                         (1, "_from", to_movie, from_movie)):
+                pick = pc.and_(is_movie, pc.invert(other))
+                movies.append(pc.filter(ends[movie_end], pick).to_numpy(zero_copy_only=False).astype(np.int64))
+                vias.append(pc.filter(batch.column(via_side), pick).to_numpy(zero_copy_only=False).astype(object))
+        via_ids = np.concatenate(vias) if vias else np.zeros(0, object)
+        _, numbers = np.unique(via_ids.astype(str), return_inverse=True) if len(via_ids) else (None, np.zeros(0))
+        out[name] = Memberships(np.concatenate(movies) if movies else np.zeros(0, np.int64),
+                                np.asarray(numbers, np.int64).reshape(-1))
+    return out

@@ -5,20 +5,25 @@ run's hashes, `estimate` (a dry run) or `embed` what changed.
 - `ProductsTarget`: features + co-purchase graph → GraphSAGE, layer by layer, recomputing
   only what a change reaches (`graphsvc.incremental.propagation`).
 - `MoviesTarget`: texts → a sentence encoder, the changed texts only.
+- `GraphMoviesTarget`: texts → the sentence encoder for the changed texts, then the
+  graph-aware movie model's layers (`graphsvc.models.movie_graph`) for the movies a change
+  reaches: a changed text or a changed set of people reaches the movie and, layer by
+  layer, the movies whose relation means read it (exact, no tolerance).
 
 Where the model runs is the caller's `ModelRunner` (the job's Triton client today).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from graphsvc.graph import CSRGraph, EdgeIndexing
-from graphsvc.graph.datasets import load_node_graph, load_texts
+from graphsvc.graph.datasets import load_memberships, load_node_graph, load_texts
+from graphsvc.graph.relations import Memberships, MovieRelations
 from graphsvc.incremental.hashes import neighbour_hashes, row_hashes, text_hashes
 from graphsvc.incremental.propagation import LayerStates, LayerStep, first_layer, moved, propagate, within_hops
 from graphsvc.incremental.slots import SlotPlan, carried
@@ -39,6 +44,12 @@ class ModelRunner(Protocol):
     def layer_step(self, models: list[str], journal) -> LayerStep: ...
 
     def text_step(self, journal) -> TextStep: ...
+
+    def movie_layer_step(self, models: list[str], relations: MovieRelations, journal) -> "MovieLayerStep": ...
+
+
+#: (layer, rows to compute, the layer's input for every movie) → those rows' outputs
+MovieLayerStep = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,8 @@ class EmbedResult:
     recomputed_per_layer: list[int]
     scales: list[float]  # per layer: its typical input size, the next run's tolerance unit
     arrays: dict[str, np.ndarray]  # what the snapshot keeps, by name
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # more per-slot vectors written back beside
+    text_space: np.ndarray | None = None  # per slot: text vectors to publish as their own index (graph-aware)
 
 
 # ------------------------------------------------------------------ products
@@ -215,3 +228,131 @@ class MoviesTarget:
         shift, changed = moved(embedding, None if full or before is None else (rows[kept], before[kept]), plan)
         return EmbedResult(embedding=embedding, predicted=None, shift=shift, written=changed, re_embedded=len(rows),
                            recomputed_per_layer=[int(len(rows))], scales=[], arrays={"embedding": embedding})
+
+
+# ------------------------------------------------------------ movies, graph-aware
+
+
+@dataclass(frozen=True)
+class GraphMovieInputs:
+    keys: pa.Array
+    texts: list[str]
+    relations: MovieRelations  # movies numbered by slot
+    skipped: int
+    links: dict[str, int]
+
+
+@dataclass(frozen=True)
+class PulledGraphMovies:
+    keys: pa.Array
+    texts: list[str]
+    skipped: int
+    names: tuple[str, ...]
+    memberships: dict[str, Memberships]  # movies by pulled position
+
+    def in_slots(self, plan: SlotPlan) -> GraphMovieInputs:
+        position = np.empty(len(plan.order), np.int64)
+        position[plan.order] = np.arange(len(plan.order))
+        slotted = {name: Memberships(position[m.movies], m.vias) for name, m in self.memberships.items()}
+        return GraphMovieInputs(self.keys.take(pa.array(plan.order)), [self.texts[i] for i in plan.order],
+                                MovieRelations.build(self.names, slotted, len(plan.order)), self.skipped,
+                                {name: int(len(m.movies)) for name, m in self.memberships.items()})
+
+
+@dataclass(frozen=True)
+class GraphMovieDiff(TextDiff):
+    relations_changed: np.ndarray  # bool per slot: the movie's relation means read other movies, or other weights
+
+
+class GraphMoviesTarget(MoviesTarget):
+    """Movies, graph-aware: the sentence encoder, then `graph_model`'s layers over the
+    movies' `relations` (edge collections to people), both served by the runner."""
+
+    #: the model version is every served model's (a new text or graph model re-embeds all)
+    all_versions = True
+
+    def __init__(self, collection: str, text: str, fallback_text: str, model: str, graph_model: str,
+                 layer_models: list[str], relations: tuple[str, ...]):
+        super().__init__(collection, text, fallback_text, model)
+        self.graph_model, self.layer_models, self.relations = graph_model, list(layer_models), tuple(relations)
+
+    def model_names(self, runner: ModelRunner) -> list[str]:
+        return [self.model, *self.layer_models]
+
+    def pull(self, store: GraphStore) -> PulledGraphMovies:
+        keys, texts, skipped = load_texts(store, self.collection, self.text, self.fallback_text)
+        return PulledGraphMovies(keys, texts, skipped, self.relations,
+                                 load_memberships(store, self.collection, keys, self.relations))
+
+    def diff(self, inputs: GraphMovieInputs, snapshot: Snapshot | None, plan: SlotPlan) -> GraphMovieDiff:
+        text = super().diff(TextInputs(inputs.keys, inputs.texts, inputs.skipped), snapshot, plan)
+        existing = plan.old_slot >= 0
+        # columns named by their slot of last run (new movies by a number no slot has)
+        identity = np.where(existing, plan.old_slot, np.int64(1 << 62) + np.arange(len(plan.order)))
+        against_old = inputs.relations.row_hashes(identity)
+        old = carried(snapshot.array("relation_hash") if snapshot else None, plan)
+        changed = existing & (against_old != old.astype(np.uint64))
+        own = inputs.relations.row_hashes()
+        return GraphMovieDiff({**text.hashes, "relation_hash": own},
+                              {**text.counts, "relation_rows_changed": int(changed.sum()), "links": inputs.links},
+                              text.texts_changed, changed)
+
+    def _reach(self, inputs: GraphMovieInputs, diff: GraphMovieDiff, plan: SlotPlan, text_rows: np.ndarray
+               ) -> np.ndarray:
+        """Layer 0's rows: the movies whose text vector or relation means change."""
+        return np.flatnonzero(inputs.relations.neighbours(text_rows) | diff.relations_changed | (plan.old_slot < 0))
+
+    def estimate(self, inputs: GraphMovieInputs, diff: GraphMovieDiff, plan: SlotPlan, full: bool) -> dict:
+        if full:
+            return {"would_recompute": len(plan.order)}
+        text_rows = np.flatnonzero(diff.texts_changed | (plan.old_slot < 0))
+        rows, per_layer = self._reach(inputs, diff, plan, text_rows), []
+        for _ in self.layer_models:
+            per_layer.append(int(len(rows)))
+            rows = np.flatnonzero(inputs.relations.neighbours(rows) | diff.relations_changed)
+        return {"would_recompute": int(len(text_rows)), "would_recompute_layers": per_layer}
+
+    def embed(self, inputs: GraphMovieInputs, diff: GraphMovieDiff, snapshot: Snapshot | None, plan: SlotPlan,
+              full: bool, runner: ModelRunner, journal) -> EmbedResult:
+        n = len(inputs.texts)
+        previous = None if full or snapshot is None or snapshot.array("text_embedding") is None else snapshot
+        layers = len(self.layer_models)
+
+        def last_run(name: str) -> np.ndarray | None:
+            array = previous.array(name) if previous is not None else None
+            return carried(array, plan) if array is not None else None
+
+        text_rows = np.arange(n) if previous is None else np.flatnonzero(diff.texts_changed | (plan.old_slot < 0))
+        text = last_run("text_embedding")
+        vectors = runner.text_step(journal)([inputs.texts[i] for i in text_rows])
+        if vectors is not None:
+            text = np.zeros((n, vectors.shape[1]), np.float32) if text is None else text
+            text[text_rows] = vectors
+        step = runner.movie_layer_step(self.layer_models, inputs.relations, journal)
+        rows = np.arange(n) if previous is None else self._reach(inputs, diff, plan, text_rows)
+        outputs, recomputed, layer_input, before = [], [int(len(text_rows))], text, None
+        for layer in range(layers):
+            name = "embedding" if layer == layers - 1 else f"layer{layer}"
+            out = last_run(name)
+            if layer == layers - 1 and out is not None:
+                before = out[rows].copy()
+            computed = step(layer, rows, layer_input) if len(rows) else None
+            if computed is not None:
+                out = np.zeros((n, computed.shape[1]), np.float32) if out is None else out
+                out[rows] = computed
+            outputs.append(out)
+            recomputed.append(int(len(rows)))
+            layer_input = out
+            if layer < layers - 1:
+                rows = np.arange(n) if previous is None else np.flatnonzero(
+                    inputs.relations.neighbours(rows) | diff.relations_changed)
+        embedding = outputs[-1]
+        kept = plan.old_slot[rows] >= 0
+        shift, written = moved(embedding, None if previous is None or before is None
+                               else (rows[kept], before[kept]), plan)
+        text_changed = previous is None or len(text_rows) > 0 or len(plan.removed) > 0
+        arrays = {"text_embedding": text, "embedding": embedding,
+                  **{f"layer{layer}": outputs[layer] for layer in range(layers - 1)}}
+        return EmbedResult(embedding=embedding, predicted=None, shift=shift, written=written,
+                           re_embedded=int(len(text_rows)), recomputed_per_layer=recomputed, scales=[], arrays=arrays,
+                           columns={"text_embedding": text}, text_space=text if text_changed else None)

@@ -34,3 +34,23 @@ def encode_texts(texts: Sequence[str], infer_many: ModelInferMany, model: str, *
     embeddings = np.empty((len(texts), results[0].shape[1]), np.float32)
     embeddings[order] = np.concatenate(results)
     return embeddings
+
+
+def encode_texts_in_process(texts: Sequence[str], *, batch_size: int = 64,
+                            on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """`encode_texts` with the sentence encoder in this process (the same weights Triton
+    serves): for training and evaluation, which must not need a server."""
+    import torch
+
+    from graphsvc.models.text import ATTENTION_MASK, INPUT_IDS, load_sentence_encoder
+
+    encoder = load_sentence_encoder()
+
+    def infer_many(requests):
+        for request in requests:
+            with torch.inference_mode():
+                yield {EMBEDDING: encoder(torch.from_numpy(request[INPUT_IDS]),
+                                          torch.from_numpy(request[ATTENTION_MASK])).numpy()}
+
+    return encode_texts(texts, infer_many, "sentence_encoder (in-process)", batch_size=batch_size,
+                        on_progress=on_progress)

@@ -308,8 +308,15 @@ class SimilarityQueries:
         return vectors
 
     def text_vector(self, collection: str, text: str) -> np.ndarray:
-        """`text` embedded by the model that embedded `collection` (on Triton)."""
-        return self._vectors_of_texts(self.index_of(collection), [text])[0]
+        """`text` embedded by the model that embedded `collection`'s text space (on Triton)."""
+        return self._vectors_of_texts(self._text_space(self.index_of(collection)), [text])[0]
+
+    def _text_space(self, index: LoadedIndex) -> LoadedIndex:
+        """The index a text query searches: a graph-aware collection's vectors are not in the
+        space of a text (a text has no graph), so its embed job publishes the text vectors
+        as their own index, named in the manifest's `text_index`."""
+        name = index.manifest.extra.get("text_index")
+        return self.index_of(name) if name else index
 
     def search(self, collection: str, vector: Sequence[float] | None = None, text: str | None = None, k: int = 10,
                fields: Sequence[str] | ShortFields | None = None, filter: Any = None) -> Answer:
@@ -333,6 +340,7 @@ class SimilarityQueries:
         index = self.index_of(collection)
         conditions = parse_filter(filter)
         if texts is not None:
+            index = self._text_space(index)
             queries = self._vectors_of_texts(index, texts)
         else:
             if any(len(v) != index.index.dim for v in vectors):

@@ -55,9 +55,11 @@ class IndexReloader:
 
     # -- what requests see ----------------------------------------------------------------
     def collections(self) -> list[str]:
-        """The configured collections, or every collection directory under index_dir."""
+        """The configured collections (with the text-space index `<c>.text` a graph-aware
+        embed job publishes beside `c`), or every collection directory under index_dir."""
         if self.configured is not None:
-            return list(self.configured)
+            return self.configured + [f"{c}.text" for c in self.configured
+                                      if f"{c}.text" not in self.configured and (self.index_dir / f"{c}.text").is_dir()]
         if not self.index_dir.is_dir():
             return []
         return sorted(e.name for e in self.index_dir.iterdir() if e.is_dir() and not e.name.startswith("."))
@@ -68,7 +70,7 @@ class IndexReloader:
         loaded = self._live.get(collection)
         if loaded is not None:
             return loaded
-        served = (collection in self.configured if self.configured is not None
+        served = (collection in self.collections() if self.configured is not None
                   else (self.index_dir / collection).is_dir())
         if not served:
             raise NotFound(f"collection '{collection}' has no index here — publish one with 'jobs embed-{collection}'")

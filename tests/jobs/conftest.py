@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from graphsvc.store import open_store
@@ -31,6 +33,38 @@ def reindex_baseline(tmp_path_factory, reindex_triton):
     with open_store(str(root / "store.duckdb")) as store:
         summary = reindex(store, reindex_triton, root / "indexes", ReindexConfig(layer_batch_size=256))
     return root, summary
+
+
+#: the graph-aware movie model shipped in checkpoints/ (jobs train-movies on the seed-1 catalogue)
+MOVIE_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "movie_graph.pth.tar"
+
+
+@pytest.fixture(scope="session")
+def movies_triton(tmp_path_factory):
+    """The real Triton server serving the sentence encoder and the shipped graph-aware
+    movie model layer by layer (`movie_graph_layer0`, `_layer1`)."""
+    from jobs.export_models import export_movie_graph, export_sentence_encoder
+
+    root = tmp_path_factory.mktemp("movies-triton")
+    export_sentence_encoder(root / "repository")
+    layers = [m.name for m in export_movie_graph(root / "repository", MOVIE_CHECKPOINT)]
+    http, grpc, metrics = free_ports(3)
+    with TritonServer(root / "repository", http_port=http, grpc_port=grpc, metrics_port=metrics,
+                      runtime_dir=root / "runtime") as server, TritonClient(server.grpc_url) as client:
+        client.wait_ready(timeout=180, models=["sentence_encoder", *layers])
+        yield client
+
+
+def restore_movie_catalogue(store_path: Path, movies: int, seed: int, **spec) -> dict:
+    """A generated catalogue with people (jobs.synth_movies) restored into a new store."""
+    from jobs.restore_dumps import restore_dumps
+    from jobs.synth_movies import MovieCatalogueSpec, write_movie_catalogue_dump
+
+    dump = store_path.parent / f"movies-{seed}-dump"
+    counts = write_movie_catalogue_dump(dump, MovieCatalogueSpec(movies=movies, seed=seed, **spec))
+    with open_store(str(store_path), create=True) as store:
+        restore_dumps(store, [dump])
+    return counts
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ WORKSHOP_CHECKPOINT = "checkpoints/obgn-products_cpu_weights_checkpoint.pth.tar"
 def test_workshop_checkpoint_exports_with_its_real_signature(shared_fixtures, tmp_path):
     checkpoint = shared_fixtures / WORKSHOP_CHECKPOINT
     result = CliRunner().invoke(cli, ["export-models", "--model-repository", str(tmp_path), "--checkpoint",
-                                      str(checkpoint), "--no-text"])
+                                      str(checkpoint), "--no-text", "--no-movies"])
     assert result.exit_code == 0, result.output
     models = {m.name: m for m in list_models(tmp_path)}
     assert sorted(models) == ["graphsage", "graphsage_layer0", "graphsage_layer1", "graphsage_layer2"]
@@ -70,7 +71,7 @@ def test_workshop_checkpoint_serves_through_triton(shared_fixtures, tmp_path):
     checkpoint = shared_fixtures / WORKSHOP_CHECKPOINT
     repo = tmp_path / "repo"
     result = CliRunner().invoke(cli, ["export-models", "--model-repository", str(repo), "--checkpoint",
-                                      str(checkpoint), "--no-text"])
+                                      str(checkpoint), "--no-text", "--no-movies"])
     assert result.exit_code == 0, result.output
     eager, _ = load_checkpoint(checkpoint)
     rng = np.random.default_rng(1)
@@ -101,7 +102,7 @@ def _checkpoint(path, seed: int, hidden: int = 16):
 
 def _export(repo, checkpoint, *extra):
     result = CliRunner().invoke(cli, ["export-models", "--model-repository", str(repo), "--checkpoint", str(checkpoint),
-                                      "--no-text", "--json", *extra])
+                                      "--no-text", "--no-movies", "--json", *extra])
     return result, (json.loads(result.stdout) if result.exit_code == 0 else None)
 
 
@@ -206,3 +207,16 @@ def test_instance_kind_gpu_writes_kind_gpu_groups_and_the_local_server_still_run
 def test_bad_version_options_are_refused(tmp_path, option):
     result, _ = _export(tmp_path / "repo", _checkpoint(tmp_path / "a.pth.tar", 1), *option)
     assert result.exit_code == 2 and option[0] in result.output
+
+
+def test_the_shipped_movie_model_exports_its_layers_naming_their_relations(tmp_path):
+    from jobs.export_models import DEFAULT_MOVIE_CHECKPOINT
+
+    result = CliRunner().invoke(cli, ["export-models", "--model-repository", str(tmp_path), "--no-graphsage",
+                                      "--no-text", "--movie-checkpoint", str(Path(__file__).parents[2] /
+                                                                              DEFAULT_MOVIE_CHECKPOINT)])
+    assert result.exit_code == 0, result.output
+    assert sorted(m.name for m in list_models(tmp_path)) == ["movie_graph_layer0", "movie_graph_layer1"]
+    config = read_model_config(tmp_path / "movie_graph_layer0" / "config.pbtxt")
+    assert config.parameters["relations"].string_value == "directed_by,acted_in"
+    assert [list(i.dims) for i in config.input] == [[384], [768]] and config.max_batch_size == 65_536
