@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # what both the workshop's way and the in-process runs embed: the store's data
         products = load_node_graph(store, "products", "bought_together", "features")
-        _, texts, _ = pull_texts(store, EmbedMoviesConfig())
+        (_, texts, _), _ = pull_texts(store, EmbedMoviesConfig())
 
         ours = run_ours(store, server, work / "indexes")
         workshop = run_workshop(server, products, texts, args.workshop_seconds)

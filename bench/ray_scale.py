@@ -4,6 +4,7 @@ untrained GraphSAGE 100 → 256 → 256 → 47 on Triton).
 
     .venv/bin/python bench/ray_scale.py [--products 200000] [--degree 50] [--workers 2] [--partitions 4] [--json]
     .venv/bin/python bench/ray_scale.py --pull-only [--products 200000] [--rounds 3]
+    .venv/bin/python bench/ray_scale.py --texts-only [--movies 200000] [--rounds 3]
 
 - local: `EmbedProductsConfig()` as it is;
 - Ray: `EmbedProductsConfig(executor="ray", ray_address=None, partitions=N, ray_actors=W)`:
@@ -19,6 +20,10 @@ untrained GraphSAGE 100 → 256 → 256 → 47 on Triton).
   read-only in the workers), with the ranges and the seconds of each side. `--pull-only`
   times just that (`load_node_graph` against `pull_node_graph_on_ray`, a Ray of W CPUs
   started once, alternating, best of the rounds) and checks both pulled the same graph.
+- `--texts-only`: the same for embed-movies' and reindex movies' pull: `load_texts` against
+  `pull_texts_on_ray` over N movies (the sample catalogue's documents repeated under new
+  keys, every 10th without a description), checking both give the same keys, texts and
+  count skipped.
 
 On 2 cores no speed-up is expected: Ray's workers, Triton and the driver share them. What
 this measures is the overhead and the bytes moved. Without the executor seam
@@ -130,6 +135,41 @@ def pull_only(store, workers: int, rounds: int) -> dict:
             "same_graph": bool(same)}
 
 
+def texts_only(work: Path, movies: int, workers: int, rounds: int) -> dict:
+    """The text pull alone, local against Ray (see the module's docstring)."""
+    import ray
+
+    from graphsvc.distributed.pull import pull_texts_on_ray
+    from graphsvc.graph.datasets import load_texts
+    from graphsvc.store import open_store
+    from jobs.synth import MOVIES_SOURCE
+
+    sample = [json.loads(line) for line in MOVIES_SOURCE.read_text().splitlines()]
+    picked = [sample[i % len(sample)] for i in range(movies)]
+    table = pa.table({"_key": [f"m{i:08d}" for i in range(movies)], "title": [m["title"] for m in picked],
+                      "description": [None if i % 10 == 3 else m["description"] for i, m in enumerate(picked)]})
+    store = open_store(str(work / "movies.duckdb"), create=True)
+    store.create_collection("movies")
+    store.upsert_table("movies", table)
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    seconds: dict[str, list[float]] = {"local": [], "ray": []}
+    try:
+        for _ in range(rounds):
+            started = time.perf_counter()
+            local = load_texts(store, "movies", "description", "title")
+            seconds["local"].append(round(time.perf_counter() - started, 2))
+            started = time.perf_counter()
+            pulled, report = pull_texts_on_ray(store, "movies", "description", "title", readers=workers)
+            seconds["ray"].append(round(time.perf_counter() - started, 2))
+            say(f"texts: local {seconds['local'][-1]} s, ray {seconds['ray'][-1]} s ({report})")
+    finally:
+        ray.shutdown()
+        store.close()
+    same = local[0].equals(pulled[0]) and local[1] == pulled[1] and local[2] == pulled[2]
+    return {"movies": movies, "megabytes": round(table.nbytes / 1e6, 1), "seconds": seconds,
+            "ratio": round(min(seconds["ray"]) / min(seconds["local"]), 2), "ray": report, "same_texts": bool(same)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--products", type=int, default=200_000)
@@ -139,6 +179,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--pull-only", action="store_true", help="time only the pull, local against Ray")
+    parser.add_argument("--texts-only", action="store_true", help="time only the movies' text pull, local against Ray")
+    parser.add_argument("--movies", type=int, default=200_000, help="movies for --texts-only")
     args = parser.parse_args()
     # the Ray the job starts runs its workers with this environment: they import this checkout
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
@@ -150,6 +192,17 @@ def main() -> None:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="graphsvc-bench-") as tmp:
         work = Path(tmp)
+        if args.texts_only:
+            texts = texts_only(work, args.movies, args.workers, max(args.rounds, 1))
+            if args.json:
+                print(json.dumps({"texts": texts}, indent=2))
+                return
+            print(f"text pull of {texts['movies']:,} movies ({texts['megabytes']} MB): local "
+                  f"{min(texts['seconds']['local']):.2f} s, Ray {min(texts['seconds']['ray']):.2f} s "
+                  f"({texts['ratio']}× local; rounds {texts['seconds']}); {texts['ray']['ranges']} ranges, "
+                  f"{texts['ray']['readers']} readers, seconds {texts['ray']['seconds']}; "
+                  f"same texts: {texts['same_texts']}")
+            return
         say(f"generating {args.products:,} products, mean degree {args.degree:g} …")
         store, graph, _, checkpoint = build(work, args.products, args.degree)
         if args.pull_only:

@@ -6,7 +6,9 @@ client, sentences sorted by length so each request pads little → Triton
 (`sentence_encoder`, batches of sentences, several requests in flight) → unit vectors →
 FAISS index → top-k similar movies → write back `embedding`, `similar` → publish.
 
-`executor="ray"`: the sentences go through Ray Data's `map_batches` over a pool of
+`executor="ray"`: the texts are pulled by a Ray read task per key range
+(`graphsvc.distributed.pull`: the same keys, texts and count skipped as the local pull,
+in key order), the sentences go through Ray Data's `map_batches` over a pool of
 actors, one Triton client each (`graphsvc.distributed.texts`; the length-sorted texts
 in blocks, each journaled as `RT-B{b}`, so a rerun encodes only the missing ones), and the write-back
 through Parquet shards written by Ray tasks (`graphsvc.distributed.publish`).
@@ -119,9 +121,14 @@ def plan_graph(store: GraphStore, triton: TritonClient, keys: pa.Array, config: 
                      MovieRelations.build(names, memberships, len(keys)), links)
 
 
-def pull_texts(store: GraphStore, config: EmbedMoviesConfig) -> tuple[pa.Array, list[str], int]:
-    """Keys and texts of the documents that have one; the count of those skipped."""
-    return load_texts(store, config.collection, config.text, config.fallback_text)
+def pull_texts(store: GraphStore, config: EmbedMoviesConfig) -> tuple[tuple[pa.Array, list[str], int], dict | None]:
+    """Keys and texts of the documents that have one and the count of those skipped; and,
+    on Ray, what the pull did (a read task per key range: the texts in key order)."""
+    if config.executor == "ray":
+        from graphsvc.distributed.pull import pull_texts_on_ray
+
+        return pull_texts_on_ray(store, config.collection, config.text, config.fallback_text)
+    return load_texts(store, config.collection, config.text, config.fallback_text), None
 
 
 def embed_movies(
@@ -131,11 +138,18 @@ def embed_movies(
     config: EmbedMoviesConfig = EmbedMoviesConfig(),
     on_progress: Callable[[int], None] | None = None,
 ) -> dict:
+    # on Ray the pull's read tasks run on the cluster too: joined before the pull
+    with ray_session(config.ray_address) if config.executor == "ray" else nullcontext():
+        return _embed_movies(store, triton, index_dir, config, on_progress)
+
+
+def _embed_movies(store: GraphStore, triton: TritonClient, index_dir: Path, config: EmbedMoviesConfig,
+                  on_progress: Callable[[int], None] | None) -> dict:
     timer = PhaseTimer()
     if config.arangodb_vector_index:
         require_vector_index(store)  # before hours of work, not after
     with timer("pull"):
-        keys, texts, skipped = pull_texts(store, config)
+        (keys, texts, skipped), pull_report = pull_texts(store, config)
     if config.arangodb_vector_index and skipped:
         require_vector_index(
             store, collection=config.collection, without_vector=skipped, lacking=f"'{config.text}' or "
@@ -153,53 +167,52 @@ def embed_movies(
         keys, text_hashes(texts), model_version, config.model, config.batch_size,
         *([graph.models, graph.versions, graph.relations.row_hashes(), config.layer_batch_size] if graph else [])))
     on_ray, write_back = config.executor == "ray", None
-    with ray_session(config.ray_address) if on_ray else nullcontext():
-        with timer("embed"):
-            if on_ray:  # blocks journaled as RT-B{b}: a rerun encodes only those not saved
-                from graphsvc.distributed.texts import encode_texts_on_ray
+    with timer("embed"):
+        if on_ray:  # blocks journaled as RT-B{b}: a rerun encodes only those not saved
+            from graphsvc.distributed.texts import encode_texts_on_ray
 
-                embeddings = encode_texts_on_ray(texts, triton.url, config.model, batch_size=config.batch_size,
-                                                 max_in_flight=config.max_in_flight, actors=config.ray_actors,
-                                                 blocks=config.partitions, journal=journal,
-                                                 on_progress=on_progress)
-            else:
-                embeddings = encode_texts(texts, partial(triton.infer_many, config.model,
-                                                         max_in_flight=config.max_in_flight),
-                                          config.model, batch_size=config.batch_size, journal=journal,
-                                          on_progress=on_progress)
-        if graph is not None:
-            with timer("graph"):
-                runner = TritonLayers(triton, graph.models, config.max_in_flight)
-                text_embeddings = embeddings
-                embeddings = run_movie_layers(runner, graph.relations, text_embeddings,
-                                              batch_size=config.layer_batch_size, journal=journal,
-                                              on_progress=on_progress)[-1]
-            with timer("text_index"):
-                text_index = _publish_text_index(index_dir, keys, text_embeddings, config, model_version)
-        extra = {}
-        if on_ray:
-            from graphsvc.distributed.publish import Shard, index_on_ray, ray_write_back
-
-            shards = max(config.partitions or 2 * config.ray_actors, 1)
-            bounds = [len(texts) * s // shards for s in range(shards + 1)]
-            write_back = ray_write_back(store, journal, keys, [
-                Shard(np.arange(start, stop), embeddings[start:stop])
-                for start, stop in zip(bounds, bounds[1:]) if stop > start])
-            extra = {"index": index_on_ray(shards), "write_back": write_back}
-        if graph is not None:
-            extra["columns"] = {"text_embedding": embedding_array(text_embeddings)}
-            model = {"name": config.graph_model, "version": graph.versions[-1], "layers": graph.models,
-                     "relations": list(graph.relations.names), "text_model": {"name": config.model,
-                                                                             "version": model_version}}
-            manifest = {"space": "graph", "text_index": config.text_index, "text_index_version": text_index.version,
-                        "relations": graph.links}
+            embeddings = encode_texts_on_ray(texts, triton.url, config.model, batch_size=config.batch_size,
+                                             max_in_flight=config.max_in_flight, actors=config.ray_actors,
+                                             blocks=config.partitions, journal=journal,
+                                             on_progress=on_progress)
         else:
-            model = {"name": config.model, "version": model_version}
-            manifest = {"text_attribute": config.text}
-        published = publish_embeddings(
-            store, index_dir, config.collection, keys, embeddings, job="embed-movies",
-            model=model, top_k=config.top_k, timer=timer, manifest=manifest, keep=config.keep,
-            arangodb_vector_index=config.arangodb_vector_index, **extra)
+            embeddings = encode_texts(texts, partial(triton.infer_many, config.model,
+                                                     max_in_flight=config.max_in_flight),
+                                      config.model, batch_size=config.batch_size, journal=journal,
+                                      on_progress=on_progress)
+    if graph is not None:
+        with timer("graph"):
+            runner = TritonLayers(triton, graph.models, config.max_in_flight)
+            text_embeddings = embeddings
+            embeddings = run_movie_layers(runner, graph.relations, text_embeddings,
+                                          batch_size=config.layer_batch_size, journal=journal,
+                                          on_progress=on_progress)[-1]
+        with timer("text_index"):
+            text_index = _publish_text_index(index_dir, keys, text_embeddings, config, model_version)
+    extra = {}
+    if on_ray:
+        from graphsvc.distributed.publish import Shard, index_on_ray, ray_write_back
+
+        shards = max(config.partitions or 2 * config.ray_actors, 1)
+        bounds = [len(texts) * s // shards for s in range(shards + 1)]
+        write_back = ray_write_back(store, journal, keys, [
+            Shard(np.arange(start, stop), embeddings[start:stop])
+            for start, stop in zip(bounds, bounds[1:]) if stop > start])
+        extra = {"index": index_on_ray(shards), "write_back": write_back}
+    if graph is not None:
+        extra["columns"] = {"text_embedding": embedding_array(text_embeddings)}
+        model = {"name": config.graph_model, "version": graph.versions[-1], "layers": graph.models,
+                 "relations": list(graph.relations.names), "text_model": {"name": config.model,
+                                                                         "version": model_version}}
+        manifest = {"space": "graph", "text_index": config.text_index, "text_index_version": text_index.version,
+                    "relations": graph.links}
+    else:
+        model = {"name": config.model, "version": model_version}
+        manifest = {"text_attribute": config.text}
+    published = publish_embeddings(
+        store, index_dir, config.collection, keys, embeddings, job="embed-movies",
+        model=model, top_k=config.top_k, timer=timer, manifest=manifest, keep=config.keep,
+        arangodb_vector_index=config.arangodb_vector_index, **extra)
     journal.remove()
     return {
         "collection": config.collection,
@@ -214,7 +227,8 @@ def embed_movies(
            if graph else {}),
         "batches": {"computed": journal.computed, "reused": journal.reused},
         "executor": config.executor,
-        **({"ray": {"actors": config.ray_actors, "write_back": write_back.report}} if on_ray else {}),
+        **({"ray": {"actors": config.ray_actors, "pull": pull_report, "write_back": write_back.report}}
+           if on_ray else {}),
         "seconds": timer.summary(),
     }
 

@@ -17,7 +17,8 @@ last snapshot + tonight's input hashes), so a rerun after a crash with the same 
 redoes none of them; the snapshot is replaced only at the end, in one rename. Readers
 only ever see complete index versions (`graphsvc.index.artifacts.publish`).
 
-`executor="ray"`: the embed step runs on a Ray cluster (`_RayRunner`): each layer's rows
+`executor="ray"`: the pull is a Ray read task per key range (`graphsvc.distributed.pull.
+RayReads`) and the embed step runs on a Ray cluster (`_RayRunner`): each layer's rows
 to recompute in partitions on Triton actors (`graphsvc.distributed.layerwise.
 apply_layer_on_ray`, journaled as RL{layer}-P{p}), the changed texts through Ray Data
 (`graphsvc.distributed.texts`, journaled whole as RT), and a rebuilt index with every
@@ -51,6 +52,8 @@ from graphsvc.incremental.targets import (
     Diff,
     EmbedResult,
     GraphMoviesTarget,
+    InputReads,
+    LocalReads,
     MovieLayerStep,
     MoviesTarget,
     ProductsTarget,
@@ -189,7 +192,7 @@ class _Run:
         config = self.config
         snapshot = None if config.full else Snapshot.load(self.dir)
         with self.timer("pull"):
-            pulled = self.target.pull(self.store)
+            pulled = self.target.pull(self.store, self.runner.reads)
         plan = plan_slots(snapshot.keys if snapshot else None, pulled.keys)
         with self.timer("diff"):
             inputs = pulled.in_slots(plan)
@@ -429,6 +432,7 @@ class _TritonRunner:
 
     def __init__(self, triton: TritonClient | None, config: ReindexConfig, on_progress):
         self.triton, self.config, self.on_progress = triton, config, on_progress
+        self.reads: InputReads = LocalReads()  # where the target's inputs are read
 
     def layer_models(self) -> list[str]:
         return layer_models(self.triton, self.config.model)
@@ -489,8 +493,10 @@ class _RayRunner(_TritonRunner):
 
     def __init__(self, triton: TritonClient, config: ReindexConfig, on_progress):
         from graphsvc.distributed.layerwise import SubsetTally
+        from graphsvc.distributed.pull import RayReads
 
         super().__init__(triton, config, on_progress)
+        self.reads = RayReads()  # a read task per key range (the embedded store read-only in the workers)
         self.pool = None  # started on the first layer with rows to compute
         self.tally = SubsetTally()
         self.texts = {"computed": 0, "reused": 0}
@@ -557,7 +563,7 @@ class _RayRunner(_TritonRunner):
     def report(self) -> dict:
         c = self.config
         return {"ray": {"partitions": self.partitions, "order": c.ray_order, "actors": c.ray_actors,
-                        "layers": [layer.to_dict() for layer in self.tally.layers]}}
+                        "pull": self.reads.report, "layers": [layer.to_dict() for layer in self.tally.layers]}}
 
     def release(self) -> None:
         if self.pool is not None:

@@ -126,13 +126,23 @@ def keys_without_text(store: GraphStore, collection: str, text: str, fallback: s
     return found[:limit]
 
 
+def text_attributes(text: str, fallback: str) -> dict[str, pa.DataType]:
+    """The attributes a text pull reads, with their Arrow types."""
+    return {text: pa.string(), fallback: pa.string()}
+
+
 def load_texts(store: GraphStore, collection: str, text: str, fallback: str) -> tuple[pa.Array, list[str], int]:
     """Keys and texts (`text`, else `fallback`) of the documents that have one, and the
-    count of those without."""
-    table = pa.Table.from_batches(
-        list(store.pull(collection, {text: pa.string(), fallback: pa.string()})),
-        schema=pa.schema([("_key", pa.string()), (text, pa.string()), (fallback, pa.string())]),
-    )
+    count of those without; in the order a full scan meets them."""
+    attributes = text_attributes(text, fallback)
+    table = pa.Table.from_batches(list(store.pull(collection, attributes)),
+                                  schema=pa.schema([("_key", pa.string())] + list(attributes.items())))
+    return texts_from_table(table, collection, text, fallback)
+
+
+def texts_from_table(table: pa.Table, collection: str, text: str, fallback: str) -> tuple[pa.Array, list[str], int]:
+    """`load_texts` of pulled documents (`_key` and `text_attributes`), however they were
+    pulled (one stream here, a read task per key range on Ray), in the table's order."""
     texts = pc.coalesce(table.column(text), table.column(fallback))
     present = pc.and_(pc.is_valid(texts), pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0))
     keys = table.column("_key").filter(present).combine_chunks()

@@ -10,7 +10,10 @@ run's hashes, `estimate` (a dry run) or `embed` what changed.
   reaches: a changed text or a changed set of people reaches the movie and, layer by
   layer, the movies whose relation means read it (exact, no tolerance).
 
-Where the model runs is the caller's `ModelRunner` (the job's Triton client today).
+Where the model runs is the caller's `ModelRunner` (the job's Triton client today);
+where the inputs are read, its `InputReads` (`LocalReads`: one stream on this process;
+on Ray a read task per key range, `graphsvc.distributed.pull.RayReads`). The pulled
+order does not matter: `plan_slots` matches the rows to last run's slots by key.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from graphsvc.graph import CSRGraph, EdgeIndexing
-from graphsvc.graph.datasets import load_memberships, load_node_graph, load_texts
+from graphsvc.graph.datasets import NodeGraph, load_memberships, load_node_graph, load_texts
 from graphsvc.graph.relations import Memberships, MovieRelations
 from graphsvc.incremental.hashes import neighbour_hashes, row_hashes, text_hashes
 from graphsvc.incremental.propagation import LayerStates, LayerStep, first_layer, moved, propagate, within_hops
@@ -46,6 +49,30 @@ class ModelRunner(Protocol):
     def text_step(self, journal) -> TextStep: ...
 
     def movie_layer_step(self, models: list[str], relations: MovieRelations, journal) -> "MovieLayerStep": ...
+
+
+class InputReads(Protocol):
+    """How a target's inputs are read from the store."""
+
+    def node_graph(self, store: GraphStore, nodes: str, edges: str, features: str) -> NodeGraph:
+        """`load_node_graph` with `build_graph=False`: the edges as positions."""
+
+    def texts(self, store: GraphStore, collection: str, text: str, fallback: str) -> tuple[pa.Array, list[str], int]:
+        """`load_texts`: keys, texts, the count of documents without one."""
+
+
+class LocalReads:
+    """The inputs read in this process, one stream per collection."""
+
+    def node_graph(self, store: GraphStore, nodes: str, edges: str, features: str) -> NodeGraph:
+        return load_node_graph(store, nodes, edges, features, build_graph=False)
+
+    def texts(self, store: GraphStore, collection: str, text: str, fallback: str) -> tuple[pa.Array, list[str], int]:
+        return load_texts(store, collection, text, fallback)
+
+
+#: what a target reads with unless told otherwise
+LOCAL_READS = LocalReads()
 
 
 #: (layer, rows to compute, the layer's input for every movie) → those rows' outputs
@@ -127,8 +154,8 @@ class ProductsTarget:
     def model_names(self, runner: ModelRunner) -> list[str]:
         return runner.layer_models()
 
-    def pull(self, store: GraphStore) -> PulledProducts:
-        data = load_node_graph(store, self.collection, self.edges, self.features, build_graph=False)
+    def pull(self, store: GraphStore, reads: InputReads = LOCAL_READS) -> PulledProducts:
+        data = reads.node_graph(store, self.collection, self.edges, self.features)
         return PulledProducts(data.keys, data.features, data.edge_positions, data.dangling_edges)
 
     def diff(self, inputs: ProductInputs, snapshot: Snapshot | None, plan: SlotPlan) -> ProductDiff:
@@ -197,8 +224,8 @@ class MoviesTarget:
     def model_names(self, runner: ModelRunner) -> list[str]:
         return [self.model]
 
-    def pull(self, store: GraphStore) -> TextInputs:
-        return TextInputs(*load_texts(store, self.collection, self.text, self.fallback_text))
+    def pull(self, store: GraphStore, reads: InputReads = LOCAL_READS) -> TextInputs:
+        return TextInputs(*reads.texts(store, self.collection, self.text, self.fallback_text))
 
     def diff(self, inputs: TextInputs, snapshot: Snapshot | None, plan: SlotPlan) -> TextDiff:
         text_hash = text_hashes(inputs.texts)
@@ -279,8 +306,8 @@ class GraphMoviesTarget(MoviesTarget):
     def model_names(self, runner: ModelRunner) -> list[str]:
         return [self.model, *self.layer_models]
 
-    def pull(self, store: GraphStore) -> PulledGraphMovies:
-        keys, texts, skipped = load_texts(store, self.collection, self.text, self.fallback_text)
+    def pull(self, store: GraphStore, reads: InputReads = LOCAL_READS) -> PulledGraphMovies:
+        keys, texts, skipped = reads.texts(store, self.collection, self.text, self.fallback_text)
         return PulledGraphMovies(keys, texts, skipped, self.relations,
                                  load_memberships(store, self.collection, keys, self.relations))
 

@@ -148,5 +148,8 @@ def test_movies_on_ray_equal_the_local_run_and_a_killed_driver_reruns_only_the_m
                                EmbedMoviesConfig(executor="ray", partitions=3, batch_size=16))
     assert summary["batches"] == {"computed": 2, "reused": 1}  # only the missing blocks went to Ray
     assert summary["ray"]["write_back"]["shards"] == 3
+    # the texts: a read task per key range, the store read-only in the workers
+    assert summary["ray"]["pull"]["where"] == "ray" and summary["ray"]["pull"]["ranges"] >= 2
+    assert summary["embedded"] == 30 and summary["skipped_without_text"] == 0
     assert_same_results(movie_attributes(local), movie_attributes(store_path), predicted=False)
     assert not journal.exists()

@@ -66,6 +66,9 @@ def test_products_reindexed_on_ray_equal_the_local_reindex(local_ray, ray_triton
     assert_same_results(expected, attributes(store_path))
     layers = summary["ray"]["layers"]
     assert [layer["route"] for layer in layers] == [route] * 3
+    # the pull: a read task per key range of the products and of the co-purchases
+    pull = summary["ray"]["pull"]
+    assert pull["where"] == "ray" and pull["node_ranges"] >= 2 and pull["edge_ranges"] >= 2
     assert summary["batches"] == {"computed": 9, "reused": 0}  # 3 partitions × 3 layers; a retry counts once
     if route == "route":
         assert (index_dir / ".reindex" / "products" / "killed-RL1-P1").exists()  # it did die
@@ -126,5 +129,7 @@ def test_movies_reindexed_on_ray_from_the_command_line_equal_the_local_reindex(l
     assert summary["executor"] == "ray" and summary["mode"] == "incremental"
     assert summary["recomputed_per_layer"] == expected["recomputed_per_layer"] == [3]
     assert summary["batches"] == {"computed": 1, "reused": 0}
+    assert summary["ray"]["pull"]["where"] == "ray" and summary["ray"]["pull"]["ranges"] >= 2
+    assert summary["texts_changed"] == expected["texts_changed"] == 3
     assert_same_results(movie_attributes(tmp_path / "local" / "store.duckdb"),
                         movie_attributes(tmp_path / "ray" / "store.duckdb"), predicted=False)
