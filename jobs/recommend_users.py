@@ -16,7 +16,10 @@ Users with no rating the model knows get the most popular movies, marked
 `recommended_source: "popular"` (never an error). Crash safety: finished batches are in
 the run's journal (a rerun computes only the missing ones); the artifact is published
 atomically after the write-back, so a run killed between the two redoes the same users'
-write-back (idempotent) on its rerun.
+write-back (idempotent) on its rerun. One run at a time per artifact: the whole recipe
+holds `<index_dir>/.jobs/<users>.recommendations/LOCK` (`graphsvc.runs.RunLock`), whichever
+command runs it (`jobs recommend-users`, `jobs reindex users`); a held lock raises
+LockHeld (exit 75). `plan_recommendations` is the dry run: the same diff, no Triton.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from graphsvc.recommend.artifact import (
 )
 from graphsvc.recommend.ranking import most_popular, top_unrated
 from graphsvc.recommend.ratings import RatingHistories, load_ratings
-from graphsvc.runs import job_journal
+from graphsvc.runs import RunLock, job_journal, job_lock_path
 from graphsvc.runs.timing import PhaseTimer
 from graphsvc.store.base import GraphStore
 
@@ -69,6 +72,7 @@ class RecommendUsersConfig:
     keep: int = 3
     full: bool = False  # recompute every user, not only those whose ratings changed
     ready_timeout: float = 10.0
+    stale_after: float = 600.0  # seconds without a heartbeat after which another host's lock is stale
 
 
 def recommend_users(store: GraphStore, triton, index_dir: Path,
@@ -85,21 +89,65 @@ def recommend_users(store: GraphStore, triton, index_dir: Path,
 def recommend_with(store: GraphStore, infer_many: UserVectors, index_dir: Path, config: RecommendUsersConfig,
                    model: dict, on_progress: Callable[[int], None] | None = None) -> dict:
     """The job with the user vectors from `infer_many` (Triton's, or an in-process
-    model's for the bench), `model` naming it in the manifest."""
+    model's for the bench), `model` naming it in the manifest; under the artifact's lock."""
+    with RunLock(job_lock_path(index_dir, artifact_name(config.users)), stale_after=config.stale_after) as lock:
+        summary = _recommend(store, infer_many, Path(index_dir), config, model, on_progress)
+    if lock.took_over:
+        summary["lock_taken_over_from"] = lock.took_over
+    return summary
+
+
+def plan_recommendations(store: GraphStore, index_dir: Path,
+                         config: RecommendUsersConfig = RecommendUsersConfig()) -> dict:
+    """What a run would compute, without Triton and without changing anything (the dry
+    run): the same input hashes compared with the last published artifact. The served
+    model's version is not known here, so a new export alone is not seen."""
     timer = PhaseTimer()
+    with timer("diff"):
+        inputs = _inputs(store, config)
+        plan = {"model": {"name": config.model}, "checkpoint": inputs.digest, "top_k": config.top_k}
+        previous, why_full = _previous(Path(index_dir), config, plan)
+        todo = _changed(inputs.known.user_keys, inputs.hashes, previous)
+    rated = int((inputs.known.degrees()[todo] > 0).sum())
+    return {"users": config.users, "ratings": config.ratings, "num_users": inputs.known.num_users,
+            "mode": "full" if previous is None else "incremental", "full_because": why_full,
+            "would_compute_users": int(len(todo)), "would_embed_users": rated,
+            "would_answer_popular": int(len(todo)) - rated, "artifact": artifact_name(config.users),
+            "dry_run": True, "seconds": timer.summary()}
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    tower: TowerCheckpoint
+    digest: str
+    histories: RatingHistories  # as pulled
+    known: RatingHistories  # on the tower's movie list
+    hashes: np.ndarray
+
+
+def _inputs(store: GraphStore, config: RecommendUsersConfig) -> _Inputs:
+    """The checkpoint, the users' histories on its movies and each user's input hash."""
     tower = load_tower(config.checkpoint)
     digest = _file_digest(config.checkpoint)
-    with timer("pull"):
-        histories = load_ratings(store, config.users, config.ratings, config.rating, config.timestamp)
+    histories = load_ratings(store, config.users, config.ratings, config.rating, config.timestamp)
     store.release()  # the service may read the store while we compute; the write-back reopens it
     if histories.movie_collection and histories.movie_collection != tower.movie_collection:
         raise ConfigError(f"'{config.ratings}' rates '{histories.movie_collection}', but {config.checkpoint} was "
                           f"trained on '{tower.movie_collection}' — train one with 'jobs train-recommender'")
     known = histories.on_vocabulary(tower.movie_keys)
+    return _Inputs(tower, digest, histories, known, input_hashes(known, tower.settings.history))
+
+
+def _recommend(store: GraphStore, infer_many: UserVectors, index_dir: Path, config: RecommendUsersConfig,
+               model: dict, on_progress: Callable[[int], None] | None) -> dict:
+    timer = PhaseTimer()
+    with timer("pull"):
+        inputs = _inputs(store, config)
+    tower, digest, histories, known, hashes = inputs.tower, inputs.digest, inputs.histories, inputs.known, \
+        inputs.hashes
     history = tower.settings.history
     _check_served(infer_many, tower, known, model, config.checkpoint)
 
-    hashes = input_hashes(known, history)
     plan = {"model": model, "checkpoint": digest, "top_k": config.top_k}
     previous, why_full = _previous(index_dir, config, plan)
     todo = _changed(known.user_keys, hashes, previous)
@@ -215,8 +263,11 @@ def _previous(index_dir: Path, config: RecommendUsersConfig, plan: dict) -> tupl
         return None, "no earlier recommendations"
     extra = loaded.manifest.extra
     was = {"model": loaded.manifest.model, "checkpoint": extra.get("checkpoint_digest"), "top_k": extra.get("top_k")}
-    for name in plan:
-        if was[name] != plan[name]:
+    for name, now in plan.items():
+        before = was[name]
+        if isinstance(now, dict) and isinstance(before, dict):  # a dry run knows the model's name only
+            before = {k: before.get(k) for k in now}
+        if before != now:
             return None, f"the {name.replace('_', ' ')} changed since version {loaded.version}"
     return previous_users(loaded), None
 
