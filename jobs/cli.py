@@ -824,13 +824,16 @@ def _run_recommend_users(settings, config, dry_run: bool, as_json: bool, prefix:
     if dry_run:
         click.echo(f"{prefix}{summary['mode']}{why} run would compute {summary['would_compute_users']} of "
                    f"{summary['num_users']} {config.users} ({summary['would_embed_users']} through the model, "
-                   f"{summary['would_answer_popular']} popular; a newly exported model version is not seen here) "
+                   f"{summary['would_answer_popular']} popular; a newly exported model version is not seen here), "
+                   f"write {summary['would_rewrite_users']} unchanged lists again "
                    f"(dry run: nothing changed)")
         return
     sources = ", ".join(f"{count} {source}" for source, count in summary["by_source"].items())
+    again = f" ({summary['rewritten_users']} unchanged, their documents replaced since)" \
+        if summary["rewritten_users"] else ""
     click.echo(f"{prefix}{summary['mode']}{why}: computed {summary['computed_users']} of {summary['num_users']} "
                f"{config.users} ({summary['users_per_second'] or '-'} users/s), wrote {summary['written']} "
-               f"`recommended` lists ({sources} overall), "
+               f"`recommended` lists{again} ({sources} overall), "
                f"{'published' if summary['published'] else 'unchanged'} {summary['artifact']} "
                f"v{summary['index_version']} in {summary['seconds']['total']}s")
 

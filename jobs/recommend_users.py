@@ -10,7 +10,9 @@ computed → their vectors from the `user_tower` model on Triton, in batches, jo
 their top k unrated movies (blocked products against every movie vector, rated ones
 masked) → write back `recommended` and `recommended_source` on those users only →
 publish `<users>.recommendations` (movie index, per-user vectors/rated/hashes/lists,
-popularity), carrying the unchanged users over from the last version.
+popularity), carrying the unchanged users over from the last version. An unchanged user
+whose document lost its `recommended` list (replaced since, e.g. by restoring the dump
+again) gets the last version's list written back again, without Triton.
 
 Users with no rating the model knows get the most popular movies, marked
 `recommended_source: "popular"` (never an error). Crash safety: finished batches are in
@@ -108,11 +110,13 @@ def plan_recommendations(store: GraphStore, index_dir: Path,
         plan = {"model": {"name": config.model}, "checkpoint": inputs.digest, "top_k": config.top_k}
         previous, why_full = _previous(Path(index_dir), config, plan)
         todo = _changed(inputs.known.user_keys, inputs.hashes, previous)
+        rewrites = _rewrites(previous, inputs.known.user_keys, inputs.unwritten, todo)
     rated = int((inputs.known.degrees()[todo] > 0).sum())
     return {"users": config.users, "ratings": config.ratings, "num_users": inputs.known.num_users,
             "mode": "full" if previous is None else "incremental", "full_because": why_full,
             "would_compute_users": int(len(todo)), "would_embed_users": rated,
-            "would_answer_popular": int(len(todo)) - rated, "artifact": artifact_name(config.users),
+            "would_answer_popular": int(len(todo)) - rated,
+            "would_rewrite_users": rewrites.num_rows, "artifact": artifact_name(config.users),
             "dry_run": True, "seconds": timer.summary()}
 
 
@@ -123,6 +127,7 @@ class _Inputs:
     histories: RatingHistories  # as pulled
     known: RatingHistories  # on the tower's movie list
     hashes: np.ndarray
+    unwritten: np.ndarray  # bool per user: the document holds no `recommended_source` (new, or replaced since)
 
 
 def _inputs(store: GraphStore, config: RecommendUsersConfig) -> _Inputs:
@@ -130,12 +135,17 @@ def _inputs(store: GraphStore, config: RecommendUsersConfig) -> _Inputs:
     tower = load_tower(config.checkpoint)
     digest = _file_digest(config.checkpoint)
     histories = load_ratings(store, config.users, config.ratings, config.rating, config.timestamp)
+    written = pa.Table.from_batches(list(store.pull(config.users, {"recommended_source": pa.string()})),
+                                    schema=pa.schema([("_key", pa.string()), ("recommended_source", pa.string())]))
     store.release()  # the service may read the store while we compute; the write-back reopens it
+    unwritten = ~pc.is_in(histories.user_keys, value_set=written.filter(
+        written.column("recommended_source").is_valid()).column("_key").combine_chunks()).to_numpy(
+        zero_copy_only=False)
     if histories.movie_collection and histories.movie_collection != tower.movie_collection:
         raise ConfigError(f"'{config.ratings}' rates '{histories.movie_collection}', but {config.checkpoint} was "
                           f"trained on '{tower.movie_collection}' — train one with 'jobs train-recommender'")
     known = histories.on_vocabulary(tower.movie_keys)
-    return _Inputs(tower, digest, histories, known, input_hashes(known, tower.settings.history))
+    return _Inputs(tower, digest, histories, known, input_hashes(known, tower.settings.history), unwritten)
 
 
 def _recommend(store: GraphStore, infer_many: UserVectors, index_dir: Path, config: RecommendUsersConfig,
@@ -177,8 +187,10 @@ def _recommend(store: GraphStore, infer_many: UserVectors, index_dir: Path, conf
         changed = _user_rows(known, tower, todo, rated_users, vectors, ids, scores, popular, popularity, hashes)
 
     with timer("write_back"):
-        written = store.update_attributes(config.users, changed.select(["_key", "recommended"]).append_column(
-            "recommended_source", changed.column("source"))) if changed.num_rows else 0
+        rewritten = _rewrites(previous, known.user_keys, inputs.unwritten, todo)
+        lists = pa.concat_tables([changed, rewritten.cast(changed.schema)]) if rewritten.num_rows else changed
+        written = store.update_attributes(config.users, lists.select(["_key", "recommended"]).append_column(
+            "recommended_source", lists.column("source"))) if lists.num_rows else 0
 
     with timer("publish"):
         users_table = _carried(previous, changed, known.user_keys)
@@ -205,6 +217,7 @@ def _recommend(store: GraphStore, infer_many: UserVectors, index_dir: Path, conf
         "computed_users": int(len(todo)),
         "embedded_users": int(len(rated_users)),
         "written": int(written),
+        "rewritten_users": int(rewritten.num_rows),
         "mode": "full" if previous is None else "incremental",
         "full_because": why_full,
         "by_source": {row["values"]: row["counts"] for row in sources},
@@ -316,6 +329,17 @@ def _user_rows(known: RatingHistories, tower: TowerCheckpoint, todo: np.ndarray,
         "input_hash": pa.array(hashes[todo], pa.uint64()),
         "recommended": pa.array(recommended, RECOMMENDED_TYPE),
     })
+
+
+def _rewrites(previous: pa.Table | None, user_keys: pa.Array, unwritten: np.ndarray, todo: np.ndarray) -> pa.Table:
+    """The last artifact's rows of users not recomputed whose document lost its list
+    since (replaced, e.g. by a restore of the dump): written back again as they were,
+    without Triton and without a new version."""
+    again = unwritten.copy()
+    again[todo] = False
+    if previous is None or not again.any():
+        return previous.schema.empty_table() if previous is not None else pa.table({"_key": pa.array([], pa.string())})
+    return previous.filter(pc.is_in(previous.column("_key"), value_set=user_keys.filter(pa.array(again))))
 
 
 def _carried(previous: pa.Table | None, changed: pa.Table, user_keys: pa.Array) -> pa.Table:

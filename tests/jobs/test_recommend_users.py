@@ -132,6 +132,23 @@ def test_a_new_rating_rewrites_only_that_users_list_and_drops_the_rated_movie(us
     assert not again["published"] and again["index_version"] == 2
 
 
+def test_an_unchanged_user_whose_document_was_replaced_gets_the_same_list_written_back_again(
+        user_tower_triton, tmp_path):
+    store_path, checkpoint, client = _copy(user_tower_triton, tmp_path)
+    config = RecommendUsersConfig(checkpoint=checkpoint)
+    with open_store(str(store_path)) as store:
+        recommend_users(store, client, tmp_path / "indexes", config)
+        before = _recommended(store)
+        # what restoring the dump again does: the document replaced whole, without `recommended`
+        store.upsert_documents("Users", [{"_key": user_key(9), "name": "User 9"}])
+        assert "recommended" not in store.get_documents("Users", [user_key(9)])[0]
+        summary = recommend_users(store, client, tmp_path / "indexes", config)
+        after = _recommended(store)
+    assert (summary["computed_users"], summary["rewritten_users"], summary["written"]) == (0, 1, 1)
+    assert summary["batches"]["computed"] == 0 and not summary["published"] and summary["index_version"] == 1
+    assert after == before
+
+
 def test_a_served_tower_from_another_checkpoint_is_refused_in_one_line(user_tower_triton, tmp_path):
     store_path, checkpoint, client = _copy(user_tower_triton, tmp_path)
     other = load_tower(checkpoint)
@@ -196,6 +213,7 @@ def test_reindex_users_after_a_new_rating_recomputes_only_that_user_and_a_dry_ru
     assert dry.exit_code == 0, dry.output
     planned = json.loads(dry.stdout)
     assert (planned["mode"], planned["would_compute_users"], planned["would_embed_users"]) == ("incremental", 1, 1)
+    assert planned["would_rewrite_users"] == 0
     assert load_current(index_dir, "Users.recommendations").version == 1  # the dry run changed nothing
     again = _invoke(store_path, index_dir, client, *reindex)
     assert again.exit_code == 0, again.output
