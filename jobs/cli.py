@@ -829,11 +829,11 @@ def _run_recommend_users(settings, config, dry_run: bool, as_json: bool, prefix:
                    f"(dry run: nothing changed)")
         return
     sources = ", ".join(f"{count} {source}" for source, count in summary["by_source"].items())
-    again = f" ({summary['rewritten_users']} unchanged, their documents replaced since)" \
+    again = f" ({summary['rewritten_users']} the same again: their documents were replaced since)" \
         if summary["rewritten_users"] else ""
     click.echo(f"{prefix}{summary['mode']}{why}: computed {summary['computed_users']} of {summary['num_users']} "
                f"{config.users} ({summary['users_per_second'] or '-'} users/s), wrote {summary['written']} "
-               f"`recommended` lists{again} ({sources} overall), "
+               f"`recommended` lists{again}; {sources} overall; "
                f"{'published' if summary['published'] else 'unchanged'} {summary['artifact']} "
                f"v{summary['index_version']} in {summary['seconds']['total']}s")
 
