@@ -54,6 +54,21 @@ def _fanouts(value: str) -> tuple[int, ...]:
     return fanouts
 
 
+def _rating_options(function):
+    options = [
+        click.option("--users", default="Users", show_default=True, help="The users collection."),
+        click.option("--ratings", default="Ratings", show_default=True,
+                     help="The edge collection of ratings (users → movies)."),
+        click.option("--rating", "rating_attribute", default="rating", show_default=True,
+                     help="The edge attribute holding the star rating (missing: 3)."),
+        click.option("--timestamp", "timestamp_attribute", default="timestamp", show_default=True,
+                     help="The edge attribute ordering a user's ratings in time."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 @cli.command("restore-dumps")
 @click.argument("directories", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--collection", "collections", multiple=True, metavar="NAME",
@@ -501,13 +516,36 @@ def embed_movies_command(ctx, collection, text_attribute, embedding, model, grap
                f"in {summary['seconds']['total']}s")
 
 
+#: reindex options that say how to compute a target's vectors: each applies to some targets only
+_REINDEX_OPTIONS = {
+    "products": ("edges", "features", "tolerance"),
+    "movies": ("text_attribute", "movie_embedding", "graph_model"),
+    "products,movies": ("collection", "layer_batch_size", "rebuild_share", "write_batch", "executor", "ray_address",
+                        "partitions", "ray_actors"),
+    "users": ("users", "ratings", "rating_attribute", "timestamp_attribute", "checkpoint"),
+}
+
+
+def _refuse_foreign_options(ctx: click.Context, target: str) -> None:
+    """An option given on the command line that the target does not use is an error, not
+    silently ignored (e.g. `reindex users --edges …`)."""
+    flags = {param.name: param.opts[0] for param in ctx.command.params}
+    for targets, names in _REINDEX_OPTIONS.items():
+        if target in targets.split(","):
+            continue
+        for name in names:
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+                raise ConfigError(f"{flags[name]} does not apply to 'jobs reindex {target}' "
+                                  f"(it is an option of reindex {' and '.join(targets.split(','))})")
+
+
 @cli.command("reindex")
-@click.argument("target", type=click.Choice(["products", "movies"]))
+@click.argument("target", type=click.Choice(["products", "movies", "users"]))
 @click.option("--collection", default="", help="Collection to re-index [default: the TARGET's name].")
 @click.option("--edges", default="bought_together", show_default=True, help="Edge collection (products).")
 @click.option("--features", default="features", show_default=True, help="Feature attribute (products).")
 @click.option("--text", "text_attribute", default="description", show_default=True, help="Text attribute (movies).")
-@click.option("--model", default="", help="Triton model [default: graphsage / sentence_encoder].")
+@click.option("--model", default="", help="Triton model [default: graphsage / sentence_encoder / user_tower].")
 @click.option("--embedding", "movie_embedding", type=click.Choice(["auto", "text", "graph"]), default="auto",
               show_default=True, help="Movies: text, graph-aware, or auto (graph when Triton serves --graph-model "
                                       "and the catalogue has its edges), as 'jobs embed-movies --model'.")
@@ -528,18 +566,36 @@ def embed_movies_command(ctx, collection, text_attribute, embedding, model, grap
 @click.option("--dry-run", is_flag=True, help="Report what would be recomputed; change nothing (no Triton needed).")
 @click.option("--stale-after", default=600.0, show_default=True, type=click.FloatRange(1),
               help="Seconds without a heartbeat after which another host's lock counts as stale.")
+@_rating_options
+@click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False),
+              default=Path("checkpoints/user_tower.pt"), show_default=True,
+              help="Users: the user tower checkpoint the served model was exported from.")
 @executor_options
 @json_option
 @click.pass_context
 def reindex_command(ctx, target, collection, edges, features, text_attribute, model, movie_embedding, graph_model,
                     top_k, layer_batch_size,
                     max_in_flight, keep, tolerance, rebuild_share, write_batch, full, dry_run, stale_after,
+                    users, ratings, rating_attribute, timestamp_attribute, checkpoint,
                     executor, ray_address, partitions, ray_actors, as_json):
-    """Re-index TARGET (products or movies) incrementally: only what changed since the last run.
+    """Re-index TARGET (products, movies or users) incrementally: only what changed since the last run.
+
+    users: each user's `recommended` list, recomputed for the users whose ratings changed
+    (`jobs recommend-users`, incremental; all users after a new model or with --full).
 
     Exit codes: 0 done (or nothing to do), 1 error (one line on stderr), 75 another run
     holds the lock (try later). A killed run leaves its finished batches behind; rerun it.
     """
+    _refuse_foreign_options(ctx, target)
+    if target == "users":
+        from jobs.recommend_users import RecommendUsersConfig
+
+        config = RecommendUsersConfig(users=users, ratings=ratings, rating=rating_attribute,
+                                      timestamp=timestamp_attribute, model=model or "user_tower",
+                                      checkpoint=checkpoint, top_k=top_k, max_in_flight=max_in_flight, keep=keep,
+                                      full=full, stale_after=stale_after)
+        _run_recommend_users(settings_from(ctx), config, dry_run, as_json, prefix="users: ")
+        return
     from graphsvc.triton.client import TritonClient
     from jobs.reindex import ReindexConfig, reindex
 
@@ -686,21 +742,6 @@ def _evaluate_users(settings, users, ratings, out, k, seed, as_json) -> None:
     click.echo(f"report: {report['files']['index.html']}")
 
 
-def _rating_options(function):
-    options = [
-        click.option("--users", default="Users", show_default=True, help="The users collection."),
-        click.option("--ratings", default="Ratings", show_default=True,
-                     help="The edge collection of ratings (users → movies)."),
-        click.option("--rating", "rating_attribute", default="rating", show_default=True,
-                     help="The edge attribute holding the star rating (missing: 3)."),
-        click.option("--timestamp", "timestamp_attribute", default="timestamp", show_default=True,
-                     help="The edge attribute ordering a user's ratings in time."),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
-
-
 @cli.command("train-recommender")
 @_rating_options
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=Path("checkpoints/user_tower.pt"),
@@ -745,32 +786,56 @@ def train_recommender_command(ctx, users, ratings, rating_attribute, timestamp_a
 @click.option("--max-in-flight", default=2, show_default=True, type=click.IntRange(1))
 @click.option("--keep", default=3, show_default=True, type=click.IntRange(1), help="Artifact versions to keep.")
 @click.option("--full", is_flag=True, help="Recompute every user, not only those whose ratings changed.")
+@click.option("--stale-after", default=600.0, show_default=True, type=click.FloatRange(1),
+              help="Seconds without a heartbeat after which another host's lock counts as stale.")
 @json_option
 @click.pass_context
 def recommend_users_command(ctx, users, ratings, rating_attribute, timestamp_attribute, model, checkpoint, top_k,
-                            batch_size, max_in_flight, keep, full, as_json):
+                            batch_size, max_in_flight, keep, full, stale_after, as_json):
     """Each user's top k unrated movies (user vectors on Triton): write back `recommended`, publish.
 
     Incremental: only users whose ratings changed since the last published version are
-    computed and written (all of them after a new model or with --full)."""
-    from graphsvc.triton.client import TritonClient
-    from jobs.recommend_users import RecommendUsersConfig, recommend_users
+    computed and written (all of them after a new model or with --full). One run at a time
+    per users collection (shared with 'jobs reindex users'): exit 75 while another holds it."""
+    from jobs.recommend_users import RecommendUsersConfig
 
     config = RecommendUsersConfig(users=users, ratings=ratings, rating=rating_attribute,
                                   timestamp=timestamp_attribute, model=model, checkpoint=checkpoint, top_k=top_k,
-                                  batch_size=batch_size, max_in_flight=max_in_flight, keep=keep, full=full)
-    settings = settings_from(ctx)
-    with open_settings_store(settings) as store, TritonClient(settings.triton_url) as triton:
-        with progress(None, "recommending", "users") as bar:
-            summary = recommend_users(store, triton, settings.index_dir, config, on_progress=bar.update)
+                                  batch_size=batch_size, max_in_flight=max_in_flight, keep=keep, full=full,
+                                  stale_after=stale_after)
+    _run_recommend_users(settings_from(ctx), config, dry_run=False, as_json=as_json)
+
+
+def _run_recommend_users(settings, config, dry_run: bool, as_json: bool, prefix: str = "") -> None:
+    """`jobs recommend-users` and `jobs reindex users`: one job, one lock, one summary line."""
+    from graphsvc.triton.client import TritonClient
+    from jobs.recommend_users import plan_recommendations, recommend_users
+
+    with open_settings_store(settings) as store:
+        if dry_run:
+            summary = plan_recommendations(store, settings.index_dir, config)
+        else:
+            with TritonClient(settings.triton_url) as triton, progress(None, "recommending", "users") as bar:
+                summary = recommend_users(store, triton, settings.index_dir, config, on_progress=bar.update)
     if as_json:
         emit_json(summary)
         return
+    why = f" ({summary['full_because']})" if summary["full_because"] else ""
+    if dry_run:
+        click.echo(f"{prefix}{summary['mode']}{why} run would compute {summary['would_compute_users']} of "
+                   f"{summary['num_users']} {config.users} ({summary['would_embed_users']} through the model, "
+                   f"{summary['would_answer_popular']} popular; a newly exported model version is not seen here), "
+                   f"write {summary['would_rewrite_users']} unchanged lists again "
+                   f"(dry run: nothing changed)")
+        return
     sources = ", ".join(f"{count} {source}" for source, count in summary["by_source"].items())
-    click.echo(f"{summary['mode']}: computed {summary['computed_users']} of {summary['num_users']} {users} "
-               f"({summary['users_per_second'] or '-'} users/s), wrote {summary['written']} `recommended` lists "
-               f"({sources} overall), published {summary['artifact']} v{summary['index_version']} in "
-               f"{summary['seconds']['total']}s")
+    again = f" ({summary['rewritten_users']} the same again: their documents were replaced since)" \
+        if summary["rewritten_users"] else ""
+    click.echo(f"{prefix}{summary['mode']}{why}: computed {summary['computed_users']} of {summary['num_users']} "
+               f"{config.users} ({summary['users_per_second'] or '-'} users/s), wrote {summary['written']} "
+               f"`recommended` lists{again}; {sources} overall; "
+               f"{'published' if summary['published'] else 'unchanged'} {summary['artifact']} "
+               f"v{summary['index_version']} in {summary['seconds']['total']}s")
 
 
 def main() -> None:

@@ -10,13 +10,18 @@ computed → their vectors from the `user_tower` model on Triton, in batches, jo
 their top k unrated movies (blocked products against every movie vector, rated ones
 masked) → write back `recommended` and `recommended_source` on those users only →
 publish `<users>.recommendations` (movie index, per-user vectors/rated/hashes/lists,
-popularity), carrying the unchanged users over from the last version.
+popularity), carrying the unchanged users over from the last version. An unchanged user
+whose document lost its `recommended` list (replaced since, e.g. by restoring the dump
+again) gets the last version's list written back again, without Triton.
 
 Users with no rating the model knows get the most popular movies, marked
 `recommended_source: "popular"` (never an error). Crash safety: finished batches are in
 the run's journal (a rerun computes only the missing ones); the artifact is published
 atomically after the write-back, so a run killed between the two redoes the same users'
-write-back (idempotent) on its rerun.
+write-back (idempotent) on its rerun. One run at a time per artifact: the whole recipe
+holds `<index_dir>/.jobs/<users>.recommendations/LOCK` (`graphsvc.runs.RunLock`), whichever
+command runs it (`jobs recommend-users`, `jobs reindex users`); a held lock raises
+LockHeld (exit 75). `plan_recommendations` is the dry run: the same diff, no Triton.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from graphsvc.recommend.artifact import (
 )
 from graphsvc.recommend.ranking import most_popular, top_unrated
 from graphsvc.recommend.ratings import RatingHistories, load_ratings
-from graphsvc.runs import job_journal
+from graphsvc.runs import RunLock, job_journal, job_lock_path
 from graphsvc.runs.timing import PhaseTimer
 from graphsvc.store.base import GraphStore
 
@@ -69,6 +74,7 @@ class RecommendUsersConfig:
     keep: int = 3
     full: bool = False  # recompute every user, not only those whose ratings changed
     ready_timeout: float = 10.0
+    stale_after: float = 600.0  # seconds without a heartbeat after which another host's lock is stale
 
 
 def recommend_users(store: GraphStore, triton, index_dir: Path,
@@ -85,21 +91,73 @@ def recommend_users(store: GraphStore, triton, index_dir: Path,
 def recommend_with(store: GraphStore, infer_many: UserVectors, index_dir: Path, config: RecommendUsersConfig,
                    model: dict, on_progress: Callable[[int], None] | None = None) -> dict:
     """The job with the user vectors from `infer_many` (Triton's, or an in-process
-    model's for the bench), `model` naming it in the manifest."""
+    model's for the bench), `model` naming it in the manifest; under the artifact's lock."""
+    with RunLock(job_lock_path(index_dir, artifact_name(config.users)), stale_after=config.stale_after) as lock:
+        summary = _recommend(store, infer_many, Path(index_dir), config, model, on_progress)
+    if lock.took_over:
+        summary["lock_taken_over_from"] = lock.took_over
+    return summary
+
+
+def plan_recommendations(store: GraphStore, index_dir: Path,
+                         config: RecommendUsersConfig = RecommendUsersConfig()) -> dict:
+    """What a run would compute, without Triton and without changing anything (the dry
+    run): the same input hashes compared with the last published artifact. The served
+    model's version is not known here, so a new export alone is not seen."""
     timer = PhaseTimer()
+    with timer("diff"):
+        inputs = _inputs(store, config)
+        plan = {"model": {"name": config.model}, "checkpoint": inputs.digest, "top_k": config.top_k}
+        previous, why_full = _previous(Path(index_dir), config, plan)
+        todo = _changed(inputs.known.user_keys, inputs.hashes, previous)
+        rewrites = _rewrites(previous, inputs.known.user_keys, inputs.unwritten, todo)
+    rated = int((inputs.known.degrees()[todo] > 0).sum())
+    return {"users": config.users, "ratings": config.ratings, "num_users": inputs.known.num_users,
+            "mode": "full" if previous is None else "incremental", "full_because": why_full,
+            "would_compute_users": int(len(todo)), "would_embed_users": rated,
+            "would_answer_popular": int(len(todo)) - rated,
+            "would_rewrite_users": rewrites.num_rows, "artifact": artifact_name(config.users),
+            "dry_run": True, "seconds": timer.summary()}
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    tower: TowerCheckpoint
+    digest: str
+    histories: RatingHistories  # as pulled
+    known: RatingHistories  # on the tower's movie list
+    hashes: np.ndarray
+    unwritten: np.ndarray  # bool per user: the document holds no `recommended_source` (new, or replaced since)
+
+
+def _inputs(store: GraphStore, config: RecommendUsersConfig) -> _Inputs:
+    """The checkpoint, the users' histories on its movies and each user's input hash."""
     tower = load_tower(config.checkpoint)
     digest = _file_digest(config.checkpoint)
-    with timer("pull"):
-        histories = load_ratings(store, config.users, config.ratings, config.rating, config.timestamp)
+    histories = load_ratings(store, config.users, config.ratings, config.rating, config.timestamp)
+    written = pa.Table.from_batches(list(store.pull(config.users, {"recommended_source": pa.string()})),
+                                    schema=pa.schema([("_key", pa.string()), ("recommended_source", pa.string())]))
     store.release()  # the service may read the store while we compute; the write-back reopens it
+    unwritten = ~pc.is_in(histories.user_keys, value_set=written.filter(
+        written.column("recommended_source").is_valid()).column("_key").combine_chunks()).to_numpy(
+        zero_copy_only=False)
     if histories.movie_collection and histories.movie_collection != tower.movie_collection:
         raise ConfigError(f"'{config.ratings}' rates '{histories.movie_collection}', but {config.checkpoint} was "
                           f"trained on '{tower.movie_collection}' — train one with 'jobs train-recommender'")
     known = histories.on_vocabulary(tower.movie_keys)
+    return _Inputs(tower, digest, histories, known, input_hashes(known, tower.settings.history), unwritten)
+
+
+def _recommend(store: GraphStore, infer_many: UserVectors, index_dir: Path, config: RecommendUsersConfig,
+               model: dict, on_progress: Callable[[int], None] | None) -> dict:
+    timer = PhaseTimer()
+    with timer("pull"):
+        inputs = _inputs(store, config)
+    tower, digest, histories, known, hashes = inputs.tower, inputs.digest, inputs.histories, inputs.known, \
+        inputs.hashes
     history = tower.settings.history
     _check_served(infer_many, tower, known, model, config.checkpoint)
 
-    hashes = input_hashes(known, history)
     plan = {"model": model, "checkpoint": digest, "top_k": config.top_k}
     previous, why_full = _previous(index_dir, config, plan)
     todo = _changed(known.user_keys, hashes, previous)
@@ -129,8 +187,10 @@ def recommend_with(store: GraphStore, infer_many: UserVectors, index_dir: Path, 
         changed = _user_rows(known, tower, todo, rated_users, vectors, ids, scores, popular, popularity, hashes)
 
     with timer("write_back"):
-        written = store.update_attributes(config.users, changed.select(["_key", "recommended"]).append_column(
-            "recommended_source", changed.column("source"))) if changed.num_rows else 0
+        rewritten = _rewrites(previous, known.user_keys, inputs.unwritten, todo)
+        lists = pa.concat_tables([changed, rewritten.cast(changed.schema)]) if rewritten.num_rows else changed
+        written = store.update_attributes(config.users, lists.select(["_key", "recommended"]).append_column(
+            "recommended_source", lists.column("source"))) if lists.num_rows else 0
 
     with timer("publish"):
         users_table = _carried(previous, changed, known.user_keys)
@@ -157,6 +217,7 @@ def recommend_with(store: GraphStore, infer_many: UserVectors, index_dir: Path, 
         "computed_users": int(len(todo)),
         "embedded_users": int(len(rated_users)),
         "written": int(written),
+        "rewritten_users": int(rewritten.num_rows),
         "mode": "full" if previous is None else "incremental",
         "full_because": why_full,
         "by_source": {row["values"]: row["counts"] for row in sources},
@@ -215,8 +276,11 @@ def _previous(index_dir: Path, config: RecommendUsersConfig, plan: dict) -> tupl
         return None, "no earlier recommendations"
     extra = loaded.manifest.extra
     was = {"model": loaded.manifest.model, "checkpoint": extra.get("checkpoint_digest"), "top_k": extra.get("top_k")}
-    for name in plan:
-        if was[name] != plan[name]:
+    for name, now in plan.items():
+        before = was[name]
+        if isinstance(now, dict) and isinstance(before, dict):  # a dry run knows the model's name only
+            before = {k: before.get(k) for k in now}
+        if before != now:
             return None, f"the {name.replace('_', ' ')} changed since version {loaded.version}"
     return previous_users(loaded), None
 
@@ -265,6 +329,17 @@ def _user_rows(known: RatingHistories, tower: TowerCheckpoint, todo: np.ndarray,
         "input_hash": pa.array(hashes[todo], pa.uint64()),
         "recommended": pa.array(recommended, RECOMMENDED_TYPE),
     })
+
+
+def _rewrites(previous: pa.Table | None, user_keys: pa.Array, unwritten: np.ndarray, todo: np.ndarray) -> pa.Table:
+    """The last artifact's rows of users not recomputed whose document lost its list
+    since (replaced, e.g. by a restore of the dump): written back again as they were,
+    without Triton and without a new version."""
+    again = unwritten.copy()
+    again[todo] = False
+    if previous is None or not again.any():
+        return previous.schema.empty_table() if previous is not None else pa.table({"_key": pa.array([], pa.string())})
+    return previous.filter(pc.is_in(previous.column("_key"), value_set=user_keys.filter(pa.array(again))))
 
 
 def _carried(previous: pa.Table | None, changed: pa.Table, user_keys: pa.Array) -> pa.Table:

@@ -10,7 +10,11 @@
   collections: gzip data split over several numbered files. Lines are built in bulk
   (`jobs.synth_text`) and gzipped in threads, so the full size takes minutes, not hours.
 - `movies`: the small catalogue in `jobs/data/movies.jsonl` (written for this project)
-  with genre and director vertices and `has_genre` / `directed_by` edges.
+  with genre and director vertices and `has_genre` / `directed_by` edges, and seeded
+  `users` who rate movies (`rated` edges with a `rating` 1–5 and a `timestamp`): each
+  user likes 1 or 2 genres (their `likes`), picks most movies from them and rates those
+  higher, so a recommender has tastes to learn; the last few users rated nothing (they
+  get the popular answer).
 """
 
 from __future__ import annotations
@@ -293,7 +297,49 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def write_movies_dump(out: Path, source: Path = MOVIES_SOURCE) -> dict:
+@dataclass(frozen=True)
+class DemoUsersSpec:
+    """The demo catalogue's users: who likes what, how much they rate."""
+
+    users: int = 400
+    unrated_users: int = 2  # the last ones: no ratings at all
+    min_ratings: int = 15
+    max_ratings: int = 40
+    lean: float = 0.9  # share of a user's picks from the genres they like
+    seed: int = 5
+
+
+def demo_users(movies: list[dict], spec: DemoUsersSpec = DemoUsersSpec()) -> tuple[list[dict], list[dict]]:
+    """(users, rated edges) over `movies` (documents with `_key` and `genres`): seeded,
+    in time order per user."""
+    rng = np.random.default_rng(spec.seed)
+    genres = sorted({g for m in movies for g in m["genres"]})
+    by_genre = {g: np.array([i for i, m in enumerate(movies) if g in m["genres"]]) for g in genres}
+    share = np.array([len(by_genre[g]) for g in genres], np.float64)
+    users, rated = [], []
+    for u in range(1, spec.users + 1):
+        likes = sorted(rng.choice(genres, size=int(rng.integers(1, 3)), replace=False, p=share / share.sum()).tolist())
+        users.append({"_key": f"u{u:04d}", "name": f"User {u}", "likes": likes})
+        if u > spec.users - spec.unrated_users:
+            continue
+        seen: set[int] = set()
+        for _ in range(int(rng.integers(spec.min_ratings, spec.max_ratings + 1))):
+            pool = by_genre[likes[rng.integers(len(likes))]] if rng.random() < spec.lean else None
+            movie = int(rng.choice(pool)) if pool is not None else int(rng.integers(len(movies)))
+            if movie in seen:
+                continue
+            seen.add(movie)
+            fan = bool(set(likes) & set(movies[movie]["genres"]))
+            stars = int(np.clip(round(rng.normal(4.3 if fan else 2.4, 0.8)), 1, 5))
+            rated.append({"_key": f"u{u:04d}-{movies[movie]['_key']}", "_from": f"users/u{u:04d}",
+                          "_to": f"movies/{movies[movie]['_key']}", "rating": stars,
+                          "timestamp": 1_700_000_000 + 3_600 * len(seen) + u})
+    return users, rated
+
+
+def write_movies_dump(out: Path, source: Path = MOVIES_SOURCE, users: DemoUsersSpec | None = DemoUsersSpec()) -> dict:
+    """The hand-written catalogue as an arangodump directory; with `users` (the default)
+    also seeded users and their ratings (`users`, `rated`)."""
     movies = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
     genres = sorted({g for m in movies for g in m["genres"]})
     directors = sorted({m["director"] for m in movies})
@@ -306,30 +352,26 @@ def write_movies_dump(out: Path, source: Path = MOVIES_SOURCE) -> dict:
         {"_key": m["_key"], "_from": f"movies/{m['_key']}", "_to": f"directors/{_slug(m['director'])}"}
         for m in movies
     ]
-    write_dump(
-        out,
-        database="movies",
-        collections=[
-            ("movies", "document", movies),
-            ("genres", "document", [{"_key": _slug(g), "name": g} for g in genres]),
-            ("directors", "document", [{"_key": _slug(d), "name": d} for d in directors]),
-            ("has_genre", "edge", genre_edges),
-            ("directed_by", "edge", director_edges),
-        ],
-        graphs=[
-            GraphInfo(
-                "movies_graph",
-                (
-                    EdgeDefinition("has_genre", ("movies",), ("genres",)),
-                    EdgeDefinition("directed_by", ("movies",), ("directors",)),
-                ),
-            )
-        ],
-    )
-    return {
+    collections = [
+        ("movies", "document", movies),
+        ("genres", "document", [{"_key": _slug(g), "name": g} for g in genres]),
+        ("directors", "document", [{"_key": _slug(d), "name": d} for d in directors]),
+        ("has_genre", "edge", genre_edges),
+        ("directed_by", "edge", director_edges),
+    ]
+    edges = [EdgeDefinition("has_genre", ("movies",), ("genres",)),
+             EdgeDefinition("directed_by", ("movies",), ("directors",))]
+    counts = {
         "movies": len(movies),
         "genres": len(genres),
         "directors": len(directors),
         "has_genre": len(genre_edges),
         "directed_by": len(director_edges),
     }
+    if users is not None:
+        user_documents, rated = demo_users(movies, users)
+        collections += [("users", "document", user_documents), ("rated", "edge", rated)]
+        edges.append(EdgeDefinition("rated", ("users",), ("movies",)))
+        counts.update(users=len(user_documents), rated=len(rated))
+    write_dump(out, database="movies", collections=collections, graphs=[GraphInfo("movies_graph", tuple(edges))])
+    return counts

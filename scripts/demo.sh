@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded store: restore → train (once) → export →
-# Triton → embed products and movies (graph-aware) → evaluate → answer queries.
-# Rerunning gives the same answers.
+# Triton → embed products and movies (graph-aware) → evaluate → recommend movies to the
+# demo's users → answer queries. Rerunning gives the same answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=.venv/bin
@@ -26,8 +26,15 @@ if [ ! -f "$checkpoint" ]; then
   $bin/jobs train-graphsage --out "$checkpoint"
 fi
 
+# the user tower learns from the demo's users and their ratings (movies dump: users, rated)
+tower=checkpoints/user_tower.pt
+if [ ! -f "$tower" ]; then
+  step "train the user tower on the demo's ratings (first run only; delete $tower to retrain)"
+  $bin/jobs train-recommender --users users --ratings rated --out "$tower"
+fi
+
 step "export the models into $GRAPHSVC_MODEL_REPOSITORY"
-$bin/jobs export-models --checkpoint "$checkpoint"
+$bin/jobs export-models --checkpoint "$checkpoint" --user-tower "$tower"
 
 step "start Triton (http $http_port, grpc $grpc_port, metrics $metrics_port)"
 $bin/graphsvc triton serve --http-port "$http_port" --grpc-port "$grpc_port" --metrics-port "$metrics_port" \
@@ -51,6 +58,9 @@ $bin/jobs evaluate
 step "evaluate the movie embeddings: genre precision@10, graph-aware vs text only (var/evaluation/movies)"
 $bin/jobs evaluate movies
 
+step "recommend movies to every user, incrementally (written back as \`recommended\`, published)"
+$bin/jobs recommend-users --users users --ratings rated --checkpoint "$tower"
+
 step "graphsvc similar products/P0000042"
 $bin/graphsvc similar products/P0000042 --fields category,predicted_category,title
 
@@ -59,3 +69,9 @@ $bin/graphsvc search movies "a haunted house on a stormy coast" --fields title,y
 
 step "graphsvc similar movies/m0001 (graph-aware)"
 $bin/graphsvc similar movies/m0001 --fields title,genres
+
+step "graphsvc recommend users/u0003 (a user who likes Crime; what they rated is left out)"
+$bin/graphsvc recommend users/u0003 --fields title,genres
+
+step "graphsvc recommend users/u0400 -k 3 (no ratings yet: the most popular movies, marked as such)"
+$bin/graphsvc recommend users/u0400 -k 3 --fields title,genres

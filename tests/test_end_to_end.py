@@ -1,5 +1,6 @@
 """The whole pipeline on real components: dumps → embedded store → training → export →
-the real Triton server (`graphsvc triton serve`) → embed jobs → FAISS → write-back → queries."""
+the real Triton server (`graphsvc triton serve`) → embed jobs → FAISS → write-back → queries,
+and the demo's users: the user tower trained on the movies dump's ratings → recommendations."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from click.testing import CliRunner
 
 from graphsvc.cli import cli as graphsvc_cli
 from graphsvc.index.artifacts import current_version, load_current
+from graphsvc.recommend.training import TrainSettings
 from graphsvc.store import open_store
 from graphsvc.triton.client import TritonClient
 from jobs.cli import cli as jobs_cli
-from jobs.synth import ProductGraphSpec, write_movies_dump, write_products_dump
+from jobs.synth import DemoUsersSpec, ProductGraphSpec, write_movies_dump, write_products_dump
 from jobs.train import TrainingConfig, train_graphsage
+from jobs.train_recommender import TrainRecommenderConfig, train_recommender
 from tests.support import REPO_ROOT, free_ports
 
 SPEC = ProductGraphSpec(num_products=800, num_categories=8, seed=11)
@@ -47,8 +50,11 @@ def pipeline(tmp_path_factory):
     with open_store(str(store_path)) as store:
         train_graphsage(store, root / "graphsage.pth.tar",
                         config=TrainingConfig(epochs=8, hidden=64, batch_size=64, seed=1))
+        train_recommender(store, TrainRecommenderConfig(users="users", ratings="rated", out=root / "user_tower.pt",
+                                                        settings=TrainSettings(max_steps=400)))
     run(jobs_cli, ["export-models", "--model-repository", str(repository),
-                   "--checkpoint", str(root / "graphsage.pth.tar")], settings)
+                   "--checkpoint", str(root / "graphsage.pth.tar"), "--user-tower", str(root / "user_tower.pt")],
+        settings)
 
     server = subprocess.Popen(
         [sys.executable, "-m", "graphsvc.cli", "triton", "serve", "--model-repository", str(repository),
@@ -58,7 +64,7 @@ def pipeline(tmp_path_factory):
     )
     try:
         with TritonClient(f"grpc://127.0.0.1:{grpc}") as client:
-            client.wait_ready(timeout=180, models=["graphsage", "sentence_encoder"])
+            client.wait_ready(timeout=180, models=["graphsage", "sentence_encoder", "user_tower"])
         products = json.loads(run(jobs_cli, ["embed-products", "--json"], settings).stdout)
         movies = json.loads(run(jobs_cli, ["embed-movies", "--json"], settings).stdout)
         yield {
@@ -83,6 +89,7 @@ def test_restore_reports_every_collection(pipeline):
     counts = {c["collection"]: c["written"] for c in pipeline["restored"]["collections"]}
     assert counts["products"] == SPEC.num_products
     assert counts["movies"] == 202 and counts["directed_by"] == 202
+    assert counts["users"] == DemoUsersSpec().users == 400 and counts["rated"] == 8026
     assert counts["bought_together"] > SPEC.num_products * 4
     assert sorted(pipeline["restored"]["graphs"]) == ["movies_graph", "products_graph"]
 
@@ -206,6 +213,32 @@ def test_rerunning_restore_and_embed_gives_the_same_answers_without_duplicates(p
     assert [s["_key"] for s in after["P0000042"]] == [s["_key"] for s in before["P0000042"]]
     changed = sum([s["_key"] for s in after[k]] != [s["_key"] for s in before[k]] for k in before)
     assert changed == 0
+
+
+def test_demo_users_get_unrated_movies_of_their_taste_and_keep_them_across_a_restore(pipeline):
+    settings, tower = pipeline["settings"], str(pipeline["root"] / "user_tower.pt")
+    reindex = ["reindex", "users", "--users", "users", "--ratings", "rated", "--checkpoint", tower, "--json"]
+    first = json.loads(run(jobs_cli, reindex, settings).stdout)
+    assert (first["mode"], first["written"], first["by_source"]) == ("full", 400, {"model": 398, "popular": 2})
+    answer = json.loads(run(graphsvc_cli, ["recommend", "users/u0003", "--fields", "title,genres", "--json"],
+                            settings).stdout)
+    with open_store(str(pipeline["store"])) as store:
+        user = store.get_documents("users", ["u0003"])[0]
+        ratings = store.get_documents("rated", store.select_keys("rated"))
+    rated = {d["_to"] for d in ratings if d["_from"] == "users/u0003"}
+    assert user["likes"] == ["Crime"] and answer["source"] == "model" and len(answer["hits"]) == 10
+    assert not {f"movies/{h['_key']}" for h in answer["hits"]} & rated
+    assert [h["_key"] for h in answer["hits"]] == [m["_key"] for m in user["recommended"]]
+    assert sum("Crime" in h["genres"] for h in answer["hits"]) >= 5  # about 1 in 8 movies is a crime movie
+    popular = json.loads(run(graphsvc_cli, ["recommend", "users/u0400", "-k", "3", "--json"], settings).stdout)
+    assert popular["source"] == "popular" and len(popular["hits"]) == 3
+    # restoring the users again replaces their documents: the next run writes the same lists back
+    run(jobs_cli, ["restore-dumps", str(pipeline["root"] / "dumps" / "movies"), "--collection", "users"], settings)
+    again = json.loads(run(jobs_cli, reindex, settings).stdout)
+    assert (again["computed_users"], again["rewritten_users"], again["written"]) == (0, 400, 400)
+    assert again["index_version"] == first["index_version"] and not again["published"]
+    with open_store(str(pipeline["store"])) as store:
+        assert store.get_documents("users", ["u0003"])[0]["recommended"] == user["recommended"]
 
 
 def test_embed_with_triton_down_is_one_line_naming_the_url(pipeline, tmp_path):

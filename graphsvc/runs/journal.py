@@ -87,3 +87,11 @@ def job_journal(index_dir: Path, collection: str, job: str, plan: str) -> RunJou
             if entry.name != f"{job}-{plan}":
                 shutil.rmtree(entry, ignore_errors=True)
     return RunJournal(base / f"{job}-{plan}")
+
+
+def job_lock_path(index_dir: Path, collection: str) -> Path:
+    """The run lock (`graphsvc.runs.lock.RunLock`) of the jobs writing `collection`'s
+    artifact, beside their journals: every command that runs such a job (e.g.
+    `jobs recommend-users` and `jobs reindex users`) takes this one file, so two runs on
+    one artifact never interleave."""
+    return Path(index_dir) / ".jobs" / collection / "LOCK"

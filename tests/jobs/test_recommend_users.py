@@ -7,20 +7,25 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from click.testing import CliRunner
 
 from graphsvc.errors import ModelRepositoryError
-from graphsvc.index.artifacts import load_current
+from graphsvc.index.artifacts import current_version, load_current
 from graphsvc.models.user_tower import MOVIES, RATINGS, USER_VECTOR, in_process, load_tower
 from graphsvc.recommend.artifact import recommendations_of
+from graphsvc.runs import EXIT_LOCK_HELD, job_lock_path
 from graphsvc.settings import TEST_KILL_AT
 from graphsvc.store import open_store
+from jobs.cli import cli as jobs_cli
 from jobs.recommend_users import RecommendUsersConfig, recommend_users, recommend_with
 from tests.recommend.ratings_graph import RatingsSpec, user_key
 from tests.support import REPO_ROOT
@@ -127,6 +132,23 @@ def test_a_new_rating_rewrites_only_that_users_list_and_drops_the_rated_movie(us
     assert not again["published"] and again["index_version"] == 2
 
 
+def test_an_unchanged_user_whose_document_was_replaced_gets_the_same_list_written_back_again(
+        user_tower_triton, tmp_path):
+    store_path, checkpoint, client = _copy(user_tower_triton, tmp_path)
+    config = RecommendUsersConfig(checkpoint=checkpoint)
+    with open_store(str(store_path)) as store:
+        recommend_users(store, client, tmp_path / "indexes", config)
+        before = _recommended(store)
+        # what restoring the dump again does: the document replaced whole, without `recommended`
+        store.upsert_documents("Users", [{"_key": user_key(9), "name": "User 9"}])
+        assert "recommended" not in store.get_documents("Users", [user_key(9)])[0]
+        summary = recommend_users(store, client, tmp_path / "indexes", config)
+        after = _recommended(store)
+    assert (summary["computed_users"], summary["rewritten_users"], summary["written"]) == (0, 1, 1)
+    assert summary["batches"]["computed"] == 0 and not summary["published"] and summary["index_version"] == 1
+    assert after == before
+
+
 def test_a_served_tower_from_another_checkpoint_is_refused_in_one_line(user_tower_triton, tmp_path):
     store_path, checkpoint, client = _copy(user_tower_triton, tmp_path)
     other = load_tower(checkpoint)
@@ -166,3 +188,77 @@ def test_killed_run_reruns_from_its_journal_to_the_same_lists(user_tower_triton,
         uninterrupted = _recommended(store)
     assert {k: [m["_key"] for m in v[1]] for k, v in after_rerun.items()} == \
         {k: [m["_key"] for m in v[1]] for k, v in uninterrupted.items()}
+
+
+def _invoke(store_path, index_dir, client, *args):
+    return CliRunner().invoke(jobs_cli, ["--store", str(store_path), "--index-dir", str(index_dir), "--triton-url",
+                                         client.url, *map(str, args)], catch_exceptions=False)
+
+
+def test_reindex_users_after_a_new_rating_recomputes_only_that_user_and_a_dry_run_says_so_first(
+        user_tower_triton, tmp_path):
+    store_path, checkpoint, client = _copy(user_tower_triton, tmp_path)
+    index_dir = tmp_path / "indexes"
+    reindex = ["reindex", "users", "--checkpoint", checkpoint, "--json"]
+    first = _invoke(store_path, index_dir, client, *reindex)
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["mode"] == "full" and json.loads(first.stdout)["written"] == RatingsSpec().users
+    with open_store(str(store_path)) as store:
+        before = _recommended(store)
+        user = user_key(7)
+        movie = before[user][1][0]["_id"]
+        store.upsert_documents("Ratings", [{"_key": "new-rating", "_from": f"Users/{user}", "_to": movie,
+                                            "rating": 4, "timestamp": 9_999_999}])
+    dry = _invoke(store_path, index_dir, client, *reindex, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    planned = json.loads(dry.stdout)
+    assert (planned["mode"], planned["would_compute_users"], planned["would_embed_users"]) == ("incremental", 1, 1)
+    assert planned["would_rewrite_users"] == 0
+    assert load_current(index_dir, "Users.recommendations").version == 1  # the dry run changed nothing
+    again = _invoke(store_path, index_dir, client, *reindex)
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.stdout)
+    assert (summary["mode"], summary["computed_users"], summary["written"]) == ("incremental", 1, 1)
+    assert summary["index_version"] == 2
+    with open_store(str(store_path)) as store:
+        after = _recommended(store)
+    assert {k for k in after if after[k] != before[k]} == {user}
+    assert movie not in {m["_id"] for m in after[user][1]}
+    line = _invoke(store_path, index_dir, client, "reindex", "users", "--checkpoint", checkpoint)
+    assert line.exit_code == 0 and line.stdout.startswith("users: incremental: computed 0 of 160 Users")
+    assert "unchanged Users.recommendations v2" in line.stdout
+
+
+@pytest.mark.parametrize("command", [["reindex", "users"], ["recommend-users"]])
+def test_a_held_lock_stops_reindex_users_and_recommend_users_with_exit_75_and_one_line(
+        user_tower_triton, tmp_path, command):
+    store_path, checkpoint, client = _copy(user_tower_triton, tmp_path)
+    index_dir = tmp_path / "indexes"
+    lock = job_lock_path(index_dir, "Users.recommendations")
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "token": "t",
+                                "heartbeat": time.time()}))
+    held = _invoke(store_path, index_dir, client, *command, "--checkpoint", checkpoint)
+    assert held.exit_code == EXIT_LOCK_HELD
+    assert held.stderr.count("\n") == 1 and held.stderr.startswith(f"error: another run holds {lock}")
+    assert f"pid {os.getpid()}" in held.stderr and "try again later" in held.stderr
+    with open_store(str(store_path)) as store:  # nothing was written, nothing published
+        assert not any("recommended" in user for user in store.get_documents("Users", [user_key(0), user_key(5)]))
+    assert current_version(index_dir, "Users.recommendations") is None
+    # a lock whose owner died (same host, pid gone) is stale: the next run takes it over
+    lock.write_text(json.dumps({"pid": 2 ** 22 + 1, "host": socket.gethostname(), "token": "u",
+                                "heartbeat": time.time()}))
+    taken = _invoke(store_path, index_dir, client, *command, "--checkpoint", checkpoint, "--json")
+    assert taken.exit_code == 0, taken.output
+    assert json.loads(taken.stdout)["lock_taken_over_from"]["pid"] == 2 ** 22 + 1
+    assert not lock.exists()
+
+
+def test_reindex_users_refuses_an_option_of_another_target_in_one_line(user_tower_triton, tmp_path):
+    store_path, checkpoint, client = _copy(user_tower_triton, tmp_path)
+    result = _invoke(store_path, tmp_path / "indexes", client, "reindex", "users", "--edges", "x")
+    assert result.exit_code == 1
+    assert result.stderr == "error: --edges does not apply to 'jobs reindex users' (it is an option of reindex " \
+                            "products)\n"
+    result = _invoke(store_path, tmp_path / "indexes", client, "reindex", "movies", "--ratings", "x")
+    assert result.exit_code == 1 and "--ratings does not apply to 'jobs reindex movies'" in result.stderr
