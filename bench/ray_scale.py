@@ -112,10 +112,11 @@ def pull_only(store, workers: int, rounds: int) -> dict:
     """The pull alone, local against Ray (see the module's docstring)."""
     import ray
 
+    from graphsvc.distributed.cluster import init_ray
     from graphsvc.distributed.pull import pull_node_graph_on_ray
     from graphsvc.graph.datasets import load_node_graph
 
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    init_ray(num_cpus=workers)
     seconds: dict[str, list[float]] = {"local": [], "ray": []}
     try:
         for _ in range(rounds):
@@ -139,6 +140,7 @@ def texts_only(work: Path, movies: int, workers: int, rounds: int) -> dict:
     """The text pull alone, local against Ray (see the module's docstring)."""
     import ray
 
+    from graphsvc.distributed.cluster import init_ray
     from graphsvc.distributed.pull import pull_texts_on_ray
     from graphsvc.graph.datasets import load_texts
     from graphsvc.store import open_store
@@ -151,7 +153,7 @@ def texts_only(work: Path, movies: int, workers: int, rounds: int) -> dict:
     store = open_store(str(work / "movies.duckdb"), create=True)
     store.create_collection("movies")
     store.upsert_table("movies", table)
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    init_ray(num_cpus=workers)
     seconds: dict[str, list[float]] = {"local": [], "ray": []}
     try:
         for _ in range(rounds):

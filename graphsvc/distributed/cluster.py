@@ -15,6 +15,10 @@ from graphsvc.settings import TEST_KILL_AT, read
 #: a layer broadcast to every partition may take this share of the smallest node's object store
 BROADCAST_SHARE = 0.25
 
+#: seconds a Ray started on this machine may take to bring up its GCS: Ray's own default, 30 s,
+#: is not enough on a busy 2-core machine (seen: a cold start under load timed out)
+LOCAL_GCS_WAIT_S = "120"
+
 
 def import_ray():
     try:
@@ -23,6 +27,15 @@ def import_ray():
         raise ConfigError("--executor ray needs Ray on this machine and the cluster's: "
                           "pip install 'graphsvc[ray]' (or use --executor local)") from None
     return ray
+
+
+def init_ray(address: str | None = None, **options: Any):
+    """`ray.init`, with a longer wait for the GCS of a Ray started here (no address)
+    unless RAY_gcs_server_port_wait_time_s says otherwise."""
+    ray = import_ray()
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", LOCAL_GCS_WAIT_S)
+    return ray.init(address=address, include_dashboard=False, log_to_driver=False, **options)
 
 
 @contextmanager
@@ -36,7 +49,7 @@ def ray_session(address: str | None) -> Iterator:
         return
     _check_reachable(address)
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        init_ray(address)
     except ConnectionError as exc:
         raise ConfigError(f"Ray is not reachable at {address}: {exc} — check --ray-address "
                           f"(or GRAPHSVC_RAY_ADDRESS)") from None

@@ -32,8 +32,9 @@ def local_ray():
     """A Ray on this machine for the module: 2 CPUs, a small object store, no dashboard;
     its workers import this checkout's graphsvc."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, object_store_memory=int(2e8), include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
+    from graphsvc.distributed.cluster import init_ray
+
+    init_ray(num_cpus=2, object_store_memory=int(2e8), runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
     try:
         yield ray
     finally:

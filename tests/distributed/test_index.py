@@ -1,7 +1,5 @@
 """The index and top-k lists built by Ray tasks equal the local ones (`index_with_neighbours`)."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -11,15 +9,11 @@ from graphsvc.distributed.index import distributed_index_with_neighbours  # noqa
 from graphsvc.index import similar  # noqa: E402
 from graphsvc.index.knn import recall_at_k  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
-    yield
-    ray.shutdown()
+def ray_for_the_module(local_ray):
+    """Every test here runs on the module's local Ray (tests/distributed/conftest.py)."""
+    yield local_ray
 
 
 def clustered(n, d, clusters=40, spread=0.7, seed=0):
