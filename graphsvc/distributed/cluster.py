@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -29,13 +31,24 @@ def import_ray():
     return ray
 
 
-def init_ray(address: str | None = None, **options: Any):
-    """`ray.init`, with a longer wait for the GCS of a Ray started here (no address)
-    unless RAY_gcs_server_port_wait_time_s says otherwise."""
+def init_ray(address: str | None = None, attempts: int = 3, **options: Any):
+    """`ray.init`. A Ray started here (no address) waits longer for its GCS (unless
+    RAY_gcs_server_port_wait_time_s says otherwise), and a start that fails — seen on a
+    busy 2-core machine right after another Ray was shut down: the node never registered
+    with its GCS — is torn down and tried again, `attempts` times in all."""
     ray = import_ray()
-    if address is None and not os.environ.get("RAY_ADDRESS"):
+    local = address is None and not os.environ.get("RAY_ADDRESS")
+    if local:
         os.environ.setdefault("RAY_gcs_server_port_wait_time_s", LOCAL_GCS_WAIT_S)
-    return ray.init(address=address, include_dashboard=False, log_to_driver=False, **options)
+    for attempt in range(1, attempts + 1):
+        try:
+            return ray.init(address=address, include_dashboard=False, log_to_driver=False, **options)
+        except Exception as exc:  # Ray raises a bare Exception for a node that never came up
+            if not local or attempt == attempts or isinstance(exc, (ConnectionError, ValueError, TypeError)):
+                raise
+            logging.getLogger(__name__).warning("a local Ray did not start (%s); trying again", exc)
+            ray.shutdown()
+            time.sleep(2.0 * attempt)
 
 
 @contextmanager
