@@ -212,11 +212,13 @@ def _embed_movies(store: GraphStore, triton: TritonClient, index_dir: Path, conf
         shards = max(config.partitions or 2 * config.ray_actors, 1)
         bounds = [len(texts) * s // shards for s in range(shards + 1)]
         write_back = ray_write_back(store, journal, keys, [
-            Shard(np.arange(start, stop), embeddings[start:stop])
+            Shard(np.arange(start, stop), embeddings[start:stop],
+                  vectors={"text_embedding": text_embeddings[start:stop]} if graph is not None else {})
             for start, stop in zip(bounds, bounds[1:]) if stop > start])
         extra = {"index": index_on_ray(shards), "write_back": write_back}
     if graph is not None:
-        extra["columns"] = {"text_embedding": embedding_array(text_embeddings)}
+        if not on_ray:  # on Ray the shards carry it
+            extra["columns"] = {"text_embedding": embedding_array(text_embeddings)}
         model = {"name": config.graph_model, "version": graph.versions[-1], "layers": graph.models,
                  "relations": list(graph.relations.names), "text_model": {"name": config.model,
                                                                          "version": model_version}}

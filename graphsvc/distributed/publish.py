@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +49,7 @@ class Shard:
     rows: np.ndarray  # node numbers of the shard's rows
     embedding: Any  # [len(rows), d] float32: an array or an object ref to one
     logits: Any = None  # [len(rows), classes], for `predicted_category` (products)
+    vectors: Mapping[str, Any] = field(default_factory=dict)  # more vector attributes (movies: `text_embedding`)
 
 
 @dataclass
@@ -71,7 +72,8 @@ class ParquetWriteBack:
         writers = [actor.write_shard for actor in self.writers] or [task]
         paths = ray.get([writers[number % len(writers)].remote(
             str(self.directory / f"shard-{number:05d}.parquet"), keys, shard.rows, shard.embedding, shard.logits,
-            indexed.ids[shard.rows], indexed.scores[shard.rows]) for number, shard in enumerate(self.shards)])
+            indexed.ids[shard.rows], indexed.scores[shard.rows], dict(shard.vectors))
+            for number, shard in enumerate(self.shards)])
         written = time.perf_counter()
         import pyarrow.parquet as pq
 
@@ -123,7 +125,7 @@ class StoreWriteBack:
         done = run_bounded(ray, [partial(
             task.remote, self.address, collection, str(self.journal_dir), number, keys, self.shards[number].rows,
             self.shards[number].embedding, self.shards[number].logits, indexed.ids[self.shards[number].rows],
-            indexed.scores[self.shards[number].rows]) for number in todo], limit)
+            indexed.scores[self.shards[number].rows], dict(self.shards[number].vectors)) for number in todo], limit)
         self.report.update({"shards": len(self.shards), "skipped": len(self.shards) - len(todo),
                             "rows": int(sum(shard["rows"] for shard in done)), "writers": limit,
                             "peak_writers": peak_overlap(done),
@@ -136,10 +138,11 @@ def shard_step(number: int) -> str:
 
 
 def update_shard(address, collection: str, journal_dir: str, number: int, keys: pa.Array, rows: np.ndarray,
-                 embedding: np.ndarray, logits: np.ndarray | None, ids: np.ndarray, scores: np.ndarray) -> dict:
+                 embedding: np.ndarray, logits: np.ndarray | None, ids: np.ndarray, scores: np.ndarray,
+                 vectors: Mapping[str, np.ndarray] | None = None) -> dict:
     """One shard's rows written into the store by key, then marked done (in a Ray worker)."""
     started = time.time()
-    table = shard_table(keys, rows, embedding, logits, ids, scores)
+    table = shard_table(keys, rows, embedding, logits, ids, scores, vectors)
     worker_kill_point(shard_step(number), Path(journal_dir).parent)  # tests: a worker dies before its update
     with address.open(read_only=False) as store:
         written = store.update_attributes(collection, table)
@@ -159,25 +162,28 @@ def peak_overlap(spans: Sequence[dict]) -> int:
 
 
 def shard_table(keys: pa.Array, rows: np.ndarray, embedding: np.ndarray, logits: np.ndarray | None,
-                ids: np.ndarray, scores: np.ndarray) -> pa.Table:
-    """A shard's write-back: `_key`, `embedding`, `similar` and (products) `predicted_category`."""
+                ids: np.ndarray, scores: np.ndarray, vectors: Mapping[str, np.ndarray] | None = None) -> pa.Table:
+    """A shard's write-back: `_key`, `embedding`, `similar`, (products) `predicted_category`
+    and `vectors`' attributes (movies: `text_embedding`)."""
     from graphsvc.index.similar import embedding_array, similar_array
 
     columns = {"_key": keys.take(pa.array(rows, pa.int64())), "embedding": embedding_array(embedding),
                "similar": similar_array(keys, ids, scores)}
     if logits is not None:
         columns["predicted_category"] = pa.array(np.asarray(logits).argmax(axis=1))
+    for name, values in (vectors or {}).items():
+        columns[name] = embedding_array(values)
     return pa.table(columns)
 
 
 def write_shard(path: str, keys: pa.Array, rows: np.ndarray, embedding: np.ndarray, logits: np.ndarray | None,
-                ids: np.ndarray, scores: np.ndarray) -> str:
+                ids: np.ndarray, scores: np.ndarray, vectors: Mapping[str, np.ndarray] | None = None) -> str:
     """One shard's rows as Parquet, written aside and renamed in (in a Ray worker)."""
     import os
 
     import pyarrow.parquet as pq
 
     aside = f"{path}.partial"
-    pq.write_table(shard_table(keys, rows, embedding, logits, ids, scores), aside)
+    pq.write_table(shard_table(keys, rows, embedding, logits, ids, scores, vectors), aside)
     os.replace(aside, path)
     return path
