@@ -72,7 +72,7 @@ def graph_attributes(store_path) -> dict[str, dict]:
 
 def test_embed_movies_on_ray_is_graph_aware_and_equals_the_local_run_with_halos_shuffled(
         local_ray, movies_triton, tmp_path):  # noqa: F811
-    restore_movie_catalogue(tmp_path / "local.duckdb", 60, seed=23)
+    restore_movie_catalogue(tmp_path / "local.duckdb", 36, seed=23)
     on_ray = copy_store(tmp_path / "local.duckdb", tmp_path / "ray.duckdb")
     with open_store(str(tmp_path / "local.duckdb")) as store:
         local_summary = embed_movies(store, movies_triton, tmp_path / "local-indexes",
@@ -83,13 +83,13 @@ def test_embed_movies_on_ray_is_graph_aware_and_equals_the_local_run_with_halos_
     assert local_summary["embedding"] == summary["embedding"] == "graph"
     assert summary["graph"]["relations"] == local_summary["graph"]["relations"]
     graph = summary["ray"]["graph"]
-    assert graph["partitions"] == 3 and sum(graph["owned"]) == 60 and sum(graph["halo"]) > 0
+    assert graph["partitions"] == 3 and sum(graph["owned"]) == 36 and sum(graph["halo"]) > 0
     assert [layer["route"] for layer in graph["layers"]] == ["shuffle", "shuffle"]
     assert summary["batches"]["computed"] == 3 + 2 * 3  # the text blocks, then 2 layers × 3 partitions
 
     expected, actual = graph_attributes(tmp_path / "local.duckdb"), graph_attributes(on_ray)
     keys = sorted(expected)
-    assert keys == sorted(actual) and len(keys) == 60
+    assert keys == sorted(actual) and len(keys) == 36
     for name in ("embedding", "text_embedding"):
         np.testing.assert_allclose(np.array([actual[k][name] for k in keys]),
                                    np.array([expected[k][name] for k in keys]), rtol=1e-4, atol=1e-5)
