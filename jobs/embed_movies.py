@@ -73,7 +73,7 @@ class EmbedMoviesConfig:
     arangodb_vector_index: bool = False
     executor: str = "local"  # or "ray"
     ray_address: str | None = None  # None: a Ray started on this machine for the job
-    partitions: int = 0  # Ray: blocks of texts and write-back shards (0: two per actor)
+    partitions: int = 0  # Ray: blocks of texts, graph layers' movie partitions, write-back shards (0: two per actor)
     ray_actors: int = 2  # Ray: actors calling Triton, one client each
     embedding: str = "auto"  # "text", "graph", or "auto": graph when Triton serves it and the catalogue has its edges
     graph_model: str = "movie_graph"  # Triton: <graph_model>_layer0, _layer1, …
