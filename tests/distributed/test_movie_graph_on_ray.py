@@ -48,18 +48,29 @@ def test_each_partition_computes_its_movies_relation_means_from_its_own_and_halo
             assert part.owned[rows].tolist() == wanted.tolist()
 
 
-def test_layers_on_ray_broadcast_equal_the_local_layers_through_triton(local_ray, movies_triton):  # noqa: F811
+def test_layers_on_ray_broadcast_equal_the_local_layers_and_a_rerun_loads_the_journaled_partitions(
+        local_ray, movies_triton, tmp_path):  # noqa: F811
     from graphsvc.distributed.relational import embed_movie_layers_on_ray
+    from graphsvc.runs import RunJournal
 
     relations = random_relations(400, seed=6)
     vectors = np.random.default_rng(7).normal(size=(400, 384)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     local = run_movie_layers(TritonLayers(movies_triton, MODELS), relations, vectors, batch_size=128)[-1]
-    result = embed_movie_layers_on_ray(relations, vectors, movies_triton.url, MODELS, partitions=3, batch_size=128)
+    journal = RunJournal(tmp_path / "journal")
+    result = embed_movie_layers_on_ray(relations, vectors, movies_triton.url, MODELS, partitions=3, batch_size=128,
+                                       journal=journal)
     np.testing.assert_allclose(result.last_layer, local, rtol=1e-4, atol=1e-5)
     # 400 × 384 floats fit the small object store many times over: every layer is put once
     assert [layer.route for layer in result.layers] == ["broadcast", "broadcast"]
     assert result.computed == 6 and result.partitioning.summary(400)["partitions"] == 3
+    assert sorted(p.stem for p in (tmp_path / "journal").glob("L*-P*.npy")) == [
+        f"L{layer}-P{p}" for layer in range(2) for p in range(3)]
+    # a rerun (a driver killed after the layers) loads every partition instead of calling Triton
+    again = embed_movie_layers_on_ray(relations, vectors, movies_triton.url, MODELS, partitions=3, batch_size=128,
+                                      journal=journal)
+    assert again.computed == 0 and again.reused == 6
+    np.testing.assert_array_equal(again.last_layer, result.last_layer)
 
 
 def graph_attributes(store_path) -> dict[str, dict]:
