@@ -8,7 +8,10 @@ ingests the shards one by one with `store.update_attributes` (`ParquetWriteBack`
 ArangoDB a task per shard opens the store and bulk-updates the shard's documents itself,
 at most GRAPHSVC_RAY_WRITERS per coordinator at once, and marks the shard done in the
 job's journal, so a rerun after a killed driver skips the shards already written
-(`StoreWriteBack`).
+(`StoreWriteBack`). `jobs reindex` on Ray writes its changed rows the same way on
+ArangoDB (its shards the chunks of those rows; `Shard.predicted` and `Shard.columns`
+carry what it has already computed), and keeps its driver's chunked write-back on the
+embedded store.
 """
 
 from __future__ import annotations
@@ -49,6 +52,17 @@ class Shard:
     rows: np.ndarray  # node numbers of the shard's rows
     embedding: Any  # [len(rows), d] float32: an array or an object ref to one
     logits: Any = None  # [len(rows), classes], for `predicted_category` (products)
+    predicted: Any = None  # [len(rows)] categories already chosen (reindex), instead of logits
+    columns: dict = field(default_factory=dict)  # more vector attributes by name: [len(rows), d] each
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Every row's top k as the write-backs read them (an `Indexed` has them too): what a
+    reindex writes is its similar windows cut to k."""
+
+    ids: np.ndarray  # [N, k] row numbers, -1 where fewer exist
+    scores: np.ndarray  # [N, k] float32
 
 
 @dataclass
@@ -123,7 +137,8 @@ class StoreWriteBack:
         done = run_bounded(ray, [partial(
             task.remote, self.address, collection, str(self.journal_dir), number, keys, self.shards[number].rows,
             self.shards[number].embedding, self.shards[number].logits, indexed.ids[self.shards[number].rows],
-            indexed.scores[self.shards[number].rows]) for number in todo], limit)
+            indexed.scores[self.shards[number].rows], self.shards[number].predicted, self.shards[number].columns)
+            for number in todo], limit)
         self.report.update({"shards": len(self.shards), "skipped": len(self.shards) - len(todo),
                             "rows": int(sum(shard["rows"] for shard in done)), "writers": limit,
                             "peak_writers": peak_overlap(done),
@@ -136,10 +151,11 @@ def shard_step(number: int) -> str:
 
 
 def update_shard(address, collection: str, journal_dir: str, number: int, keys: pa.Array, rows: np.ndarray,
-                 embedding: np.ndarray, logits: np.ndarray | None, ids: np.ndarray, scores: np.ndarray) -> dict:
+                 embedding: np.ndarray, logits: np.ndarray | None, ids: np.ndarray, scores: np.ndarray,
+                 predicted: np.ndarray | None = None, columns: dict | None = None) -> dict:
     """One shard's rows written into the store by key, then marked done (in a Ray worker)."""
     started = time.time()
-    table = shard_table(keys, rows, embedding, logits, ids, scores)
+    table = shard_table(keys, rows, embedding, logits, ids, scores, predicted, columns)
     worker_kill_point(shard_step(number), Path(journal_dir).parent)  # tests: a worker dies before its update
     with address.open(read_only=False) as store:
         written = store.update_attributes(collection, table)
@@ -159,15 +175,21 @@ def peak_overlap(spans: Sequence[dict]) -> int:
 
 
 def shard_table(keys: pa.Array, rows: np.ndarray, embedding: np.ndarray, logits: np.ndarray | None,
-                ids: np.ndarray, scores: np.ndarray) -> pa.Table:
-    """A shard's write-back: `_key`, `embedding`, `similar` and (products) `predicted_category`."""
+                ids: np.ndarray, scores: np.ndarray, predicted: np.ndarray | None = None,
+                columns: dict | None = None) -> pa.Table:
+    """A shard's write-back: `_key`, `embedding`, `similar`, (products) `predicted_category`
+    from the logits or as chosen already, and any more vector `columns`."""
     from graphsvc.index.similar import embedding_array, similar_array
 
-    columns = {"_key": keys.take(pa.array(rows, pa.int64())), "embedding": embedding_array(embedding),
-               "similar": similar_array(keys, ids, scores)}
-    if logits is not None:
-        columns["predicted_category"] = pa.array(np.asarray(logits).argmax(axis=1))
-    return pa.table(columns)
+    table = {"_key": keys.take(pa.array(rows, pa.int64())), "embedding": embedding_array(embedding),
+             "similar": similar_array(keys, ids, scores)}
+    if predicted is not None:
+        table["predicted_category"] = pa.array(np.asarray(predicted))
+    elif logits is not None:
+        table["predicted_category"] = pa.array(np.asarray(logits).argmax(axis=1))
+    for name, values in (columns or {}).items():
+        table[name] = embedding_array(values)
+    return pa.table(table)
 
 
 def write_shard(path: str, keys: pa.Array, rows: np.ndarray, embedding: np.ndarray, logits: np.ndarray | None,
