@@ -213,7 +213,7 @@ def _embed_movies(store: GraphStore, triton: TritonClient, index_dir: Path, conf
         bounds = [len(texts) * s // shards for s in range(shards + 1)]
         write_back = ray_write_back(store, journal, keys, [
             Shard(np.arange(start, stop), embeddings[start:stop],
-                  vectors={"text_embedding": text_embeddings[start:stop]} if graph is not None else {})
+                  columns={"text_embedding": text_embeddings[start:stop]} if graph is not None else {})
             for start, stop in zip(bounds, bounds[1:]) if stop > start])
         extra = {"index": index_on_ray(shards), "write_back": write_back}
     if graph is not None:

@@ -22,8 +22,11 @@ RayReads`) and the embed step runs on a Ray cluster (`_RayRunner`): each layer's
 to recompute in partitions on Triton actors (`graphsvc.distributed.layerwise.
 apply_layer_on_ray`, journaled as RL{layer}-P{p}), the changed texts through Ray Data
 (`graphsvc.distributed.texts`, journaled whole as RT), and a rebuilt index with every
-row's lists on Ray tasks (`graphsvc.distributed.publish.index_on_ray`); the rest of the
-recipe is the same.
+row's lists on Ray tasks (`graphsvc.distributed.publish.index_on_ray`), and on ArangoDB
+the write-back by Ray tasks updating the store themselves, a bounded number at once, each
+shard journaled as WB-S{n} (`_RayRunner.write_back`); the rest of the recipe — an index
+updated in place with its lists refreshed, the embedded store's write-back (one writer) —
+runs on the driver as locally.
 """
 
 from __future__ import annotations
@@ -333,10 +336,13 @@ class _Run:
     # ------------------------------------------------------------- write back
     def _write_back(self, keys: pa.Array, plan: SlotPlan, result: EmbedResult, changed: np.ndarray,
                     lists: SimilarLists, full: bool, journal: RunJournal) -> int:
-        """The rows whose embedding, prediction or top-k list changed, chunk by chunk."""
+        """The rows whose embedding, prediction or top-k list changed, chunk by chunk (by
+        the runner's workers where it can, `_RayRunner.write_back`; else here)."""
         k = self.config.top_k
         rows = (np.arange(len(keys)) if full or lists.changed is None
                 else union_ids(changed, lists.changed, plan.added))
+        if self.runner.write_back(self.store, journal, keys, rows, result, lists):
+            return int(len(rows))
         size = self.config.write_batch
         for number, start in enumerate(range(0, len(rows), size)):
             if journal.done(f"write-{number}"):
@@ -473,6 +479,11 @@ class _TritonRunner:
 
         return apply
 
+    def write_back(self, store: GraphStore, journal: RunJournal, keys: pa.Array, rows: np.ndarray,
+                   result: EmbedResult, lists: SimilarLists) -> bool:
+        """Write `rows` back elsewhere than on the driver; False: the driver writes them."""
+        return False
+
     def batches(self, journal: RunJournal) -> dict:
         """The summary's `batches`: journaled steps computed by this run and reused."""
         return {"computed": journal.computed, "reused": journal.reused}
@@ -502,6 +513,7 @@ class _RayRunner(_TritonRunner):
         self.texts = {"computed": 0, "reused": 0}
         self._order: tuple[CSRGraph, np.ndarray] | None = None  # (graph, its node order)
         self.partitions = self.config.partitions  # the layers' partitions (0 until a layer resolves the default)
+        self.written: dict = {"where": "driver"}  # the summary's ray.write_back
 
     def layer_step(self, models: list[str], journal: RunJournal) -> LayerStep:
         from graphsvc.distributed.layerwise import LayerPool, apply_layer_on_ray
@@ -556,6 +568,33 @@ class _RayRunner(_TritonRunner):
 
         return index_on_ray(max(self.partitions, 2 * self.config.ray_actors))
 
+    def write_back(self, store: GraphStore, journal: RunJournal, keys: pa.Array, rows: np.ndarray,
+                   result: EmbedResult, lists: SimilarLists) -> bool:
+        """On ArangoDB, the rows in shards of at most `write_batch`, each a Ray task that
+        bulk-updates the store itself (`StoreWriteBack`: at most GRAPHSVC_RAY_WRITERS per
+        coordinator at once, each shard journaled WB-S{n}, so a rerun writes only the shards
+        not yet written). The shards' layout is journaled first (WB-plan): a rerun with
+        other settings still means the same rows by WB-S{n}. The embedded store has one
+        writer: False, the driver writes its journaled chunks as the local run does."""
+        from graphsvc.distributed import publish
+
+        if not len(rows):
+            return False
+        writing = publish.ray_write_back(store, journal, keys, ())  # which kind; its shards follow
+        if not isinstance(writing, publish.StoreWriteBack):
+            self.written = {"where": "driver", "reason": "the embedded store has one writer"}
+            return False
+        if not journal.done(WRITE_PLAN):
+            journal.mark(WRITE_PLAN, {"shards": write_shards(len(rows), self.config)})
+        k = self.config.top_k
+        writing.shards = [publish.Shard(chunk, result.embedding[chunk],
+                                        predicted=None if result.predicted is None else result.predicted[chunk],
+                                        columns={name: values[chunk] for name, values in result.columns.items()})
+                          for chunk in np.array_split(rows, journal.value(WRITE_PLAN)["shards"])]
+        writing(store, self.config.collection, publish.Neighbours(lists.ids[:, :k], lists.scores[:, :k]))
+        self.written = {"where": "ray", **writing.report}
+        return True
+
     def batches(self, journal: RunJournal) -> dict:
         return {"computed": self.tally.computed + self.texts["computed"],
                 "reused": self.tally.reused + self.texts["reused"]}
@@ -563,9 +602,20 @@ class _RayRunner(_TritonRunner):
     def report(self) -> dict:
         c = self.config
         return {"ray": {"partitions": self.partitions, "order": c.ray_order, "actors": c.ray_actors,
-                        "pull": self.reads.report, "layers": [layer.to_dict() for layer in self.tally.layers]}}
+                        "pull": self.reads.report, "layers": [layer.to_dict() for layer in self.tally.layers],
+                        "write_back": self.written}}
 
     def release(self) -> None:
         if self.pool is not None:
             self.pool.release()
             self.pool = None
+
+
+WRITE_PLAN = "WB-plan"  # the journal step holding how many shards a Ray write-back's rows make
+
+
+def write_shards(rows: int, config: ReindexConfig) -> int:
+    """How many shards a Ray write-back splits `rows` into: none over `write_batch` rows,
+    and two per actor where there are rows enough (so the writers all have work)."""
+    by_size = -(-rows // max(1, config.write_batch))
+    return max(1, min(rows, max(by_size, 2 * config.ray_actors)))

@@ -8,7 +8,10 @@ ingests the shards one by one with `store.update_attributes` (`ParquetWriteBack`
 ArangoDB a task per shard opens the store and bulk-updates the shard's documents itself,
 at most GRAPHSVC_RAY_WRITERS per coordinator at once, and marks the shard done in the
 job's journal, so a rerun after a killed driver skips the shards already written
-(`StoreWriteBack`).
+(`StoreWriteBack`). `jobs reindex` on Ray writes its changed rows the same way on
+ArangoDB (its shards the chunks of those rows; `Shard.predicted` and `Shard.columns`
+carry what it has already computed), and keeps its driver's chunked write-back on the
+embedded store.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -49,7 +52,17 @@ class Shard:
     rows: np.ndarray  # node numbers of the shard's rows
     embedding: Any  # [len(rows), d] float32: an array or an object ref to one
     logits: Any = None  # [len(rows), classes], for `predicted_category` (products)
-    vectors: Mapping[str, Any] = field(default_factory=dict)  # more vector attributes (movies: `text_embedding`)
+    predicted: Any = None  # [len(rows)] categories already chosen (reindex), instead of logits
+    columns: dict = field(default_factory=dict)  # more vector attributes by name: [len(rows), d] each
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Every row's top k as the write-backs read them (an `Indexed` has them too): what a
+    reindex writes is its similar windows cut to k."""
+
+    ids: np.ndarray  # [N, k] row numbers, -1 where fewer exist
+    scores: np.ndarray  # [N, k] float32
 
 
 @dataclass
@@ -72,7 +85,7 @@ class ParquetWriteBack:
         writers = [actor.write_shard for actor in self.writers] or [task]
         paths = ray.get([writers[number % len(writers)].remote(
             str(self.directory / f"shard-{number:05d}.parquet"), keys, shard.rows, shard.embedding, shard.logits,
-            indexed.ids[shard.rows], indexed.scores[shard.rows], dict(shard.vectors))
+            indexed.ids[shard.rows], indexed.scores[shard.rows], shard.predicted, shard.columns)
             for number, shard in enumerate(self.shards)])
         written = time.perf_counter()
         import pyarrow.parquet as pq
@@ -125,7 +138,8 @@ class StoreWriteBack:
         done = run_bounded(ray, [partial(
             task.remote, self.address, collection, str(self.journal_dir), number, keys, self.shards[number].rows,
             self.shards[number].embedding, self.shards[number].logits, indexed.ids[self.shards[number].rows],
-            indexed.scores[self.shards[number].rows], dict(self.shards[number].vectors)) for number in todo], limit)
+            indexed.scores[self.shards[number].rows], self.shards[number].predicted, self.shards[number].columns)
+            for number in todo], limit)
         self.report.update({"shards": len(self.shards), "skipped": len(self.shards) - len(todo),
                             "rows": int(sum(shard["rows"] for shard in done)), "writers": limit,
                             "peak_writers": peak_overlap(done),
@@ -139,10 +153,10 @@ def shard_step(number: int) -> str:
 
 def update_shard(address, collection: str, journal_dir: str, number: int, keys: pa.Array, rows: np.ndarray,
                  embedding: np.ndarray, logits: np.ndarray | None, ids: np.ndarray, scores: np.ndarray,
-                 vectors: Mapping[str, np.ndarray] | None = None) -> dict:
+                 predicted: np.ndarray | None = None, columns: dict | None = None) -> dict:
     """One shard's rows written into the store by key, then marked done (in a Ray worker)."""
     started = time.time()
-    table = shard_table(keys, rows, embedding, logits, ids, scores, vectors)
+    table = shard_table(keys, rows, embedding, logits, ids, scores, predicted, columns)
     worker_kill_point(shard_step(number), Path(journal_dir).parent)  # tests: a worker dies before its update
     with address.open(read_only=False) as store:
         written = store.update_attributes(collection, table)
@@ -162,28 +176,32 @@ def peak_overlap(spans: Sequence[dict]) -> int:
 
 
 def shard_table(keys: pa.Array, rows: np.ndarray, embedding: np.ndarray, logits: np.ndarray | None,
-                ids: np.ndarray, scores: np.ndarray, vectors: Mapping[str, np.ndarray] | None = None) -> pa.Table:
+                ids: np.ndarray, scores: np.ndarray, predicted: np.ndarray | None = None,
+                columns: dict | None = None) -> pa.Table:
     """A shard's write-back: `_key`, `embedding`, `similar`, (products) `predicted_category`
-    and `vectors`' attributes (movies: `text_embedding`)."""
+    from the logits or as chosen already, and any more vector `columns`."""
     from graphsvc.index.similar import embedding_array, similar_array
 
-    columns = {"_key": keys.take(pa.array(rows, pa.int64())), "embedding": embedding_array(embedding),
-               "similar": similar_array(keys, ids, scores)}
-    if logits is not None:
-        columns["predicted_category"] = pa.array(np.asarray(logits).argmax(axis=1))
-    for name, values in (vectors or {}).items():
-        columns[name] = embedding_array(values)
-    return pa.table(columns)
+    table = {"_key": keys.take(pa.array(rows, pa.int64())), "embedding": embedding_array(embedding),
+             "similar": similar_array(keys, ids, scores)}
+    if predicted is not None:
+        table["predicted_category"] = pa.array(np.asarray(predicted))
+    elif logits is not None:
+        table["predicted_category"] = pa.array(np.asarray(logits).argmax(axis=1))
+    for name, values in (columns or {}).items():
+        table[name] = embedding_array(values)
+    return pa.table(table)
 
 
 def write_shard(path: str, keys: pa.Array, rows: np.ndarray, embedding: np.ndarray, logits: np.ndarray | None,
-                ids: np.ndarray, scores: np.ndarray, vectors: Mapping[str, np.ndarray] | None = None) -> str:
+                ids: np.ndarray, scores: np.ndarray, predicted: np.ndarray | None = None,
+                columns: dict | None = None) -> str:
     """One shard's rows as Parquet, written aside and renamed in (in a Ray worker)."""
     import os
 
     import pyarrow.parquet as pq
 
     aside = f"{path}.partial"
-    pq.write_table(shard_table(keys, rows, embedding, logits, ids, scores, vectors), aside)
+    pq.write_table(shard_table(keys, rows, embedding, logits, ids, scores, predicted, columns), aside)
     os.replace(aside, path)
     return path

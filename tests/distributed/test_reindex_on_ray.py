@@ -11,11 +11,14 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from graphsvc.incremental.snapshot import Snapshot
 from graphsvc.settings import TEST_KILL_AT
 from graphsvc.store import open_store
+from graphsvc.store.arango import aql
 from jobs.cli import cli
 from jobs.reindex import ReindexConfig, reindex
 from jobs.synth import MOVIES_SOURCE, ProductGraphSpec
+from tests.distributed.arango_workers import StubAddress, recorded
 from tests.distributed.test_ray_jobs import assert_same_results, movie_attributes
 from tests.jobs.reindex_support import attributes, change_catalogue, fresh_copy, write_graph
 
@@ -98,6 +101,53 @@ def test_an_index_rebuilt_on_ray_tasks_equals_the_local_rebuild(local_ray, ray_t
     assert summary["index"]["kind"] == expected["index"]["kind"]
     assert [call["partitions"] for call in built] == [4]  # on Ray tasks: two partitions per actor
     assert_same_results(attributes(local_store), attributes(store_path))
+
+
+def test_on_arangodb_the_reindex_write_back_is_ray_workers_writing_each_changed_key_once(
+        local_ray, ray_triton, changed_catalogue, local_reindex, tmp_path, monkeypatch):
+    """The write-back on ArangoDB (the request harness, opened in each worker; the pull,
+    snapshot and revisions stay the real embedded store's): Ray tasks update one shard of
+    the changed rows each, one at a time here, every key the local run wrote exactly once
+    with the local run's values. The driver dies before the commit; the rerun recomputes
+    nothing and sends no update."""
+    from graphsvc.distributed import publish
+
+    expected_summary, expected = local_reindex
+    before = attributes(changed_catalogue / "store.duckdb")
+    store_path, index_dir = fresh_copy(changed_catalogue, tmp_path)
+
+    def on_arango(record_dir):
+        (record_dir).mkdir()
+        address = StubAddress(str(record_dir))
+        monkeypatch.setattr(publish, "ray_write_back", lambda store, journal, keys, shards, writers=():
+                            publish.StoreWriteBack(address, journal.directory, keys, shards, concurrency=1))
+
+    def killed_before_the_commit(*args, **kwargs):
+        raise RuntimeError("killed before the commit")
+
+    on_arango(tmp_path / "first")
+    monkeypatch.setattr(Snapshot, "finish", staticmethod(killed_before_the_commit))
+    with pytest.raises(RuntimeError, match="killed before the commit"):
+        run_reindex(ray_triton, store_path, index_dir, executor="ray", partitions=3, write_batch=100)
+    sent = recorded(tmp_path / "first")
+    assert [v for request in sent for v in request["violations"]] == []
+    updates = [row for r in sent if r["endpoint"] == "/_api/cursor" and r["body"]["query"] == aql.UPDATE_ATTRIBUTES
+               for row in r["body"]["bindVars"]["rows"]]
+    written = [row["_key"] for row in updates]
+    assert 0 < len(written) == len(set(written)) == expected_summary["written"]
+    assert {k for k in expected if expected[k] != before[k]} <= set(written)  # all the local run changed
+    assert_same_results({k: expected[k] for k in written}, {row["_key"]: row for row in updates})
+    assert attributes(store_path) == before  # nothing went to the embedded store
+
+    monkeypatch.undo()
+    on_arango(tmp_path / "rerun")
+    summary = run_reindex(ray_triton, store_path, index_dir, executor="ray", partitions=3, write_batch=100)
+    assert recorded(tmp_path / "rerun") == []
+    assert summary["batches"] == {"computed": 0, "reused": 9} and summary["written"] == len(written)
+    shards = -(-len(written) // 100)
+    assert summary["ray"]["write_back"] == {
+        **summary["ray"]["write_back"], "where": "ray", "shards": max(shards, 4), "skipped": max(shards, 4),
+        "rows": 0, "writers": 1}
 
 
 def movie_store(path, count=30):
