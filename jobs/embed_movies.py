@@ -23,7 +23,10 @@ relation means, Triton applies the layer; journaled `L{l}-B{b}`). Written back:
 vectors). Published: the text vectors as their own index `<collection>.text` first, then
 the graph-aware index of `<collection>` whose manifest names it (`text_index`), so a text
 search (a text has no graph) stays in the text space while `similar` uses the graph.
-The graph model runs locally only: `executor="ray"` embeds text only.
+On Ray the graph layers run as GraphSAGE's do (`graphsvc.distributed.relational`): the
+movies in partitions whose halos are the movies their relation means read, each layer's
+input shuffled (halo rows) or broadcast (when it fits the object store, as a movie
+catalogue's does), an actor pool calling Triton, partitions journaled as `L{l}-P{p}`.
 """
 
 from __future__ import annotations
@@ -70,11 +73,13 @@ class EmbedMoviesConfig:
     arangodb_vector_index: bool = False
     executor: str = "local"  # or "ray"
     ray_address: str | None = None  # None: a Ray started on this machine for the job
-    partitions: int = 0  # Ray: blocks of texts and write-back shards (0: two per actor)
+    partitions: int = 0  # Ray: blocks of texts, graph layers' movie partitions, write-back shards (0: two per actor)
     ray_actors: int = 2  # Ray: actors calling Triton, one client each
     embedding: str = "auto"  # "text", "graph", or "auto": graph when Triton serves it and the catalogue has its edges
     graph_model: str = "movie_graph"  # Triton: <graph_model>_layer0, _layer1, …
     layer_batch_size: int = 16_384  # movies per layer request
+    ray_order: str = "bfs"  # Ray, graph-aware: the movie order partitions are ranges of (bfs or key)
+    ray_broadcast: bool | None = None  # Ray, graph-aware: force how layers reach the partitions (None: by size)
 
     @property
     def text_index(self) -> str:
@@ -99,10 +104,6 @@ def plan_graph(store: GraphStore, triton: TritonClient, keys: pa.Array, config: 
         return None
     if config.embedding not in ("graph", "auto"):
         raise ConfigError(f"--model must be text, graph or auto, got '{config.embedding}'")
-    if config.executor == "ray":
-        if config.embedding == "graph":
-            raise ConfigError("the graph-aware movie model runs locally only: use --executor local, or --model text")
-        return None
     served = served_movie_model(triton, config.graph_model)
     if served is None:
         if config.embedding == "auto":
@@ -162,11 +163,13 @@ def _embed_movies(store: GraphStore, triton: TritonClient, index_dir: Path, conf
     with timer("pull"):
         graph = plan_graph(store, triton, keys, config)  # reads the edges to people when graph-aware
     store.release()
+    on_ray, write_back = config.executor == "ray", None
     # finished batches are journaled: a rerun on the same texts (and graph) skips them
     journal = job_journal(index_dir, config.collection, "embed-movies", fingerprint(
         keys, text_hashes(texts), model_version, config.model, config.batch_size,
-        *([graph.models, graph.versions, graph.relations.row_hashes(), config.layer_batch_size] if graph else [])))
-    on_ray, write_back = config.executor == "ray", None
+        *([graph.models, graph.versions, graph.relations.row_hashes(), config.layer_batch_size] if graph else []),
+        # on Ray a journaled partition holds the rows its partitioning gave it
+        *([config.executor, graph_partitions(len(texts), config), config.ray_order] if graph and on_ray else [])))
     with timer("embed"):
         if on_ray:  # blocks journaled as RT-B{b}: a rerun encodes only those not saved
             from graphsvc.distributed.texts import encode_texts_on_ray
@@ -180,13 +183,26 @@ def _embed_movies(store: GraphStore, triton: TritonClient, index_dir: Path, conf
                                                      max_in_flight=config.max_in_flight),
                                       config.model, batch_size=config.batch_size, journal=journal,
                                       on_progress=on_progress)
+    graph_report, ray_partitions = None, {"computed": 0, "reused": 0}
     if graph is not None:
         with timer("graph"):
-            runner = TritonLayers(triton, graph.models, config.max_in_flight)
             text_embeddings = embeddings
-            embeddings = run_movie_layers(runner, graph.relations, text_embeddings,
-                                          batch_size=config.layer_batch_size, journal=journal,
-                                          on_progress=on_progress)[-1]
+            if on_ray:
+                from graphsvc.distributed.relational import embed_movie_layers_on_ray
+
+                layers = embed_movie_layers_on_ray(
+                    graph.relations, text_embeddings, triton.url, graph.models,
+                    partitions=graph_partitions(len(texts), config), actors=config.ray_actors,
+                    batch_size=config.layer_batch_size, max_in_flight=config.max_in_flight, order=config.ray_order,
+                    broadcast=config.ray_broadcast, journal=journal, on_progress=on_progress)
+                embeddings = layers.last_layer
+                graph_report = layers.summary(len(texts))
+                ray_partitions = {"computed": layers.computed, "reused": layers.reused}
+            else:
+                runner = TritonLayers(triton, graph.models, config.max_in_flight)
+                embeddings = run_movie_layers(runner, graph.relations, text_embeddings,
+                                              batch_size=config.layer_batch_size, journal=journal,
+                                              on_progress=on_progress)[-1]
         with timer("text_index"):
             text_index = _publish_text_index(index_dir, keys, text_embeddings, config, model_version)
     extra = {}
@@ -196,11 +212,13 @@ def _embed_movies(store: GraphStore, triton: TritonClient, index_dir: Path, conf
         shards = max(config.partitions or 2 * config.ray_actors, 1)
         bounds = [len(texts) * s // shards for s in range(shards + 1)]
         write_back = ray_write_back(store, journal, keys, [
-            Shard(np.arange(start, stop), embeddings[start:stop])
+            Shard(np.arange(start, stop), embeddings[start:stop],
+                  columns={"text_embedding": text_embeddings[start:stop]} if graph is not None else {})
             for start, stop in zip(bounds, bounds[1:]) if stop > start])
         extra = {"index": index_on_ray(shards), "write_back": write_back}
     if graph is not None:
-        extra["columns"] = {"text_embedding": embedding_array(text_embeddings)}
+        if not on_ray:  # on Ray the shards carry it
+            extra["columns"] = {"text_embedding": embedding_array(text_embeddings)}
         model = {"name": config.graph_model, "version": graph.versions[-1], "layers": graph.models,
                  "relations": list(graph.relations.names), "text_model": {"name": config.model,
                                                                          "version": model_version}}
@@ -225,12 +243,23 @@ def _embed_movies(store: GraphStore, triton: TritonClient, index_dir: Path, conf
                       "text_index_version": text_index.version,
                       "movies_per_second": round(len(texts) / max(timer.seconds["graph"], 1e-9), 1)}}
            if graph else {}),
-        "batches": {"computed": journal.computed, "reused": journal.reused},
+        # text blocks and batches, and on Ray the graph layers' partitions (journaled by the workers)
+        "batches": {"computed": journal.computed + ray_partitions["computed"],
+                    "reused": journal.reused + ray_partitions["reused"]},
         "executor": config.executor,
-        **({"ray": {"actors": config.ray_actors, "pull": pull_report, "write_back": write_back.report}}
+        **({"ray": {"actors": config.ray_actors, "pull": pull_report, "write_back": write_back.report,
+                    **({"graph": graph_report} if graph_report else {})}}
            if on_ray else {}),
         "seconds": timer.summary(),
     }
+
+
+def graph_partitions(movies: int, config: EmbedMoviesConfig) -> int:
+    """The graph layers' partitions on Ray: `partitions`, else two per actor (and one per
+    million movies)."""
+    from graphsvc.distributed.partitions import default_partitions
+
+    return config.partitions or default_partitions(movies, config.ray_actors)
 
 
 def _publish_text_index(index_dir: Path, keys: pa.Array, vectors: np.ndarray, config: EmbedMoviesConfig,

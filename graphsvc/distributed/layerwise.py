@@ -7,7 +7,8 @@ returns its own rows and, for each other partition q, the rows of q's halo it ow
 separate objects, and q's next task takes its own block and those pieces — or, when a
 whole layer fits one node's object store (`BROADCAST_SHARE` of the smallest node's), the
 layer is put once and every partition reads it (a broadcast). Each partition's neighbour
-means are computed where it runs (`graphsvc.graph.aggregation`), and its rows go through
+means are computed where it runs (`Partition.neighbour_means`: GraphSAGE's one mean, or the
+graph-aware movie model's relation means, `graphsvc.distributed.relational`), and its rows go through
 Triton from an actor (one TritonClient each; the actors bound the concurrent Triton work
 and each runs one partition at a time); then the layer's barrier.
 
@@ -81,6 +82,11 @@ class RayLayerwiseResult:
             ray.kill(actor)
         self.workers = []
 
+    @property
+    def last_layer(self) -> np.ndarray:
+        """The last layer's output for every node (GraphSAGE's logits; the movie model's embedding)."""
+        return self.logits
+
     def summary(self, num_nodes: int) -> dict:
         return {**self.partitioning.summary(num_nodes), "layers": [layer.to_dict() for layer in self.layers]}
 
@@ -122,14 +128,13 @@ class LayerWorker:
         return (output, *sends, stats)
 
     def _compute(self, layer: int, plan: Partition, whole: np.ndarray | None, local: np.ndarray | None) -> np.ndarray:
-        from graphsvc.graph.aggregation import neighbour_mean_rows
         from graphsvc.inference.batches import batch_ranges
         from graphsvc.inference.layerwise import layer_partition
 
         if local is None:
             local = whole[plan.nodes]
         owned = len(plan.owned)
-        means = neighbour_mean_rows(plan.local_graph, np.arange(owned), local)
+        means = plan.neighbour_means(local)  # GraphSAGE's one mean, or the movie model's relation means
         own_rows = np.ascontiguousarray(local[:owned], np.float32)
         batches = batch_ranges(owned, self._batch_size)
         parts = layer_partition(self._runner, layer, own_rows, batches, range(len(batches)),
@@ -186,8 +191,20 @@ def embed_layerwise_on_ray(graph: CSRGraph, features: np.ndarray, triton_url: st
     (a node's share split among the layers, as the local runner reports). With
     `keep_workers` the actors outlive the call (the result's `workers`, to write the
     shards of the write-back): the caller ends them with `release()`."""
+    return run_layers_on_ray(partition_graph(graph, partitions, order), graph.num_nodes, features, triton_url,
+                             models, actors=actors, batch_size=batch_size, max_in_flight=max_in_flight,
+                             broadcast=broadcast, journal=journal, on_progress=on_progress, keep_workers=keep_workers)
+
+
+def run_layers_on_ray(plan: Partitioning, num_nodes: int, features: np.ndarray, triton_url: str,
+                      models: Sequence[str], *, actors: int = 2, batch_size: int = 16_384, max_in_flight: int = 2,
+                      broadcast: bool | None = None, journal: RunJournal | None = None,
+                      on_progress: Callable[[int], None] | None = None,
+                      keep_workers: bool = False) -> RayLayerwiseResult:
+    """`embed_layerwise_on_ray` for any partitioning whose partitions say how their
+    neighbour input is computed (`Partition.neighbour_means`): GraphSAGE's
+    (`partition_graph`) or the graph-aware movie model's (`partition_relations`)."""
     ray = import_ray()
-    plan = partition_graph(graph, partitions, order)
     parts = plan.parts
     num_layers = len(models)
     limit = BROADCAST_SHARE * smallest_object_store(ray)
@@ -208,7 +225,7 @@ def embed_layerwise_on_ray(graph: CSRGraph, features: np.ndarray, triton_url: st
                 result.reused += len(parts)
                 outputs = None
                 continue
-            layer_bytes = graph.num_nodes * width * 4
+            layer_bytes = num_nodes * width * 4
             whole = broadcast if broadcast is not None else layer_bytes <= limit
             if outputs is None and complete[layer]:
                 args = [(True, None, ()) for _ in parts]  # the journal has every partition of it

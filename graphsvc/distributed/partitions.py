@@ -9,6 +9,12 @@ cheap stand-in for METIS that DistDGL uses (its default needs a partitioning pas
 the whole graph on one machine). Partitions share nothing but halo rows, so the bytes a
 layer moves between them are the halo rows' sum times the row width.
 
+`partition_relations` splits the movies of a graph-aware movie model the same way: the
+graph is the union of its relations' weighted movie × movie CSRs (`graphsvc.graph.relations`:
+"the mean of each person's other movies"), so a partition's halo is every movie its
+rows' relation means read, and each partition carries its rows of every relation with
+the columns renumbered to its local rows.
+
 `partition_rows` splits a subset of the nodes (the rows an incremental re-index
 recomputes in one layer) the same way: ranges of the subset in the node order, each with
 the neighbours it reads (its halo). There every input row comes from the driver, which
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from graphsvc.graph.csr import CSRGraph
+from graphsvc.graph.relations import MovieRelations, WeightedRows
 
 ORDERS = ("bfs", "key")
 
@@ -50,6 +57,28 @@ class Partition:
     def local_graph(self) -> CSRGraph:
         """The owned rows' adjacency over local row numbers."""
         return CSRGraph(self.indptr, self.indices)
+
+    def neighbour_means(self, local: np.ndarray) -> np.ndarray:
+        """[owned, d]: each owned row's mean of its neighbours' rows, given `local` (the
+        layer's input for `nodes`, in that order): what the layer's neighbour input is."""
+        from graphsvc.graph.aggregation import neighbour_mean_rows
+
+        return neighbour_mean_rows(self.local_graph, np.arange(len(self.owned)), local)
+
+
+@dataclass(frozen=True)
+class RelationPartition(Partition):
+    """A partition of a graph-aware movie model's movies (`partition_relations`): its
+    adjacency is the union of the relations', and `relation_means` holds, per relation, the
+    owned rows' weighted row over local row numbers."""
+
+    relation_means: tuple[WeightedRows, ...]
+
+    def neighbour_means(self, local: np.ndarray) -> np.ndarray:
+        """[owned, R × d]: every relation's mean for the owned rows, side by side (as
+        `MovieRelations.neighbour_means` gives them for all movies)."""
+        parts = [mean.times(local) for mean in self.relation_means]
+        return np.concatenate(parts, axis=1) if parts else np.zeros((len(self.owned), 0), np.float32)
 
 
 @dataclass(frozen=True)
@@ -133,6 +162,40 @@ def partition_graph(graph: CSRGraph, parts: int, order: str = "bfs") -> Partitio
                       else np.zeros(0, np.int64) for q in range(parts))
         result.append(Partition(p, owned, halo, halo_owners, indptr, indices, sends))
     return Partitioning(order, tuple(result))
+
+
+def relations_graph(relations: MovieRelations) -> CSRGraph:
+    """The movies linked where any relation's mean reads one from another (the pattern is
+    symmetric): what partitions and halos are made of."""
+    rows, columns = [], []
+    for mean in relations.means:
+        rows.append(np.repeat(np.arange(mean.num_rows, dtype=np.int64), np.diff(mean.indptr)))
+        columns.append(mean.indices)
+    empty = np.zeros(0, np.int64)
+    return CSRGraph.from_edges(np.concatenate(rows) if rows else empty, np.concatenate(columns) if columns else empty,
+                               relations.num_movies)
+
+
+def partition_relations(relations: MovieRelations, parts: int, order: str = "bfs") -> Partitioning:
+    """`partition_graph` over `relations_graph(relations)`, each partition with its owned
+    rows of every relation mean, the columns renumbered to its local rows ([owned, halo])
+    and sorted within a row."""
+    plan = partition_graph(relations_graph(relations), parts, order)
+    local_of = np.empty(relations.num_movies, np.int64)
+    out = []
+    for part in plan.parts:
+        nodes = part.nodes
+        local_of[nodes] = np.arange(len(nodes))
+        means = []
+        for mean in relations.means:
+            own = mean.rows(part.owned)
+            owners = np.repeat(np.arange(own.num_rows, dtype=np.int64), np.diff(own.indptr))
+            columns = local_of[own.indices]
+            order_in_row = np.argsort(owners * len(nodes) + columns, kind="stable")
+            means.append(WeightedRows(own.indptr, columns[order_in_row], own.weights[order_in_row], len(nodes)))
+        out.append(RelationPartition(part.number, part.owned, part.halo, part.halo_owners, part.indptr,
+                                     part.indices, part.sends, tuple(means)))
+    return Partitioning(plan.order, tuple(out))
 
 
 def partition_rows(graph: CSRGraph, rows: np.ndarray, parts: int, order: str = "bfs",

@@ -85,7 +85,8 @@ class ParquetWriteBack:
         writers = [actor.write_shard for actor in self.writers] or [task]
         paths = ray.get([writers[number % len(writers)].remote(
             str(self.directory / f"shard-{number:05d}.parquet"), keys, shard.rows, shard.embedding, shard.logits,
-            indexed.ids[shard.rows], indexed.scores[shard.rows]) for number, shard in enumerate(self.shards)])
+            indexed.ids[shard.rows], indexed.scores[shard.rows], shard.predicted, shard.columns)
+            for number, shard in enumerate(self.shards)])
         written = time.perf_counter()
         import pyarrow.parquet as pq
 
@@ -193,13 +194,14 @@ def shard_table(keys: pa.Array, rows: np.ndarray, embedding: np.ndarray, logits:
 
 
 def write_shard(path: str, keys: pa.Array, rows: np.ndarray, embedding: np.ndarray, logits: np.ndarray | None,
-                ids: np.ndarray, scores: np.ndarray) -> str:
+                ids: np.ndarray, scores: np.ndarray, predicted: np.ndarray | None = None,
+                columns: dict | None = None) -> str:
     """One shard's rows as Parquet, written aside and renamed in (in a Ray worker)."""
     import os
 
     import pyarrow.parquet as pq
 
     aside = f"{path}.partial"
-    pq.write_table(shard_table(keys, rows, embedding, logits, ids, scores), aside)
+    pq.write_table(shard_table(keys, rows, embedding, logits, ids, scores, predicted, columns), aside)
     os.replace(aside, path)
     return path
